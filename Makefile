@@ -1,0 +1,56 @@
+# Two entry points for a fresh Debian machine, as root:
+#   make demo   set up, then show the stack at work
+#   make test   set up, then lint, type-check and run every test
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.deps-stamp
+APT_PACKAGES := keepalived haproxy curl iproute2 procps python3 python3-venv
+OUT ?= out
+
+.PHONY: all demo test lint unit render system-deps deps clean
+
+all: test
+
+system-deps:
+	@missing=""; \
+	for bin in keepalived haproxy curl ip pgrep python3; do command -v $$bin >/dev/null || missing=1; done; \
+	python3 -c 'import venv, ensurepip' 2>/dev/null || missing=1; \
+	if [ -n "$$missing" ]; then \
+	  echo "==> installing $(APT_PACKAGES) (apt)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null; \
+	fi
+
+$(STAMP): requirements.txt requirements-dev.txt | system-deps
+	@echo "==> creating $(VENV) and installing Python dependencies"
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	@$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	@touch $(STAMP)
+
+deps: system-deps $(STAMP)
+
+lint: deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+unit: deps
+	$(PY) -m pytest
+
+test: lint unit
+
+render: deps
+	$(PY) -m halb render --stack $(STACK) --out $(OUT)/$(STACK)
+
+demo: deps
+	@$(PY) -m halb render --stack dev --out $(OUT)/dev
+	@echo
+	@echo "==> keepalived.conf for dev-lb-1 (each LB host gets its own):"
+	@cat $(OUT)/dev/keepalived/dev-lb-1.conf
+	@echo "==> Kubernetes objects the dev stack applies:"
+	@grep -E '^kind:' $(OUT)/dev/manifests.yaml | sort | uniq -c
+	@echo "==> full output in $(OUT)/dev/"
+
+clean:
+	rm -rf $(OUT) .pytest_cache .mypy_cache .ruff_cache .hypothesis

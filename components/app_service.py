@@ -1,0 +1,132 @@
+"""AppService: one business service on the `role=apps` hosts.
+
+Creates: a Deployment (required node affinity role=apps, preferred spread
+over hosts: the seed's "should not have service X"), a headless Service so
+HAProxy resolves every pod, and a PodDisruptionBudget (minAvailable 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.k8s import image_tag, labels, required_role, resources, selector
+from components.settings import Role, Service
+
+HOSTNAME = "kubernetes.io/hostname"
+
+
+@dataclass(frozen=True)
+class AppServiceArgs:
+    service: Service
+    namespace: pulumi.Input[str]
+
+
+def restricted_security_context() -> k8s.core.v1.SecurityContextArgsDict:
+    """What Pod Security `restricted` demands of every container."""
+    return {
+        "allow_privilege_escalation": False,
+        "run_as_non_root": True,
+        "read_only_root_filesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccomp_profile": {"type": "RuntimeDefault"},
+    }
+
+
+class AppService(pulumi.ComponentResource):
+    """Deployment + headless Service + PDB for one service."""
+
+    service_name: pulumi.Output[str]
+
+    def __init__(self, name: str, args: AppServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("rancher-ha-lb:index:AppService", name, None, opts)
+        svc = args.service
+        meta_labels = labels(svc.name, "app", image_tag(svc.image))
+        match = selector(svc.name)
+        child = pulumi.ResourceOptions(parent=self)
+        probe_http: k8s.core.v1.HTTPGetActionArgsDict = {"path": svc.health_path, "port": "http"}
+        spec: k8s.apps.v1.DeploymentSpecArgsDict = {
+            "replicas": svc.replicas,
+            "selector": {"match_labels": match},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rolling_update": {"max_unavailable": 0, "max_surge": 1},
+            },
+            "template": {
+                "metadata": {"labels": meta_labels},
+                "spec": {
+                    "affinity": {
+                        **required_role(Role.APPS),
+                        "pod_anti_affinity": {
+                            # Preferred, not required: with fewer apps hosts
+                            # than replicas the service still runs.
+                            "preferred_during_scheduling_ignored_during_execution": [
+                                {
+                                    "weight": 100,
+                                    "pod_affinity_term": {
+                                        "topology_key": HOSTNAME,
+                                        "label_selector": {"match_labels": match},
+                                    },
+                                }
+                            ]
+                        },
+                    },
+                    "automount_service_account_token": False,
+                    "security_context": {
+                        "run_as_non_root": True,
+                        "seccomp_profile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [
+                        {
+                            "name": svc.name,
+                            "image": svc.image,
+                            "ports": [{"name": "http", "container_port": svc.port}],
+                            "env": [{"name": k, "value": v} for k, v in sorted(svc.env.items())],
+                            "readiness_probe": {
+                                "http_get": probe_http,
+                                "period_seconds": 5,
+                                "failure_threshold": 2,
+                            },
+                            "liveness_probe": {
+                                "http_get": probe_http,
+                                "initial_delay_seconds": 10,
+                                "period_seconds": 10,
+                                "failure_threshold": 3,
+                            },
+                            "resources": resources(svc.resources),
+                            "security_context": restricted_security_context(),
+                            "volume_mounts": [{"name": "tmp", "mount_path": "/tmp"}],
+                        }
+                    ],
+                    "volumes": [{"name": "tmp", "empty_dir": {}}],
+                },
+            },
+        }
+        k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            metadata={"name": svc.name, "namespace": args.namespace, "labels": meta_labels},
+            spec=spec,
+            opts=child,
+        )
+        service = k8s.core.v1.Service(
+            f"{name}-service",
+            metadata={"name": svc.name, "namespace": args.namespace, "labels": meta_labels},
+            spec={
+                # Headless: DNS answers with every ready pod, so HAProxy health
+                # checks and balances pods itself, not a kube-proxy VIP.
+                "cluster_ip": "None",
+                "selector": match,
+                "ports": [{"name": "http", "port": svc.port, "target_port": "http"}],
+            },
+            opts=child,
+        )
+        k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-pdb",
+            metadata={"name": svc.name, "namespace": args.namespace, "labels": meta_labels},
+            spec={"min_available": 1, "selector": {"match_labels": match}},
+            opts=child,
+        )
+        self.service_name = service.metadata.apply(lambda m: m.name or svc.name)
+        self.register_outputs({"service_name": self.service_name})

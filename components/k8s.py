@@ -1,0 +1,66 @@
+"""Small pure builders for Kubernetes fields shared by the components."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pulumi_kubernetes as k8s
+
+from components.settings import Resources, Role
+
+PART_OF = "rancher-ha-lb"
+ROLE_LABEL = "role"
+
+
+def labels(name: str, component: str, version: str | None = None) -> dict[str, str]:
+    """The recommended app.kubernetes.io labels."""
+    out = {
+        "app.kubernetes.io/name": name,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": PART_OF,
+        "app.kubernetes.io/managed-by": "pulumi",
+    }
+    if version:
+        out["app.kubernetes.io/version"] = version[:63]
+    return out
+
+
+def selector(name: str) -> dict[str, str]:
+    """The immutable subset of `labels` a workload selects its pods by."""
+    return {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": PART_OF}
+
+
+def image_tag(image: str) -> str | None:
+    tail = image.rsplit("/", 1)[-1]
+    if "@" in tail:
+        return None
+    return tail.split(":", 1)[1] if ":" in tail else None
+
+
+def required_role(role: Role) -> k8s.core.v1.AffinityArgsDict:
+    """Node affinity: schedule only on hosts labelled role=<role> (the seed's 'must')."""
+    return {
+        "node_affinity": {
+            "required_during_scheduling_ignored_during_execution": {
+                "node_selector_terms": [
+                    {"match_expressions": [{"key": ROLE_LABEL, "operator": "In", "values": [role.value]}]}
+                ]
+            }
+        }
+    }
+
+
+def resources(r: Resources) -> k8s.core.v1.ResourceRequirementsArgsDict:
+    limits: dict[str, str] = {"memory": r.memory_limit}
+    if r.cpu_limit:
+        limits["cpu"] = r.cpu_limit
+    return {"requests": {"cpu": r.cpu, "memory": r.memory}, "limits": limits}
+
+
+def checksum(*parts: str) -> str:
+    """Pod-template annotation value that changes when a config changes."""
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.encode())
+        h.update(b"\0")
+    return h.hexdigest()

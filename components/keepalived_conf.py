@@ -1,0 +1,101 @@
+"""Pure renderer: Settings + node name -> that node's keepalived.conf.
+
+Fixes the seed's bugs by construction: distinct priorities (no arbitrary
+election), a health check exec'd without a shell that asks this node's
+HAProxy on its own port and path (the seed's `ss -ltn | grep 80` never ran,
+and would have matched :8080), VRRPv3 by default, and `auth_pass` only with
+VRRPv2 and only 1..8 characters (validated in settings).
+"""
+
+from __future__ import annotations
+
+from components.settings import Settings
+
+CHECK_NAME = "chk_haproxy"
+# One fixed binary with arguments: keepalived execs it without a shell.
+CURL = "/usr/bin/curl"
+
+
+def health_url(s: Settings) -> str:
+    """HAProxy's own health endpoint on this host (host networking: 127.0.0.1 is the node)."""
+    return f"http://127.0.0.1:{s.load_balancer.stats_port}/healthz"
+
+
+def check_command(s: Settings) -> str:
+    # --max-time below the vrrp_script timeout, so curl fails before keepalived kills it.
+    max_time = max(0.2, s.vrrp.check.timeout - 0.2)
+    return f"{CURL} -fsS -o /dev/null --noproxy * --max-time {max_time:g} {health_url(s)}"
+
+
+def instance_name(s: Settings) -> str:
+    return f"VI_{s.vip.router_id}"
+
+
+def _fmt_seconds(value: float) -> str:
+    return f"{value:g}"
+
+
+def render_keepalived_conf(s: Settings, node: str, auth_pass: str | None = None) -> str:
+    """keepalived.conf for `node`; `auth_pass` is given only when VRRPv2 auth is on."""
+    if node not in s.lb_nodes:
+        raise ValueError(f"{node!r} is not a load-balancer host (have: {', '.join(s.lb_nodes)})")
+    if (auth_pass is None) != (s.vrrp_auth_pass is None):
+        raise ValueError("auth_pass must be given exactly when settings.vrrp_auth_pass is set")
+    v, chk, iface = s.vrrp, s.vrrp.check, s.vip.interface
+    lines = [
+        f"# keepalived.conf for {node}, rendered by rancher-ha-lb; do not edit.",
+        "global_defs {",
+        f"    router_id {node}",
+        # The check runs as root (it needs no privilege, but keepalived refuses
+        # an unprivileged user that does not exist in a minimal image).
+        "    enable_script_security",
+        "    script_user root",
+        # Tell switches and clients quickly and repeatedly who holds the VIP.
+        "    vrrp_garp_master_delay 1",
+        "    vrrp_garp_master_repeat 3",
+        f"    vrrp_garp_master_refresh {v.garp_refresh}",
+        "    vrrp_garp_master_refresh_repeat 2",
+        "}",
+        "",
+        f"vrrp_script {CHECK_NAME} {{",
+        f'    script "{check_command(s)}"',
+        f"    interval {chk.interval}",
+        f"    timeout {chk.timeout}",
+        f"    fall {chk.fall}",
+        f"    rise {chk.rise}",
+        "}",
+        "",
+        f"vrrp_instance {instance_name(s)} {{",
+        # All BACKUP + nopreempt: a recovered host does not take the VIP back
+        # (one failover, not two); priorities only order a cold start.
+        "    state BACKUP",
+        "    nopreempt",
+        f"    interface {iface}",
+        f"    virtual_router_id {s.vip.router_id}",
+        f"    priority {s.priority(node)}",
+        f"    advert_int {_fmt_seconds(v.advert_interval)}",
+        f"    version {v.version}",
+    ]
+    if v.unicast:
+        peers = [str(s.address(n)) for n in s.lb_nodes if n != node]
+        lines += [f"    unicast_src_ip {s.address(node)}", "    unicast_peer {"]
+        lines += [f"        {p}" for p in peers]
+        lines += ["    }"]
+    if auth_pass is not None:
+        lines += [
+            "    authentication {",
+            "        auth_type PASS",
+            f"        auth_pass {auth_pass}",
+            "    }",
+        ]
+    lines += [
+        "    track_script {",
+        f"        {CHECK_NAME}",
+        "    }",
+        "    virtual_ipaddress {",
+        f"        {s.vip.address} dev {iface}",
+        "    }",
+        "}",
+        "",
+    ]
+    return "\n".join(lines)

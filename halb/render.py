@@ -1,0 +1,145 @@
+"""Offline render: what a stack would apply, as files, with no Pulumi CLI.
+
+Runs the real program under mocks and writes DIR/manifests.yaml (every
+Kubernetes object, one document each), DIR/keepalived/<node>.conf,
+DIR/haproxy/haproxy.cfg and DIR/resources.json. Files are built in memory
+first, so a failure writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from components.settings import RawConfig, parse_settings
+from halb.mockrun import Recorded, Run, run_program
+
+K8S_PREFIX = "kubernetes:"
+RANCHER_NAMESPACE = "rancher2:index/namespace:Namespace"
+PATCH_SUFFIX = "Patch"
+PROJECT_ANNOTATION = "field.cattle.io/projectId"
+
+
+def _manifest(r: Recorded) -> dict[str, Any] | None:
+    """The Kubernetes object a resource stands for (None: not a k8s object)."""
+    if r.type == RANCHER_NAMESPACE:
+        # Rancher creates a plain Namespace, tied to the project by annotation.
+        return {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": r.inputs["name"],
+                "labels": r.inputs.get("labels", {}),
+                "annotations": {PROJECT_ANNOTATION: r.inputs.get("projectId", "")},
+            },
+        }
+    if not r.type.startswith(K8S_PREFIX) or r.type.startswith("pulumi:providers"):
+        return None
+    doc = dict(r.inputs)
+    kind = str(doc.get("kind", ""))
+    if kind.endswith(PATCH_SUFFIX):
+        # A server-side-apply patch: the partial object it applies.
+        doc["kind"] = kind[: -len(PATCH_SUFFIX)]
+    order = ["apiVersion", "kind", "metadata"]
+    return {k: doc[k] for k in order if k in doc} | {k: doc[k] for k in sorted(doc) if k not in order}
+
+
+KIND_ORDER = ["Namespace", "Node", "ConfigMap", "Secret", "Service", "Deployment", "DaemonSet"]
+
+
+def _sorted_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted_keys(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted_keys(v) for v in value]
+    return value
+
+
+def _doc_key(doc: dict[str, Any]) -> tuple[int, str, str]:
+    kind = doc.get("kind", "")
+    rank = KIND_ORDER.index(kind) if kind in KIND_ORDER else len(KIND_ORDER)
+    meta = doc.get("metadata", {})
+    return rank, meta.get("namespace", ""), meta.get("name", "")
+
+
+def manifests(run: Run) -> list[dict[str, Any]]:
+    """Every Kubernetes object, in apply order, keys sorted below the top."""
+    docs = [m for r in run.resources if (m := _manifest(r)) is not None]
+    return sorted(({k: _sorted_keys(v) for k, v in d.items()} for d in docs), key=_doc_key)
+
+
+def _find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    for d in docs:
+        if d.get("kind") == kind and d.get("metadata", {}).get("name") == name:
+            return d
+    raise KeyError(f"no {kind} {name} in the rendered stack")
+
+
+def resources_table(run: Run) -> list[dict[str, str | None]]:
+    names = {r.urn: r.name for r in run.resources}
+    rows = [
+        {"type": r.type, "name": r.name, "parent": names.get(r.parent or "")}
+        for r in run.resources
+        if r.type != "pulumi:pulumi:Stack"
+    ]
+    return sorted(rows, key=lambda row: (row["parent"] or "", row["name"] or ""))
+
+
+def render_files(raw: RawConfig, stack: str) -> dict[str, str]:
+    """Relative path -> content. Raises SettingsError before running anything."""
+    settings = parse_settings(raw)
+    run = run_program(raw, stack)
+    docs = manifests(run)
+    files = {
+        "manifests.yaml": yaml.safe_dump_all(docs, sort_keys=False, width=100),
+        "resources.json": json.dumps(resources_table(run), indent=2) + "\n",
+        "haproxy/haproxy.cfg": _find(docs, "ConfigMap", "haproxy-config")["data"]["haproxy.cfg"],
+    }
+    confs = _find(docs, "Secret", "keepalived-config")["stringData"]
+    for node in settings.lb_nodes:
+        files[f"keepalived/{node}.conf"] = confs[f"{node}.conf"]
+    return files
+
+
+def check_writable(out: Path) -> str | None:
+    """Why `out` cannot take the files, or None when it can."""
+    probe = out
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        return f"--out {out}: {probe} is not a directory"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"--out {out}: {probe} is not writable"
+    return None
+
+
+def write_files(out: Path, files: dict[str, str]) -> None:
+    """All files or none: staged in a temp dir inside `out`, then moved in."""
+    created = out
+    while not created.parent.exists() and created.parent != created:
+        created = created.parent
+    made_out = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=".halb-render-", dir=out))
+        try:
+            for rel, text in files.items():
+                (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+                (stage / rel).write_text(text)
+            for rel in files:
+                (out / rel).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(stage / rel, out / rel)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+    except OSError:
+        if made_out:
+            shutil.rmtree(created, ignore_errors=True)
+        raise

@@ -1,0 +1,32 @@
+#!/bin/sh
+# Start keepalived for this node. The same script runs in the cluster (as the
+# DaemonSet's PID 1) and in the local lab (under its supervisor).
+#
+# Environment:
+#   NODE_NAME             this node (downward API spec.nodeName): picks the config
+#   KEEPALIVED_VIP        the VIP with prefix, e.g. 10.10.10.2/24
+#   KEEPALIVED_INTERFACE  the interface that carries it
+#   KEEPALIVED_CONFIG_DIR where <NODE_NAME>.conf lives (default /etc/keepalived/nodes)
+# Extra arguments are passed to keepalived (the lab gives pid file paths).
+set -eu
+
+: "${NODE_NAME:?NODE_NAME is not set; give it spec.nodeName through the downward API}"
+: "${KEEPALIVED_VIP:?KEEPALIVED_VIP is not set (address/prefix)}"
+: "${KEEPALIVED_INTERFACE:?KEEPALIVED_INTERFACE is not set}"
+conf="${KEEPALIVED_CONFIG_DIR:-/etc/keepalived/nodes}/${NODE_NAME}.conf"
+
+if [ ! -r "$conf" ]; then
+    echo "keepalived-entrypoint: no config for node '$NODE_NAME' at $conf" >&2
+    exit 64
+fi
+
+# A predecessor killed with SIGKILL never withdrew the VIP. Left in place, this
+# node would answer ARP for it while another node is MASTER.
+if ip addr del "$KEEPALIVED_VIP" dev "$KEEPALIVED_INTERFACE" 2>/dev/null; then
+    echo "keepalived-entrypoint: removed stale VIP $KEEPALIVED_VIP from $KEEPALIVED_INTERFACE"
+fi
+
+echo "keepalived-entrypoint: node $NODE_NAME, config $conf"
+# exec: keepalived becomes PID 1 and gets SIGTERM itself, so it sends its
+# priority-0 advert and releases the VIP at once.
+exec keepalived --dont-fork --log-console --log-detail --use-file "$conf" "$@"

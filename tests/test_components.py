@@ -1,0 +1,104 @@
+"""Components one at a time under @pulumi.runtime.test: their outputs.
+
+Mocks are set before each test (several modules set their own in one run);
+each check returns `Output.all(res.urn, ...).apply(check)` so a failure names
+the resource.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pulumi
+import pytest
+from conftest import settings_of
+
+from components.app_service import AppService, AppServiceArgs
+from components.host_labels import HostLabels, HostLabelsArgs
+from components.image import KeepalivedImage, KeepalivedImageArgs
+from components.keepalived import Keepalived, KeepalivedArgs
+from components.settings import KeepalivedImage as ImageSettings
+from components.settings import Registry, Role
+from halb.mockrun import FAKE_DIGEST, RecordingMocks
+
+
+@pytest.fixture(autouse=True)
+def mocks() -> Iterator[RecordingMocks]:
+    m = RecordingMocks()
+    pulumi.runtime.set_mocks(m, project="rancher-ha-lb", stack="test", preview=False)
+    yield m
+
+
+@pulumi.runtime.test
+def test_app_service_exposes_its_service_name() -> pulumi.Output[None]:
+    svc = settings_of("prod").services[1]
+    app = AppService("app-api", AppServiceArgs(svc, "web"))
+
+    def check(args: list[str]) -> None:
+        urn, name = args
+        assert name == "api", urn
+
+    return pulumi.Output.all(app.urn, app.service_name).apply(check)
+
+
+@pulumi.runtime.test
+async def test_registration_commands_are_secret_and_labelled() -> None:
+    hosts = HostLabels(
+        "hosts", HostLabelsArgs({"lb-1": Role.LOAD_BALANCER, "app-1": Role.APPS}, "register --token T")
+    )
+    assert hosts.node_names == {Role.LOAD_BALANCER: ["lb-1"], Role.APPS: ["app-1"]}
+    # The command carries a registration token.
+    assert await hosts.registration_commands.is_secret()
+    assert await hosts.registration_commands.future() == {
+        "load-balancer": "register --token T --label role=load-balancer",
+        "apps": "register --token T --label role=apps",
+    }
+
+
+@pulumi.runtime.test
+def test_image_build_yields_digest_and_pull_secret() -> pulumi.Output[None]:
+    image = KeepalivedImage(
+        "ka-image",
+        KeepalivedImageArgs(
+            ImageSettings(image="reg.example.com/edge/keepalived:1", build=True),
+            project_id="c:p",
+            namespace_id="c:ns",
+            registry=Registry(server="reg.example.com", username="ci"),
+            registry_password=pulumi.Output.secret("pw"),
+        ),
+    )
+    assert image.pull_secret is not None
+
+    def check(args: list[str]) -> None:
+        urn, ref, pull = args
+        assert ref == f"reg.example.com/edge/keepalived@{FAKE_DIGEST}", urn
+        assert pull == "ka-image-pull", urn
+
+    return pulumi.Output.all(image.urn, image.image_ref, image.pull_secret).apply(check)
+
+
+@pulumi.runtime.test
+def test_image_without_build_or_password() -> pulumi.Output[None]:
+    image = KeepalivedImage(
+        "ka-image",
+        KeepalivedImageArgs(ImageSettings(image="quay.io/x/keepalived:2", build=False), "c:p", "c:ns"),
+    )
+    assert image.pull_secret is None
+
+    def check(args: list[str]) -> None:
+        urn, ref = args
+        assert ref == "quay.io/x/keepalived:2", urn
+
+    return pulumi.Output.all(image.urn, image.image_ref).apply(check)
+
+
+def test_keepalived_refuses_auth_mismatch() -> None:
+    with pytest.raises(ValueError, match="auth_pass must be given"):
+        Keepalived("ka", KeepalivedArgs(settings_of("lab"), "web-edge", "img", auth_pass="x"))
+
+
+@pulumi.runtime.test
+def test_keepalived_outputs() -> pulumi.Output[None]:
+    ka = Keepalived("ka", KeepalivedArgs(settings_of("lab"), "web-edge", "img"))
+    assert ka.vip == "192.0.2.10" and ka.nodes == ["lb-1", "lb-2"]
+    return ka.urn.apply(lambda urn: None)

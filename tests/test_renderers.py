@@ -1,0 +1,208 @@
+"""keepalived.conf and haproxy.cfg: content, and validation by the daemons."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import STACKS, require_root_tools, settings_of, stack_raw, with_overrides
+
+from components.haproxy_cfg import (
+    StaticBackend,
+    StaticServer,
+    dns_backends,
+    render_haproxy_cfg,
+)
+from components.keepalived_conf import render_keepalived_conf
+from components.settings import Settings, parse_settings
+
+
+def v2_auth_settings(password: str = "s3cret") -> Settings:
+    raw = with_overrides(
+        stack_raw("lab"), secret=True, vrrp={"version": 2, "advertInterval": 1}, vrrpAuthPass=password
+    )
+    return parse_settings(raw)
+
+
+def keepalived_check(netns: str, conf: str, tmp: Path) -> subprocess.CompletedProcess[str]:
+    path = tmp / "keepalived.conf"
+    path.write_text(conf)
+    pids = [f"{flag}{tmp / name}" for flag, name in (("-p", "k.pid"), ("-r", "v.pid"), ("-c", "c.pid"))]
+    cmd = ["ip", "netns", "exec", netns, "keepalived", "-t", "-l", "-f", str(path), *pids]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+
+
+def haproxy_check(cfg: str, tmp: Path) -> subprocess.CompletedProcess[str]:
+    require_root_tools("haproxy")
+    path = tmp / "haproxy.cfg"
+    path.write_text(cfg)
+    return subprocess.run(
+        ["haproxy", "-c", "-f", str(path)], capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+# --- keepalived.conf content --------------------------------------------------
+
+
+def test_priorities_distinct_and_all_backup_nopreempt() -> None:
+    s = settings_of("prod")
+    confs = {n: render_keepalived_conf(s, n) for n in s.lb_nodes}
+    prios = [re.search(r"^\s+priority (\d+)$", c, re.M) for c in confs.values()]
+    values = [int(m.group(1)) for m in prios if m]
+    assert len(values) == 2 and len(set(values)) == 2
+    for node, conf in confs.items():
+        assert f"router_id {node}\n" in conf
+        assert "    state BACKUP\n    nopreempt\n" in conf
+        assert "enable_script_security" in conf
+        assert "vrrp_garp_master_refresh 60" in conf
+
+
+def test_unicast_peers_are_the_other_lb_hosts() -> None:
+    s = settings_of("prod")
+    conf = render_keepalived_conf(s, "lb-1")
+    assert "unicast_src_ip 10.10.10.11\n    unicast_peer {\n        10.10.10.12\n    }" in conf
+
+
+def test_multicast_option_drops_unicast() -> None:
+    s = parse_settings(with_overrides(stack_raw("lab"), vrrp={"unicast": False}))
+    conf = render_keepalived_conf(s, "lb-1")
+    assert "unicast" not in conf
+
+
+def test_vrrp_v3_default_has_no_authentication() -> None:
+    conf = render_keepalived_conf(settings_of("lab"), "lb-1")
+    assert "    version 3\n" in conf and "advert_int 0.05\n" in conf
+    assert "authentication" not in conf and "auth_pass" not in conf
+
+
+def test_v2_auth_pass_rendered_only_when_set() -> None:
+    conf = render_keepalived_conf(v2_auth_settings(), "lb-2", "s3cret")
+    assert "auth_type PASS\n        auth_pass s3cret\n" in conf
+    assert "    version 2\n" in conf and "advert_int 1\n" in conf
+    with pytest.raises(ValueError, match="auth_pass must be given"):
+        render_keepalived_conf(v2_auth_settings(), "lb-2")
+
+
+def test_check_asks_this_nodes_haproxy_on_its_own_port_without_a_shell() -> None:
+    s = settings_of("lab")
+    conf = render_keepalived_conf(s, "lb-1")
+    script = re.search(r'script "([^"]+)"', conf)
+    assert script is not None
+    argv = script.group(1).split()
+    assert argv[0] == "/usr/bin/curl"
+    assert argv[-1] == f"http://127.0.0.1:{s.load_balancer.stats_port}/healthz"
+    assert not {"|", "grep", "sh", "ss"} & set(argv)
+
+
+def test_vip_on_configured_interface() -> None:
+    conf = render_keepalived_conf(settings_of("prod"), "lb-2")
+    assert "virtual_ipaddress {\n        10.10.10.2/24 dev eth0\n    }" in conf
+    assert "interface eth0\n" in conf and "virtual_router_id 1\n" in conf
+
+
+def test_non_lb_node_is_refused() -> None:
+    with pytest.raises(ValueError, match="not a load-balancer host"):
+        render_keepalived_conf(settings_of("prod"), "app-1")
+
+
+# --- haproxy.cfg content --------------------------------------------------------
+
+
+def test_haproxy_routes_by_host_first_service_default() -> None:
+    s = settings_of("prod")
+    cfg = render_haproxy_cfg(s, dns_backends(s))
+    assert "use_backend be_shop if { var(txn.host) -m str shop.example.com }" in cfg
+    assert "use_backend be_shop if { var(txn.host) -m str www.example.com }" in cfg
+    assert "use_backend be_api if { var(txn.host) -m str api.example.com }" in cfg
+    assert "default_backend be_shop\n" in cfg
+    assert "bind 0.0.0.0:80\n" in cfg
+
+
+def test_haproxy_dns_discovery_of_headless_services() -> None:
+    s = settings_of("prod")
+    cfg = render_haproxy_cfg(s, dns_backends(s))
+    assert "resolvers cluster\n    parse-resolv-conf" in cfg
+    assert "server-template pod 6 api.web.svc.cluster.local:9000 check resolvers cluster" in cfg
+    assert "option httpchk GET /ready" in cfg
+
+
+def test_haproxy_metrics_and_health_endpoint() -> None:
+    cfg = render_haproxy_cfg(settings_of("prod"), dns_backends(settings_of("prod")))
+    assert "bind 0.0.0.0:8404\n" in cfg
+    assert "monitor-uri /healthz" in cfg and "monitor fail if { stopping }" in cfg
+    assert "prometheus-exporter if { path /metrics }" in cfg
+
+
+def test_static_backends_differ_only_in_server_lines() -> None:
+    s = settings_of("lab")
+    static = {svc.name: StaticBackend((StaticServer("a", "192.0.2.21", svc.port),)) for svc in s.services}
+    lab_cfg = render_haproxy_cfg(s, static)
+    k8s_cfg = render_haproxy_cfg(s, dns_backends(s))
+    assert "server a 192.0.2.21:8080 check" in lab_cfg and "resolvers" not in lab_cfg
+    strip = re.compile(
+        r"^(resolvers|    (parse-resolv-conf|resolve_retries|timeout re|hold |server)).*\n", re.M
+    )
+
+    def rest(cfg: str) -> str:
+        return re.sub(r"\n\n+", "\n", strip.sub("", cfg))
+
+    assert rest(lab_cfg) == rest(k8s_cfg)
+
+
+def test_missing_backend_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no backend given for service"):
+        render_haproxy_cfg(settings_of("lab"), {})
+
+
+# --- the daemons themselves judge the configs ----------------------------------
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("stack", STACKS)
+def test_keepalived_accepts_every_rendered_conf(stack: str, netns: str, tmp_path: Path) -> None:
+    s = settings_of(stack)
+    for node in s.lb_nodes:
+        result = keepalived_check(netns, render_keepalived_conf(s, node), tmp_path)
+        assert result.returncode == 0, result.stderr + result.stdout
+
+
+@pytest.mark.netns
+def test_keepalived_accepts_v2_with_auth(netns: str, tmp_path: Path) -> None:
+    result = keepalived_check(netns, render_keepalived_conf(v2_auth_settings(), "lb-1", "s3cret"), tmp_path)
+    assert result.returncode == 0, result.stderr + result.stdout
+
+
+@pytest.mark.netns
+def test_keepalived_check_catches_the_seeds_long_auth_pass(netns: str, tmp_path: Path) -> None:
+    conf = render_keepalived_conf(v2_auth_settings(), "lb-1", "s3cret")
+    broken = conf.replace("auth_pass s3cret", "auth_pass incommsys-vips")
+    result = keepalived_check(netns, broken, tmp_path)
+    assert result.returncode != 0
+    assert "Truncating auth_pass" in result.stderr + result.stdout
+
+
+@pytest.mark.netns
+def test_keepalived_check_catches_a_bad_keyword(netns: str, tmp_path: Path) -> None:
+    conf = render_keepalived_conf(settings_of("lab"), "lb-1")
+    result = keepalived_check(netns, conf.replace("advert_int 0.05", "advert_int 0.005"), tmp_path)
+    assert result.returncode != 0
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_haproxy_accepts_every_rendered_cfg_without_warnings(stack: str, tmp_path: Path) -> None:
+    s = settings_of(stack)
+    result = haproxy_check(render_haproxy_cfg(s, dns_backends(s)), tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Configuration file is valid" in result.stdout
+    assert "[WARNING]" not in result.stderr and "[ALERT]" not in result.stderr
+
+
+def test_haproxy_check_catches_a_broken_cfg(tmp_path: Path) -> None:
+    s = settings_of("lab")
+    broken = render_haproxy_cfg(s, dns_backends(s)).replace(
+        "default_backend be_shop", "default_backend be_nope"
+    )
+    result = haproxy_check(broken, tmp_path)
+    assert result.returncode != 0 and "be_nope" in result.stderr
