@@ -1,5 +1,5 @@
 # Two entry points for a fresh Debian machine, as root:
-#   make demo   set up, then show the stack at work
+#   make demo   set up, then run the lab: VIP failover measured, torn down
 #   make test   set up, then lint, type-check and run every test
 SHELL := /bin/bash
 VENV := .venv
@@ -44,13 +44,8 @@ render: deps
 	$(PY) -m halb render --stack $(STACK) --out $(OUT)/$(STACK)
 
 demo: deps
-	@$(PY) -m halb render --stack dev --out $(OUT)/dev
-	@echo
-	@echo "==> keepalived.conf for dev-lb-1 (each LB host gets its own):"
-	@cat $(OUT)/dev/keepalived/dev-lb-1.conf
-	@echo "==> Kubernetes objects the dev stack applies:"
-	@grep -E '^kind:' $(OUT)/dev/manifests.yaml | sort | uniq -c
-	@echo "==> full output in $(OUT)/dev/"
+	@if [ "$$(id -u)" != 0 ]; then echo "make demo needs root (network namespaces)"; exit 1; fi
+	@$(PY) -m halb demo
 
 clean:
 	rm -rf $(OUT) .pytest_cache .mypy_cache .ruff_cache .hypothesis

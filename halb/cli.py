@@ -1,19 +1,29 @@
 """The `halb` command line: tools beside the Pulumi program.
 
     python -m halb render --stack NAME [--config-file PATH] --out DIR
+    python -m halb lab up [--stack lab | --config-file PATH]
+    python -m halb lab status [--json]
+    python -m halb lab request [--count N] [--service NAME]
+    python -m halb lab fault KIND [--node NAME]
+    python -m halb lab handoff
+    python -m halb lab down
+    python -m halb demo
 
-Exit codes: 0 done, 2 bad input (settings, flags, paths) with one line per
-problem and nothing written.
+Exit codes: 0 done, 1 the lab could not do it (message says why), 2 bad
+input (settings, flags, paths) with one line per problem and nothing written
+or started.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from components.settings import SettingsError, parse_settings
+from components.settings import RawConfig, SettingsError, parse_settings
 from halb.stackfile import StackFileError, known_stacks, load_stack_file, stack_path
 
 BAD_INPUT = 2
@@ -33,7 +43,45 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--stack", required=True, help="stack name: reads Pulumi.<stack>.yaml")
     r.add_argument("--config-file", help="read this stack file instead of Pulumi.<stack>.yaml")
     r.add_argument("--out", required=True, type=Path, help="directory to write into")
+
+    lab = sub.add_parser("lab", help="the stack's load-balancer tier for real, in network namespaces")
+    lsub = lab.add_subparsers(dest="lab_command", required=True, parser_class=_Parser)
+    up = lsub.add_parser("up", help="create the lab and wait until the VIP serves")
+    up.add_argument("--stack", default="lab", help="stack name (default: lab)")
+    up.add_argument("--config-file", help="read this stack file instead of Pulumi.<stack>.yaml")
+    st = lsub.add_parser("status", help="who holds the VIP, VRRP states, daemon PIDs")
+    st.add_argument("--json", action="store_true")
+    rq = lsub.add_parser("request", help="requests through the VIP from the client namespace")
+    rq.add_argument("--count", type=_count, default=5, help="1..1000 (default 5)")
+    rq.add_argument("--service", help="send the Host header of this service (default: default backend)")
+    fl = lsub.add_parser("fault", help="inject a fault (default node: the MASTER)")
+    fl.add_argument("kind", choices=FAULT_KINDS)
+    fl.add_argument("--node", help="load-balancer host to hit")
+    lsub.add_parser("handoff", help="planned move of the VIP to another LB host, no failed request")
+    lsub.add_parser("down", help="remove every namespace and process of the lab")
+    sub.add_parser("demo", help="lab up, requests, MASTER host crash with measured outage, lab down")
     return p
+
+
+FAULT_KINDS = (
+    "kill-keepalived",
+    "stop-keepalived",
+    "kill-haproxy",
+    "link-down",
+    "link-up",
+    "crash",
+    "restore",
+)
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"{value} is not in 1..1000")
+    return value
 
 
 def _fail(problems: Sequence[str]) -> int:
@@ -45,15 +93,9 @@ def _fail(problems: Sequence[str]) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     from halb.render import check_writable, render_files, write_files
 
-    if args.config_file is None and args.stack not in known_stacks():
-        return _fail([f"--stack {args.stack}: unknown stack (have: {', '.join(known_stacks())})"])
-    try:
-        raw = load_stack_file(stack_path(args.stack, args.config_file))
-        parse_settings(raw)
-    except StackFileError as err:
-        return _fail([str(err)])
-    except SettingsError as err:
-        return _fail(err.problems)
+    raw = _load_raw(args.stack, args.config_file)
+    if isinstance(raw, int):
+        return raw
     why = check_writable(args.out)
     if why is not None:
         return _fail([why])
@@ -68,8 +110,117 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _load_raw(stack: str, config_file: str | None) -> RawConfig | int:
+    """Validated stack config, or the exit code after printing why not."""
+    if config_file is None and stack not in known_stacks():
+        return _fail([f"--stack {stack}: unknown stack (have: {', '.join(known_stacks())})"])
+    try:
+        raw = load_stack_file(stack_path(stack, config_file))
+        parse_settings(raw)
+    except StackFileError as err:
+        return _fail([str(err)])
+    except SettingsError as err:
+        return _fail(err.problems)
+    return raw
+
+
+def print_status(status: dict[str, Any]) -> None:
+    print(f"lab {status['prefix']} (stack {status['stack']}): VIP {status['vip']}  {status['url']}")
+    for n in status["nodes"]:
+        if n["role"] == "apps":
+            print(f"  {n['name']:<10} apps           {n['address']:<15} netns {n['netns']}")
+            continue
+        vip = "holds VIP" if n["holds_vip"] else ""
+        print(
+            f"  {n['name']:<10} load-balancer  {n['address']:<15} {n['vrrp_state']:<8} {vip:<10}"
+            f"keepalived {n['keepalived_pid'] or '-'}  haproxy {n['haproxy_pid'] or '-'}"
+        )
+    print(f"  client netns {status['client_netns']}")
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    from halb.lab.lab import Lab, LabError, down, lab_prefix
+    from halb.lab.topology import LabPlanError
+
+    try:
+        prefix = lab_prefix()
+        if args.lab_command == "down":
+            down(prefix, _say)
+            return 0
+        if args.lab_command == "up":
+            raw = _load_raw(args.stack, args.config_file)
+            if isinstance(raw, int):
+                return raw
+            try:
+                lab = Lab.create(raw, args.stack, prefix)
+            except LabPlanError as err:
+                return _fail(err.problems)
+            lab.up(_say)
+            print_status(lab.status())
+            print(
+                f"try: python -m halb lab request   "
+                f"(or: ip netns exec {lab.plan.client_netns} curl {lab.plan.url})"
+            )
+            return 0
+        lab = Lab.load(prefix)
+        if args.lab_command == "status":
+            status = lab.status()
+            if args.json:
+                print(json.dumps(status, indent=2))
+            else:
+                print_status(status)
+            return 0
+        if args.lab_command == "request":
+            host = None
+            if args.service is not None:
+                svc = next((s for s in lab.plan.settings.services if s.name == args.service), None)
+                if svc is None:
+                    names = ", ".join(s.name for s in lab.plan.settings.services)
+                    return _fail([f"--service {args.service}: no such service (have: {names})"])
+                host = svc.hostnames[0] if svc.hostnames else None
+            attempts = lab.request(args.count, timeout=1.0, interval=0.05, host=host)
+            for a in attempts:
+                print(f"{a.ms:6.1f} ms  {a.answer if a.ok else 'FAILED (' + str(a.error) + ')'}")
+            return 0 if all(a.ok for a in attempts) else 1
+        if args.lab_command == "fault":
+            print(lab.fault(args.kind, args.node))
+            return 0
+        if args.lab_command == "handoff":
+            print(lab.handoff(_say))
+            return 0
+    except LabError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    raise AssertionError(args.lab_command)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "render":
         return cmd_render(args)
+    if args.command == "lab":
+        return cmd_lab(args)
+    if args.command == "demo":
+        return cmd_demo()
     raise AssertionError(args.command)
+
+
+def cmd_demo() -> int:
+    from halb.lab.demo import run_demo
+    from halb.lab.lab import LabError, lab_prefix
+
+    try:
+        return run_demo(lab_prefix())
+    except LabError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; the lab was taken down", file=sys.stderr)
+        return 130

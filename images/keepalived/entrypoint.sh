@@ -7,13 +7,15 @@
 #   KEEPALIVED_VIP        the VIP with prefix, e.g. 10.10.10.2/24
 #   KEEPALIVED_INTERFACE  the interface that carries it
 #   KEEPALIVED_CONFIG_DIR where <NODE_NAME>.conf lives (default /etc/keepalived/nodes)
-# Extra arguments are passed to keepalived (the lab gives pid file paths).
+#   KEEPALIVED_PID_DIR    where keepalived's pid files go (default /run/keepalived)
+# Extra arguments are passed to keepalived.
 set -eu
 
 : "${NODE_NAME:?NODE_NAME is not set; give it spec.nodeName through the downward API}"
 : "${KEEPALIVED_VIP:?KEEPALIVED_VIP is not set (address/prefix)}"
 : "${KEEPALIVED_INTERFACE:?KEEPALIVED_INTERFACE is not set}"
 conf="${KEEPALIVED_CONFIG_DIR:-/etc/keepalived/nodes}/${NODE_NAME}.conf"
+pid_dir="${KEEPALIVED_PID_DIR:-/run/keepalived}"
 
 if [ ! -r "$conf" ]; then
     echo "keepalived-entrypoint: no config for node '$NODE_NAME' at $conf" >&2
@@ -26,7 +28,15 @@ if ip addr del "$KEEPALIVED_VIP" dev "$KEEPALIVED_INTERFACE" 2>/dev/null; then
     echo "keepalived-entrypoint: removed stale VIP $KEEPALIVED_VIP from $KEEPALIVED_INTERFACE"
 fi
 
+# Pid files of a killed predecessor outlive it (the pod's /run survives a
+# container restart). Their PID may now be ours (PID 1), and keepalived would
+# exit with "daemon is already running". Nothing else runs keepalived here.
+mkdir -p "$pid_dir"
+rm -f "$pid_dir/keepalived.pid" "$pid_dir/vrrp.pid" "$pid_dir/checker.pid"
+
 echo "keepalived-entrypoint: node $NODE_NAME, config $conf"
 # exec: keepalived becomes PID 1 and gets SIGTERM itself, so it sends its
 # priority-0 advert and releases the VIP at once.
-exec keepalived --dont-fork --log-console --log-detail --use-file "$conf" "$@"
+exec keepalived --dont-fork --log-console --log-detail --use-file "$conf" \
+    --pid "$pid_dir/keepalived.pid" --vrrp_pid "$pid_dir/vrrp.pid" --checkers_pid "$pid_dir/checker.pid" \
+    "$@"

@@ -1,0 +1,45 @@
+"""A lab app replica: answers with its host and service name.
+
+python -m halb.lab.app --node app-1 --service shop --replica 0 --port 8080
+"""
+
+from __future__ import annotations
+
+import argparse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def make_handler(body: bytes) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            payload = b"ok\n" if self.path == "/healthz" else body
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # health checks every 2 s would drown the log
+
+    return Handler
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m halb.lab.app")
+    p.add_argument("--node", required=True)
+    p.add_argument("--service", required=True)
+    p.add_argument("--replica", type=int, default=0)
+    p.add_argument("--port", type=int, required=True)
+    args = p.parse_args(argv)
+    body = f"host={args.node} service={args.service} replica={args.replica}\n".encode()
+    server = ThreadingHTTPServer(("0.0.0.0", args.port), make_handler(body))
+    server.daemon_threads = True
+    server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

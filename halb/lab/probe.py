@@ -1,0 +1,108 @@
+"""The lab client: new TCP connection + HTTP request per attempt, paced.
+
+    python -m halb.lab.probe --target 192.0.2.10:80 [--host-header H]
+        [--interval 0.02] [--timeout 0.2] (--count N | --duration S) [--json]
+
+Runs in the client namespace. Bounded by --count and --duration both.
+Timestamps are CLOCK_MONOTONIC, which namespaces share, so the caller can
+line them up with the moment it injected a fault.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+MAX_COUNT = 100_000
+MAX_DURATION_S = 600.0
+
+
+@dataclass
+class Attempt:
+    t: float  # monotonic start
+    ok: bool
+    ms: float
+    answer: str | None = None  # "host=app-1 service=shop replica=0"
+    error: str | None = None
+
+
+def attempt(host: str, port: int, host_header: str | None, timeout: float) -> Attempt:
+    start = time.monotonic()
+    deadline = start + timeout
+    request = f"GET / HTTP/1.1\r\nHost: {host_header or host}\r\nConnection: close\r\n\r\n".encode()
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(request)
+            chunks = []
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("timed out")
+                sock.settimeout(left)
+                data = sock.recv(4096)
+                if not data:
+                    break
+                chunks.append(data)
+        text = b"".join(chunks).decode(errors="replace")
+        status = text.split(" ", 2)[1] if text.startswith("HTTP/") else "?"
+        body = text.split("\r\n\r\n", 1)[-1].strip()
+        ms = (time.monotonic() - start) * 1000
+        if status != "200":
+            return Attempt(start, False, ms, body or None, f"HTTP {status}")
+        return Attempt(start, True, ms, body)
+    except OSError as err:
+        reason = "timeout" if isinstance(err, TimeoutError) else (err.strerror or type(err).__name__)
+        return Attempt(start, False, (time.monotonic() - start) * 1000, None, reason)
+
+
+def run(
+    host: str,
+    port: int,
+    host_header: str | None,
+    interval: float,
+    timeout: float,
+    count: int,
+    duration: float,
+) -> list[Attempt]:
+    results: list[Attempt] = []
+    start = time.monotonic()
+    next_at = start
+    for _ in range(min(count, MAX_COUNT)):
+        now = time.monotonic()
+        if now - start >= min(duration, MAX_DURATION_S):
+            break
+        if next_at > now:
+            time.sleep(next_at - now)
+        results.append(attempt(host, port, host_header, timeout))
+        next_at += interval
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m halb.lab.probe")
+    p.add_argument("--target", required=True, help="ADDRESS:PORT")
+    p.add_argument("--host-header")
+    p.add_argument("--interval", type=float, default=0.02)
+    p.add_argument("--timeout", type=float, default=0.2)
+    p.add_argument("--count", type=int, default=MAX_COUNT)
+    p.add_argument("--duration", type=float, default=10.0)
+    p.add_argument("--json", action="store_true", help="one JSON document at the end")
+    args = p.parse_args(argv)
+    host, _, port = args.target.rpartition(":")
+    results = run(host, int(port), args.host_header, args.interval, args.timeout, args.count, args.duration)
+    if args.json:
+        json.dump({"attempts": [asdict(a) for a in results]}, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        for a in results:
+            what = a.answer if a.ok else f"FAILED ({a.error})"
+            print(f"{a.ms:7.1f} ms  {what}")
+    return 0 if results and all(a.ok for a in results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
