@@ -13,7 +13,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.k8s import checksum, labels, required_role, resources, selector
-from components.keepalived_conf import render_keepalived_conf
+from components.keepalived_conf import WATCH_DIR, WATCH_FILE, render_keepalived_conf
 from components.settings import Role, Settings
 
 NAME = "keepalived"
@@ -23,6 +23,8 @@ CONFIG_DIR = "/etc/keepalived/nodes"
 #   NET_RAW       open the raw socket for IP protocol 112 (VRRP) and send gratuitous ARP
 #   NET_BROADCAST send to broadcast/multicast addresses (adverts, GARP)
 CAPABILITIES = ("NET_ADMIN", "NET_BROADCAST", "NET_RAW")
+WATCH = "haproxy-watch"
+NOBODY = 65534
 # In checksums only: a hash of the real file would let anyone who can read the
 # pod template brute-force an 8-character password offline.
 AUTH_PLACEHOLDER = "********"
@@ -68,6 +70,36 @@ class Keepalived(pulumi.ComponentResource):
             string_data=configs,
             opts=child,
         )
+        containers: list[k8s.core.v1.ContainerArgsDict] = [
+            {
+                "name": NAME,
+                "image": args.image,
+                "env": [
+                    {"name": "NODE_NAME", "value_from": {"field_ref": {"field_path": "spec.nodeName"}}},
+                    {"name": "KEEPALIVED_VIP", "value": str(s.vip.address)},
+                    {"name": "KEEPALIVED_INTERFACE", "value": s.vip.interface},
+                    {"name": "KEEPALIVED_CONFIG_DIR", "value": CONFIG_DIR},
+                ],
+                "resources": resources(s.keepalived.resources),
+                "security_context": {
+                    # Capabilities are only effective for uid 0 in Kubernetes
+                    # (no ambient capabilities); everything else is dropped.
+                    "run_as_user": 0,
+                    "privileged": False,
+                    "allow_privilege_escalation": False,
+                    "read_only_root_filesystem": True,
+                    "capabilities": {"drop": ["ALL"], "add": list(CAPABILITIES)},
+                },
+                "volume_mounts": [
+                    {"name": "config", "mount_path": CONFIG_DIR, "read_only": True},
+                    # pid files and keepalived's runtime directory.
+                    {"name": "run", "mount_path": "/run"},
+                    {"name": "watch", "mount_path": WATCH_DIR},
+                ],
+            }
+        ]
+        if s.vrrp.check.watch:
+            containers.append(self._watcher(s, args.image))
         pod_spec: k8s.core.v1.PodSpecArgsDict = {
             "affinity": required_role(Role.LOAD_BALANCER),
             "host_network": True,
@@ -78,36 +110,11 @@ class Keepalived(pulumi.ComponentResource):
             # over at once. The grace only has to cover that and the VIP removal.
             "termination_grace_period_seconds": 10,
             "security_context": {"seccomp_profile": {"type": "RuntimeDefault"}},
-            "containers": [
-                {
-                    "name": NAME,
-                    "image": args.image,
-                    "env": [
-                        {"name": "NODE_NAME", "value_from": {"field_ref": {"field_path": "spec.nodeName"}}},
-                        {"name": "KEEPALIVED_VIP", "value": str(s.vip.address)},
-                        {"name": "KEEPALIVED_INTERFACE", "value": s.vip.interface},
-                        {"name": "KEEPALIVED_CONFIG_DIR", "value": CONFIG_DIR},
-                    ],
-                    "resources": resources(s.keepalived.resources),
-                    "security_context": {
-                        # Capabilities are only effective for uid 0 in Kubernetes
-                        # (no ambient capabilities); everything else is dropped.
-                        "run_as_user": 0,
-                        "privileged": False,
-                        "allow_privilege_escalation": False,
-                        "read_only_root_filesystem": True,
-                        "capabilities": {"drop": ["ALL"], "add": list(CAPABILITIES)},
-                    },
-                    "volume_mounts": [
-                        {"name": "config", "mount_path": CONFIG_DIR, "read_only": True},
-                        # pid files and keepalived's runtime directory.
-                        {"name": "run", "mount_path": "/run"},
-                    ],
-                }
-            ],
+            "containers": containers,
             "volumes": [
                 {"name": "config", "secret": {"secret_name": secret.metadata.name, "default_mode": 0o400}},
                 {"name": "run", "empty_dir": {"medium": "Memory", "size_limit": "8Mi"}},
+                {"name": "watch", "empty_dir": {"medium": "Memory", "size_limit": "1Mi"}},
             ],
         }
         if args.pull_secret is not None:
@@ -134,3 +141,30 @@ class Keepalived(pulumi.ComponentResource):
         self.vip = str(s.vip.ip)
         self.nodes = s.lb_nodes
         self.register_outputs({"vip": self.vip, "nodes": self.nodes})
+
+    @staticmethod
+    def _watcher(s: Settings, image: pulumi.Input[str]) -> k8s.core.v1.ContainerArgsDict:
+        """The haproxy-watch sidecar. It needs no privilege: it talks HTTP on the
+        node's loopback (shared host network) and writes one file keepalived tracks."""
+        return {
+            "name": WATCH,
+            "image": image,
+            "command": [
+                f"/usr/local/bin/{WATCH}",
+                "--port",
+                str(s.load_balancer.stats_port),
+                "--file",
+                WATCH_FILE,
+            ],
+            "resources": resources(s.keepalived.resources),
+            "security_context": {
+                "run_as_user": NOBODY,
+                "run_as_group": NOBODY,
+                "run_as_non_root": True,
+                "privileged": False,
+                "allow_privilege_escalation": False,
+                "read_only_root_filesystem": True,
+                "capabilities": {"drop": ["ALL"]},
+            },
+            "volume_mounts": [{"name": "watch", "mount_path": WATCH_DIR}],
+        }

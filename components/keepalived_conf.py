@@ -12,6 +12,10 @@ from __future__ import annotations
 from components.settings import Settings
 
 CHECK_NAME = "chk_haproxy"
+WATCH_NAME = "haproxy_down"
+# Shared with the haproxy-watch sidecar (an emptyDir in the pod).
+WATCH_DIR = "/run/halb"
+WATCH_FILE = f"{WATCH_DIR}/haproxy-down"
 # One fixed binary with arguments: keepalived execs it without a shell.
 CURL = "/usr/bin/curl"
 
@@ -65,6 +69,19 @@ def render_keepalived_conf(s: Settings, node: str, auth_pass: str | None = None)
         f"    rise {chk.rise}",
         "}",
         "",
+    ]
+    if chk.watch:
+        lines += [
+            # weight 0: any non-zero value puts the instance in FAULT at once
+            # (inotify); a missing file starts as 0 so the poll still decides.
+            f"track_file {WATCH_NAME} {{",
+            f'    file "{WATCH_FILE}"',
+            "    weight 0",
+            "    init_file 0",
+            "}",
+            "",
+        ]
+    lines += [
         f"vrrp_instance {instance_name(s)} {{",
         # All BACKUP + nopreempt: a recovered host does not take the VIP back
         # (one failover, not two); priorities only order a cold start.
@@ -88,10 +105,10 @@ def render_keepalived_conf(s: Settings, node: str, auth_pass: str | None = None)
             f"        auth_pass {auth_pass}",
             "    }",
         ]
+    lines += ["    track_script {", f"        {CHECK_NAME}", "    }"]
+    if chk.watch:
+        lines += ["    track_file {", f"        {WATCH_NAME}", "    }"]
     lines += [
-        "    track_script {",
-        f"        {CHECK_NAME}",
-        "    }",
         "    virtual_ipaddress {",
         f"        {s.vip.address} dev {iface}",
         "    }",

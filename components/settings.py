@@ -157,6 +157,9 @@ class Check(_Model):
     timeout: Annotated[Int, _in_range(1, 3600)] = 1
     fall: Annotated[Int, _in_range(1, 255)] = 1
     rise: Annotated[Int, _in_range(1, 255)] = 2
+    # The event-driven watcher (images/keepalived/haproxy-watch) beside
+    # keepalived: HAProxy's death is known in milliseconds, not at the next poll.
+    watch: bool = True
 
 
 class Vrrp(_Model):

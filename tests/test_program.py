@@ -29,6 +29,10 @@ def role_terms(spec: dict[str, Any]) -> list[Any]:
     return terms
 
 
+def by_name(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in items}
+
+
 def containers(run: Run) -> list[tuple[str, dict[str, Any]]]:
     out = []
     for r in run.resources:
@@ -54,7 +58,7 @@ def test_edge_daemonsets_only_on_lb_hosts_in_host_network(stack: str) -> None:
 @pytest.mark.parametrize("stack", STACKS)
 def test_keepalived_capabilities_exactly_vrrp_needs(stack: str) -> None:
     spec = pod_spec(daemonset(rendered(stack), "keepalived"))
-    (container,) = spec["containers"]
+    container = by_name(spec["containers"])["keepalived"]
     sc = container["securityContext"]
     assert sorted(sc["capabilities"]["add"]) == ["NET_ADMIN", "NET_BROADCAST", "NET_RAW"]
     assert sc["capabilities"]["drop"] == ["ALL"]
@@ -64,6 +68,33 @@ def test_keepalived_capabilities_exactly_vrrp_needs(stack: str) -> None:
     env = {e["name"]: e for e in container["env"]}
     assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
     assert env["KEEPALIVED_VIP"]["value"] == str(settings_of(stack).vip.address)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_haproxy_watch_sidecar_unprivileged_sharing_the_track_file(stack: str) -> None:
+    spec = pod_spec(daemonset(rendered(stack), "keepalived"))
+    cs = by_name(spec["containers"])
+    watch = cs["haproxy-watch"]
+    assert watch["image"] == cs["keepalived"]["image"]
+    assert watch["command"] == [
+        "/usr/local/bin/haproxy-watch",
+        "--port",
+        str(settings_of(stack).load_balancer.stats_port),
+        "--file",
+        "/run/halb/haproxy-down",
+    ]
+    sc = watch["securityContext"]
+    assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 65534
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    mounts = {m["name"]: m["mountPath"] for m in watch["volumeMounts"]}
+    assert mounts == {"watch": "/run/halb"}
+    assert {"name": "watch", "mountPath": "/run/halb"} in cs["keepalived"]["volumeMounts"]
+
+
+def test_no_sidecar_without_watch() -> None:
+    run = run_program(with_overrides(stack_raw("lab"), vrrp={"check": {"watch": False}}), "lab")
+    names = [c["name"] for c in pod_spec(daemonset(run, "keepalived"))["containers"]]
+    assert names == ["keepalived"]
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -169,14 +200,14 @@ def test_built_image_is_pinned_by_digest() -> None:
     (image,) = run.of_type("docker:index/image:Image")
     assert image.inputs["build"]["context"].endswith("images/keepalived")
     assert image.inputs["imageName"] == "registry.example.com/edge/keepalived:2.2.7"
-    (c,) = pod_spec(daemonset(run, "keepalived"))["containers"]
+    c = by_name(pod_spec(daemonset(run, "keepalived"))["containers"])["keepalived"]
     assert c["image"] == f"registry.example.com/edge/keepalived@{FAKE_DIGEST}"
 
 
 def test_existing_image_is_used_as_is_without_build() -> None:
     run = rendered("lab")
     assert run.of_type("docker:index/image:Image") == []
-    (c,) = pod_spec(daemonset(run, "keepalived"))["containers"]
+    c = by_name(pod_spec(daemonset(run, "keepalived"))["containers"])["keepalived"]
     assert c["image"] == settings_of("lab").keepalived.image
 
 

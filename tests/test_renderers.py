@@ -96,6 +96,14 @@ def test_check_asks_this_nodes_haproxy_on_its_own_port_without_a_shell() -> None
     assert not {"|", "grep", "sh", "ss"} & set(argv)
 
 
+def test_watch_file_tracked_with_weight_zero() -> None:
+    conf = render_keepalived_conf(settings_of("lab"), "lb-1")
+    assert 'track_file haproxy_down {\n    file "/run/halb/haproxy-down"\n    weight 0\n' in conf
+    assert "    track_file {\n        haproxy_down\n    }" in conf
+    off = parse_settings(with_overrides(stack_raw("lab"), vrrp={"check": {"watch": False}}))
+    assert "track_file" not in render_keepalived_conf(off, "lb-1")
+
+
 def test_vip_on_configured_interface() -> None:
     conf = render_keepalived_conf(settings_of("prod"), "lb-2")
     assert "virtual_ipaddress {\n        10.10.10.2/24 dev eth0\n    }" in conf

@@ -24,16 +24,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from components.keepalived_conf import WATCH_DIR, WATCH_FILE
 from components.settings import RawConfig, Role, parse_settings
 from halb.lab.probe import Attempt
 from halb.lab.topology import LabPlan, plan_lab
 
 ROOT = Path(__file__).resolve().parents[2]
-ENTRYPOINT = ROOT / "images" / "keepalived" / "entrypoint.sh"
+IMAGE = ROOT / "images" / "keepalived"
+ENTRYPOINT = IMAGE / "entrypoint.sh"
+WATCHER = IMAGE / "haproxy-watch"
 STATE_ROOT = Path(os.environ.get("HALB_LAB_STATE", "/run/halb-lab"))
 SUPERVISE_MARK = "=== halb-supervise:"
 STATE_RE = re.compile(r"Entering (\w+) STATE|(Stopping)")
-DAEMONS = ("keepalived", "haproxy")
+DAEMONS = ("keepalived", "haproxy", "haproxy-watch")
 FAULTS = (
     "kill-keepalived",
     "stop-keepalived",
@@ -236,7 +239,19 @@ class Lab:
             conf.chmod(0o600)
         (self.dir / "haproxy.cfg").write_text(self.plan.haproxy_cfg())
 
-    def _spawn(self, node: str, daemon: str, cmd: list[str], env: dict[str, str] | None = None) -> None:
+    def _node_run(self, node: str) -> list[str]:
+        """The node's own /run/halb and /run/keepalived, as the pod's emptyDirs."""
+        base = self.dir / "nodes" / node
+        return [f"{base / 'halb'}:{WATCH_DIR}", f"{base / 'keepalived'}:/run/keepalived"]
+
+    def _spawn(
+        self,
+        node: str,
+        daemon: str,
+        cmd: list[str],
+        env: dict[str, str] | None = None,
+        binds: list[str] | None = None,
+    ) -> None:
         """Start `cmd` under a supervisor inside the node's namespace."""
         ns = self.plan.node(node).netns
         sup = [
@@ -244,6 +259,7 @@ class Lab:
             "--pidfile", str(self.pidfile(node, daemon)),
             "--log", str(self.logfile(node, daemon)),
             "--restart-delay", str(RESTART_DELAY_S),
+            *[f"--bind={b}" for b in binds or []],
             "--", *cmd,
         ]  # fmt: skip
         full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
@@ -297,7 +313,14 @@ class Lab:
 
     def _start_keepalived(self, node: str) -> None:
         p = self.plan
-        pid_dir = self._path("pids", f"{node}.keepalived")
+        if p.settings.vrrp.check.watch:
+            port = str(p.settings.load_balancer.stats_port)
+            self._spawn(
+                node,
+                "haproxy-watch",
+                [sys.executable, str(WATCHER), "--port", port, "--file", WATCH_FILE],
+                binds=self._node_run(node),
+            )
         self._spawn(
             node,
             "keepalived",
@@ -307,8 +330,8 @@ class Lab:
                 "KEEPALIVED_VIP": f"{p.vip}/{p.prefixlen}",
                 "KEEPALIVED_INTERFACE": p.interface,
                 "KEEPALIVED_CONFIG_DIR": str(self.dir / "keepalived"),
-                "KEEPALIVED_PID_DIR": str(pid_dir),
             },
+            binds=self._node_run(node),
         )
 
     def up(self, out: Out) -> None:

@@ -1,4 +1,4 @@
-"""The lab client: new TCP connection + HTTP request per attempt, paced.
+"""The lab client: a new TCP connection + HTTP request per attempt, open loop.
 
     python -m halb.lab.probe --target 192.0.2.10:80 [--host-header H]
         [--interval 0.02] [--timeout 0.2] (--count N | --duration S) [--json]
@@ -11,8 +11,8 @@ line them up with the moment it injected a fault.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
-import socket
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -30,33 +30,57 @@ class Attempt:
     error: str | None = None
 
 
-def attempt(host: str, port: int, host_header: str | None, timeout: float) -> Attempt:
+async def attempt(host: str, port: int, host_header: str | None, timeout: float) -> Attempt:
     start = time.monotonic()
-    deadline = start + timeout
     request = f"GET / HTTP/1.1\r\nHost: {host_header or host}\r\nConnection: close\r\n\r\n".encode()
+
+    async def exchange() -> bytes:
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            writer.write(request)
+            await writer.drain()
+            return await reader.read()  # to EOF: Connection: close
+        finally:
+            writer.close()
+
     try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.sendall(request)
-            chunks = []
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError("timed out")
-                sock.settimeout(left)
-                data = sock.recv(4096)
-                if not data:
-                    break
-                chunks.append(data)
-        text = b"".join(chunks).decode(errors="replace")
-        status = text.split(" ", 2)[1] if text.startswith("HTTP/") else "?"
-        body = text.split("\r\n\r\n", 1)[-1].strip()
-        ms = (time.monotonic() - start) * 1000
-        if status != "200":
-            return Attempt(start, False, ms, body or None, f"HTTP {status}")
-        return Attempt(start, True, ms, body)
+        raw = await asyncio.wait_for(exchange(), timeout)
+    except TimeoutError:
+        return Attempt(start, False, (time.monotonic() - start) * 1000, None, "timeout")
     except OSError as err:
-        reason = "timeout" if isinstance(err, TimeoutError) else (err.strerror or type(err).__name__)
+        reason = err.strerror or type(err).__name__
         return Attempt(start, False, (time.monotonic() - start) * 1000, None, reason)
+    ms = (time.monotonic() - start) * 1000
+    text = raw.decode(errors="replace")
+    status = text.split(" ", 2)[1] if text.startswith("HTTP/") else "?"
+    body = text.split("\r\n\r\n", 1)[-1].strip()
+    if status != "200":
+        return Attempt(start, False, ms, body or None, f"HTTP {status}")
+    return Attempt(start, True, ms, body)
+
+
+async def _run(
+    host: str,
+    port: int,
+    host_header: str | None,
+    interval: float,
+    timeout: float,
+    count: int,
+    duration: float,
+) -> list[Attempt]:
+    # Open loop: a new attempt every `interval` whatever is still in flight,
+    # so one lost request does not blind the probe for its whole timeout.
+    start = time.monotonic()
+    tasks = []
+    for i in range(min(count, MAX_COUNT)):
+        at = start + i * interval
+        if at - start >= min(duration, MAX_DURATION_S):
+            break
+        delay = at - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(attempt(host, port, host_header, timeout)))
+    return list(await asyncio.gather(*tasks))
 
 
 def run(
@@ -68,18 +92,7 @@ def run(
     count: int,
     duration: float,
 ) -> list[Attempt]:
-    results: list[Attempt] = []
-    start = time.monotonic()
-    next_at = start
-    for _ in range(min(count, MAX_COUNT)):
-        now = time.monotonic()
-        if now - start >= min(duration, MAX_DURATION_S):
-            break
-        if next_at > now:
-            time.sleep(next_at - now)
-        results.append(attempt(host, port, host_header, timeout))
-        next_at += interval
-    return results
+    return asyncio.run(_run(host, port, host_header, interval, timeout, count, duration))
 
 
 def main(argv: list[str] | None = None) -> int:
