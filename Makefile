@@ -8,7 +8,7 @@ STAMP := $(VENV)/.deps-stamp
 APT_PACKAGES := keepalived haproxy curl iproute2 procps python3 python3-venv
 OUT ?= out
 
-.PHONY: all demo test lint unit render system-deps deps clean
+.PHONY: all demo test lint unit render bench system-deps deps clean
 
 all: test
 
@@ -46,6 +46,13 @@ render: deps
 demo: deps
 	@if [ "$$(id -u)" != 0 ]; then echo "make demo needs root (network namespaces)"; exit 1; fi
 	@$(PY) -m halb demo
+
+# The full failover benchmark (~25 min): every fault, both profiles, CPU-load phase.
+RUNS ?= 5
+bench: deps
+	@if [ "$$(id -u)" != 0 ]; then echo "make bench needs root (network namespaces)"; exit 1; fi
+	$(PY) -m halb bench failover --runs $(RUNS) --json docs/failover.json \
+	    --markdown docs/failover-table.md --chart docs/failover.png
 
 clean:
 	rm -rf $(OUT) .pytest_cache .mypy_cache .ruff_cache .hypothesis

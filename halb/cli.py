@@ -8,6 +8,8 @@
     python -m halb lab handoff
     python -m halb lab down
     python -m halb demo
+    python -m halb bench failover [--runs N] [--json FILE] [--markdown FILE] [--chart FILE]
+        [--faults F,...] [--profiles P,...] [--load-seconds S]
 
 Exit codes: 0 done, 1 the lab could not do it (message says why), 2 bad
 input (settings, flags, paths) with one line per problem and nothing written
@@ -19,7 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     st = lsub.add_parser("status", help="who holds the VIP, VRRP states, daemon PIDs")
     st.add_argument("--json", action="store_true")
     rq = lsub.add_parser("request", help="requests through the VIP from the client namespace")
-    rq.add_argument("--count", type=_count, default=5, help="1..1000 (default 5)")
+    rq.add_argument("--count", type=_bounded(1, 1000), default=5, help="1..1000 (default 5)")
     rq.add_argument("--service", help="send the Host header of this service (default: default backend)")
     fl = lsub.add_parser("fault", help="inject a fault (default node: the MASTER)")
     fl.add_argument("kind", choices=FAULT_KINDS)
@@ -60,7 +62,53 @@ def _parser() -> argparse.ArgumentParser:
     lsub.add_parser("handoff", help="planned move of the VIP to another LB host, no failed request")
     lsub.add_parser("down", help="remove every namespace and process of the lab")
     sub.add_parser("demo", help="lab up, requests, MASTER host crash with measured outage, lab down")
+
+    bench = sub.add_parser("bench", help="benchmarks in the lab")
+    bsub = bench.add_subparsers(dest="bench_command", required=True, parser_class=_Parser)
+    fo = bsub.add_parser("failover", help="failover outage per fault: project timers vs the seed's")
+    fo.add_argument(
+        "--runs", type=_bounded(1, 50), default=5, help="runs per fault and profile (1..50, default 5)"
+    )
+    fo.add_argument("--json", type=Path, help="write every run and the summary as JSON")
+    fo.add_argument("--markdown", type=Path, help="write the table as markdown")
+    fo.add_argument("--chart", type=Path, help="write a PNG chart of outage per fault and profile")
+    fo.add_argument("--faults", type=_choices(BENCH_FAULTS), default=list(BENCH_FAULTS),
+                    help=f"comma-separated, from: {','.join(BENCH_FAULTS)} (default: all)")  # fmt: skip
+    fo.add_argument("--profiles", type=_choices(BENCH_PROFILES), default=["project", "seed"],
+                    help="comma-separated, from: project,seed,fast (default: project,seed)")  # fmt: skip
+    fo.add_argument("--load-seconds", type=_bounded(0, 600), default=60,
+                    help="CPU-load phase per profile in seconds (0 skips; default 60)")  # fmt: skip
     return p
+
+
+BENCH_FAULTS = ("host-crash", "lb-death", "link-down", "keepalived-kill", "handoff")
+BENCH_PROFILES = ("project", "seed", "fast")
+
+
+def _bounded(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{value} is not in {lo}..{hi}")
+        return value
+
+    return parse
+
+
+def _choices(allowed: Sequence[str]) -> Callable[[str], list[str]]:
+    def parse(text: str) -> list[str]:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        bad = [t for t in items if t not in allowed]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(
+                f"{', '.join(bad) or 'nothing'} not allowed (from: {', '.join(allowed)})"
+            )
+        return items
+
+    return parse
 
 
 FAULT_KINDS = (
@@ -72,16 +120,6 @@ FAULT_KINDS = (
     "crash",
     "restore",
 )
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 1 <= value <= 1000:
-        raise argparse.ArgumentTypeError(f"{value} is not in 1..1000")
-    return value
 
 
 def _fail(problems: Sequence[str]) -> int:
@@ -209,7 +247,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_lab(args)
     if args.command == "demo":
         return cmd_demo()
+    if args.command == "bench":
+        return cmd_bench(args)
     raise AssertionError(args.command)
+
+
+def _progress(done: int, total: int, text: str) -> None:
+    width = 30
+    filled = width * done // max(total, 1)
+    line = f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {text}"
+    if sys.stderr.isatty():
+        print(f"\r{line:<100}", end="" if done < total else "\n", file=sys.stderr, flush=True)
+    else:
+        print(line, file=sys.stderr, flush=True)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from halb.bench.failover import chart, run_bench, table
+    from halb.lab.lab import LabError
+    from halb.render import check_writable
+
+    problems = []
+    for flag, path in (("--json", args.json), ("--markdown", args.markdown), ("--chart", args.chart)):
+        why = check_writable(path.parent) if path is not None else None
+        if why is not None:
+            problems.append(why.replace(f"--out {path.parent}", f"{flag} {path}"))
+    if problems:
+        return _fail(problems)
+    try:
+        report = run_bench(args.runs, args.faults, args.profiles, args.load_seconds, _progress)
+    except LabError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; the bench lab was taken down", file=sys.stderr)
+        return 130
+    text = table(report)
+    print(text)
+    if args.json:
+        args.json.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    if args.markdown:
+        args.markdown.write_text(text + "\n")
+    if args.chart:
+        chart(report, args.chart)
+    return 0
 
 
 def cmd_demo() -> int:

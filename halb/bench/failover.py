@@ -1,0 +1,411 @@
+"""Failover benchmark: our timers against the seed's, fault by fault, in the lab.
+
+    python -m halb bench failover [--runs N] [--json FILE] [--markdown FILE]
+        [--chart FILE] [--faults F,..] [--profiles P,..] [--load-seconds S]
+
+For each profile a lab is brought up from the lab stack with that profile's
+VRRP timers. Each run: a client probe opens a new TCP connection to the VIP
+every 20 ms (200 ms timeout); 1 s in, a fault is injected (its time taken in
+this process, right before the action); VIP additions and removals are
+followed with `ip monitor` in every load-balancer namespace. Then the lab is
+restored and left to settle before the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from components.settings import RawConfig
+from halb.lab.lab import ROOT, Lab, LabError, down, wait_until
+from halb.lab.measure import outage
+from halb.lab.probe import Attempt
+from halb.stackfile import load_stack_file, stack_path
+
+PREFIX = "hbench"
+PROBE_INTERVAL_S = 0.02
+PROBE_TIMEOUT_S = 0.2
+LEAD_S = 1.0
+SETTLE_TIMEOUT_S = 30.0
+
+# The seed's timers (VRRPv2, advert_int 1, check every 2 s, fall 2, rise 2),
+# its shell bug fixed so the check can pass at all; no watcher.
+SEED_VRRP = {
+    "version": 2,
+    "advertInterval": 1,
+    "check": {"interval": 2, "timeout": 2, "fall": 2, "rise": 2, "watch": False},
+}
+PROFILES: dict[str, dict[str, Any]] = {
+    "project": {},
+    "seed": {"vrrp": SEED_VRRP},
+    # Not a default: how much faster adverts would buy, and at what price.
+    "fast": {"vrrp": {"advertInterval": 0.02}},
+}
+# Probe window after the fault, long enough for the slowest profile to recover.
+WINDOW_S = {"project": 4.0, "seed": 9.0, "fast": 4.0}
+FAULTS = ("host-crash", "lb-death", "link-down", "keepalived-kill", "handoff")
+LAB_FAULT = {
+    "host-crash": "crash",
+    "lb-death": "kill-haproxy",
+    "link-down": "link-down",
+    "keepalived-kill": "kill-keepalived",
+}
+UNDO = {"host-crash": "restore", "link-down": "link-up"}
+
+
+@dataclass
+class RunResult:
+    profile: str
+    fault: str
+    run: int
+    outage_s: float
+    failed: int
+    total: int
+    two_holders_s: float
+    master_before: str
+    served_by: str | None
+
+
+@dataclass
+class Report:
+    machine: dict[str, Any]
+    settings: dict[str, Any]
+    runs: list[RunResult] = field(default_factory=list)
+    load: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "machine": self.machine,
+            "settings": self.settings,
+            "runs": [asdict(r) for r in self.runs],
+            "summary": summary(self.runs),
+            "load": self.load,
+        }
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    kv = subprocess.run(["keepalived", "--version"], capture_output=True, text=True, check=False)
+    hp = subprocess.run(["haproxy", "-v"], capture_output=True, text=True, check=False)
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "keepalived": (kv.stdout + kv.stderr).splitlines()[0] if (kv.stdout + kv.stderr) else "",
+        "haproxy": hp.stdout.splitlines()[0] if hp.stdout else "",
+    }
+
+
+def profile_raw(profile: str) -> RawConfig:
+    base = load_stack_file(stack_path("lab"))
+    values = dict(base.values)
+    for key, value in PROFILES[profile].items():
+        values[f"rancher-ha-lb:{key}"] = json.dumps(value)
+    return RawConfig(values, base.secret_keys)
+
+
+class VipMonitor:
+    """`ip monitor address` per LB namespace: when each host gained or lost the VIP."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.events: list[tuple[float, str, bool]] = []  # (monotonic, node, holds)
+        self._procs: list[subprocess.Popen[str]] = []
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self.initial = {n.name: lab.holds_vip(n.name) for n in lab.plan.lb_nodes}
+
+    def start(self) -> None:
+        vip = f"inet {self.lab.plan.vip}/{self.lab.plan.prefixlen} "
+        for n in self.lab.plan.lb_nodes:
+            proc = subprocess.Popen(
+                ["ip", "-n", n.netns, "monitor", "address"], stdout=subprocess.PIPE, text=True
+            )
+            self._procs.append(proc)
+            t = threading.Thread(target=self._read, args=(proc, n.name, vip), daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _read(self, proc: subprocess.Popen[str], node: str, vip: str) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if vip in line and f" {self.lab.plan.interface}" in line:
+                with self._lock:
+                    self.events.append((time.monotonic(), node, not line.startswith("Deleted")))
+
+    def stop(self) -> None:
+        for proc in self._procs:
+            proc.terminate()
+        for proc in self._procs:
+            proc.wait(timeout=5)
+        for t in self._threads:
+            t.join(timeout=5)
+
+    def two_holders_s(self, start: float, end: float, unplugged: set[str]) -> float:
+        """Time in [start, end] with two connected hosts holding the VIP."""
+        holds = {k: v for k, v in self.initial.items() if k not in unplugged}
+        total, last = 0.0, start
+        with self._lock:
+            events = sorted(self.events)
+        for t, node, state in events:
+            if node in unplugged:
+                continue
+            t = min(max(t, start), end)
+            if sum(holds.values()) >= 2:
+                total += t - last
+            last = t
+            holds[node] = state
+        if sum(holds.values()) >= 2:
+            total += end - last
+        return total
+
+
+Progress = Callable[[int, int, str], None]
+
+
+class Bench:
+    def __init__(self, runs: int, faults: list[str], total: int, progress: Progress) -> None:
+        self.runs = runs
+        self.faults = faults
+        self.total = total
+        self.done = 0
+        self.progress = progress
+
+    def step(self, text: str) -> None:
+        self.progress(self.done, self.total, text)
+        self.done += 1
+
+    def settle(self, lab: Lab) -> None:
+        def ok() -> bool:
+            st = lab.status()["nodes"]
+            lbs = [n for n in st if n["role"] == "load-balancer"]
+            return sum(n["holds_vip"] for n in lbs) == 1 and all(
+                n["vrrp_state"] in ("MASTER", "BACKUP") and n["haproxy_pid"] for n in lbs
+            )
+
+        if not wait_until(ok, SETTLE_TIMEOUT_S, poll=0.2):
+            raise LabError(f"lab did not settle in {SETTLE_TIMEOUT_S:g} s: {lab.status()}")
+        time.sleep(0.5)  # let ARP caches and HAProxy checks catch up too
+
+    def one(self, lab: Lab, profile: str, fault: str, run: int) -> RunResult:
+        self.settle(lab)
+        master = lab.master() or "?"
+        monitor = VipMonitor(lab)
+        monitor.start()
+        window = LEAD_S + WINDOW_S[profile]
+        probe = subprocess.Popen(
+            lab.probe_cmd(100_000, PROBE_INTERVAL_S, PROBE_TIMEOUT_S, window, None),
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        try:
+            time.sleep(LEAD_S)
+            fault_t = time.monotonic()
+            if fault == "handoff":
+                lab.handoff(lambda _: None)
+            else:
+                lab.fault(LAB_FAULT[fault], master)
+            stdout, _ = probe.communicate(timeout=window + 30)
+        finally:
+            if probe.poll() is None:
+                probe.kill()
+            monitor.stop()
+        end_t = time.monotonic()
+        attempts = [Attempt(**a) for a in json.loads(stdout)["attempts"]]
+        result = outage(attempts, fault_t)
+        unplugged = {master} if fault == "host-crash" else set()
+        live = [n for n in lab.vip_holders() if n not in unplugged]
+        run_result = RunResult(
+            profile=profile,
+            fault=fault,
+            run=run,
+            outage_s=round(result.outage_s, 4),
+            failed=result.failed,
+            total=result.total,
+            two_holders_s=round(monitor.two_holders_s(fault_t, end_t, unplugged), 4),
+            master_before=master,
+            served_by=live[0] if len(live) == 1 else None,
+        )
+        if fault in UNDO:
+            lab.fault(UNDO[fault], master)
+        return run_result
+
+    def profile(self, profile: str, report: Report, load_s: float) -> None:
+        down(PREFIX, lambda _: None)
+        lab = Lab.create(profile_raw(profile), "lab", PREFIX)
+        report.settings[profile] = lab.plan.settings.vrrp.model_dump(by_alias=True)
+        try:
+            lab.up(lambda _: None)
+            for fault in self.faults:
+                for run in range(1, self.runs + 1):
+                    self.step(f"{profile} {fault} run {run}/{self.runs}")
+                    report.runs.append(self.one(lab, profile, fault, run))
+            if load_s > 0:
+                self.settle(lab)
+                self.step(f"{profile} cpu-load {load_s:g} s")
+                report.load.append(load_test(lab, profile, load_s))
+        finally:
+            down(PREFIX, lambda _: None)
+
+
+def load_test(lab: Lab, profile: str, seconds: float) -> dict[str, Any]:
+    """Both CPUs busy: does anything fail over, and does keepalived fall behind?"""
+    logs = [lab.logfile(n.name, "keepalived") for n in lab.plan.lb_nodes]
+    sizes = [p.stat().st_size for p in logs]
+    monitor = VipMonitor(lab)
+    monitor.start()
+    spin = f"import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end: pass\n"
+    hogs = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(os.cpu_count() or 2)]
+    try:
+        for h in hogs:
+            h.wait(timeout=seconds + 30)
+    finally:
+        for h in hogs:  # only the PIDs we started
+            if h.poll() is None:
+                h.kill()
+        monitor.stop()
+    text = "".join(p.read_text(errors="replace")[size:] for p, size in zip(logs, sizes, strict=True))
+    return {
+        "profile": profile,
+        "seconds": seconds,
+        "vip_moves": sum(1 for _, _, holds in monitor.events if holds),
+        "state_changes": text.count("Entering "),
+        "timer_warnings": sum(
+            1 for line in text.splitlines() if "timer" in line.lower() and "expired" in line.lower()
+        ),
+    }
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+def summary(runs: list[RunResult]) -> list[dict[str, Any]]:
+    rows = []
+    keys = sorted({(r.fault, r.profile) for r in runs}, key=lambda k: (FAULTS.index(k[0]), k[1]))
+    for fault, profile in keys:
+        rs = [r for r in runs if r.fault == fault and r.profile == profile]
+        rows.append(
+            {
+                "fault": fault,
+                "profile": profile,
+                "runs": len(rs),
+                "outage_s": _stats([r.outage_s for r in rs]),
+                "failed": _stats([float(r.failed) for r in rs]),
+                "two_holders_s": _stats([r.two_holders_s for r in rs]),
+                "served_by_other": sum(r.served_by not in (None, r.master_before) for r in rs),
+            }
+        )
+    return rows
+
+
+def ratios(rows: list[dict[str, Any]]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for fault in FAULTS:
+        med = {r["profile"]: r["outage_s"]["median"] for r in rows if r["fault"] == fault}
+        if "seed" in med and "project" in med:
+            out[fault] = round(med["seed"] / med["project"], 1) if med["project"] > 0 else None
+    return out
+
+
+def table(report: Report) -> str:
+    rows = summary(report.runs)
+    ratio = ratios(rows)
+    head = (
+        "| fault | profile | runs | outage min / median / max (ms) | failed requests median (max) "
+        "| two VIP holders median (ms) | served by the other host | seed / project |"
+    )
+    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        o, f, t = r["outage_s"], r["failed"], r["two_holders_s"]
+        rat = ratio.get(r["fault"]) if r["profile"] == "seed" else None
+        if r["profile"] != "seed" or r["fault"] not in ratio:
+            rat_s = ""
+        elif rat is None:
+            rat_s = "project lost nothing"
+        else:
+            rat_s = f"{rat:g}x"
+        lines.append(
+            f"| {r['fault']} | {r['profile']} | {r['runs']} "
+            f"| {o['min'] * 1000:.0f} / {o['median'] * 1000:.0f} / {o['max'] * 1000:.0f} "
+            f"| {f['median']:g} ({f['max']:g}) | {t['median'] * 1000:.0f} "
+            f"| {r['served_by_other']}/{r['runs']} | {rat_s} |"
+        )
+    for load in report.load:
+        lines.append("")
+        lines.append(
+            f"CPU load ({load['profile']}, {load['seconds']:g} s, every CPU busy): "
+            f"{load['vip_moves']} VIP moves, {load['state_changes']} VRRP state changes, "
+            f"{load['timer_warnings']} timer warnings"
+        )
+    return "\n".join(lines)
+
+
+def chart(report: Report, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = summary(report.runs)
+    faults = [f for f in FAULTS if any(r["fault"] == f for r in rows)]
+    profiles = [p for p in PROFILES if any(r["profile"] == p for r in rows)]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    width = 0.8 / max(1, len(profiles))
+    for i, prof in enumerate(profiles):
+        med, lo, hi = [], [], []
+        for f in faults:
+            r = next((x for x in rows if x["fault"] == f and x["profile"] == prof), None)
+            o = r["outage_s"] if r else {"min": 0.0, "median": 0.0, "max": 0.0}
+            m = max(o["median"] * 1000, 1.0)  # log axis: show a lossless fault as 1 ms
+            med.append(m)
+            lo.append(m - max(o["min"] * 1000, 1.0))
+            hi.append(max(o["max"] * 1000, 1.0) - m)
+        xs = [x + i * width for x in range(len(faults))]
+        ax.bar(xs, med, width, yerr=[lo, hi], capsize=3, label=prof)
+        for x, m in zip(xs, med, strict=True):
+            ax.text(x, m * 1.15, f"{m:.0f}", ha="center", fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("outage (ms, median; bars min..max)")
+    ax.set_xticks([x + width * (len(profiles) - 1) / 2 for x in range(len(faults))], faults)
+    ax.set_title("VIP failover outage per fault: project timers vs the seed's")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_bench(
+    runs: int,
+    faults: list[str],
+    profiles: list[str],
+    load_s: float,
+    progress: Progress,
+) -> Report:
+    report = Report(machine=machine(), settings={})
+    total = len(profiles) * (len(faults) * runs + (1 if load_s > 0 else 0))
+    bench = Bench(runs, faults, total, progress)
+    for profile in profiles:
+        bench.profile(profile, report, load_s)
+    progress(total, total, "done")
+    report.machine["probe"] = {"interval_s": PROBE_INTERVAL_S, "timeout_s": PROBE_TIMEOUT_S}
+    return report

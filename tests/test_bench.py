@@ -1,0 +1,84 @@
+"""A fast smoke run of the failover benchmark: one fault, one run, real lab."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, require_root_tools
+
+from halb.bench.failover import RunResult, VipMonitor, ratios, summary
+
+pytestmark = pytest.mark.netns
+
+
+def test_smoke_run_writes_every_field_with_sane_values(tmp_path: Path) -> None:
+    require_root_tools("ip", "keepalived", "haproxy", "curl")
+    out = tmp_path / "bench.json"
+    md = tmp_path / "bench.md"
+    result = subprocess.run(
+        [sys.executable, "-m", "halb", "bench", "failover", "--runs", "1", "--faults", "lb-death",
+         "--profiles", "project", "--load-seconds", "0", "--json", str(out), "--markdown", str(md)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out.read_text())
+    assert set(data) == {"machine", "settings", "runs", "summary", "load"}
+    assert data["machine"]["cpus"] >= 1 and "keepalived" in data["machine"]["keepalived"].lower()
+    assert data["machine"]["probe"] == {"interval_s": 0.02, "timeout_s": 0.2}
+    assert data["settings"]["project"]["check"]["watch"] is True
+    (run,) = data["runs"]
+    assert set(run) == set(RunResult.__dataclass_fields__)
+    assert run["profile"] == "project" and run["fault"] == "lb-death"
+    # The watcher, not the 1 s poll, must have moved the VIP.
+    assert 0 <= run["outage_s"] < 1.0
+    assert 0 <= run["failed"] < 25 and run["total"] > 100
+    assert 0 <= run["two_holders_s"] < 1.0
+    assert run["served_by"] in ("lb-1", "lb-2") and run["served_by"] != run["master_before"]
+    (row,) = data["summary"]
+    assert row["outage_s"]["min"] <= row["outage_s"]["median"] <= row["outage_s"]["max"]
+    assert "| lb-death | project | 1 |" in md.read_text()
+    assert "[" in result.stderr and "1/1" in result.stderr  # progress
+
+
+def test_bad_flags_exit_2_before_any_lab() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "halb", "bench", "failover", "--faults", "meteor", "--runs", "0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "meteor not allowed" in result.stderr or "0 is not in 1..50" in result.stderr
+
+
+def _r(profile: str, fault: str, outage: float, failed: int = 1) -> RunResult:
+    return RunResult(profile, fault, 1, outage, failed, 100, 0.0, "lb-1", "lb-2")
+
+
+def test_summary_and_ratio() -> None:
+    runs = [_r("project", "link-down", x) for x in (0.1, 0.2, 0.3)]
+    runs += [_r("seed", "link-down", x) for x in (3.0, 3.2, 3.4)]
+    runs += [_r("project", "handoff", 0.0, 0), _r("seed", "handoff", 0.5)]
+    rows = summary(runs)
+    ld = next(r for r in rows if r["fault"] == "link-down" and r["profile"] == "project")
+    assert ld["outage_s"] == {"min": 0.1, "median": 0.2, "max": 0.3}
+    assert ld["served_by_other"] == 3
+    assert ratios(rows) == {"link-down": 16.0, "handoff": None}
+
+
+class _FakeLab:
+    """Just enough of a Lab for VipMonitor's constructor (no nodes, no I/O)."""
+
+    def __init__(self) -> None:
+        self.plan = type("Plan", (), {"lb_nodes": ()})()
+
+
+def test_two_holder_time_integrates_overlap() -> None:
+    mon = VipMonitor(_FakeLab())  # type: ignore[arg-type]
+    mon.initial = {"lb-1": True, "lb-2": False}
+    mon.events = [(1.2, "lb-2", True), (3.0, "lb-1", False)]
+    assert mon.two_holders_s(1.0, 5.0, set()) == pytest.approx(1.8)
+    # An unplugged host's stale VIP conflicts with no one.
+    assert mon.two_holders_s(1.0, 5.0, {"lb-1"}) == 0.0
