@@ -59,6 +59,11 @@ def render_keepalived_conf(s: Settings, node: str, auth_pass: str | None = None)
         "    vrrp_garp_master_repeat 3",
         f"    vrrp_garp_master_refresh {v.garp_refresh}",
         "    vrrp_garp_master_refresh_repeat 2",
+        # After a split brain heals, the loser advertises once more before it
+        # yields, and the winner answers that with GARPs: clients whose ARP
+        # cache points at the loser move at once, not at the next refresh.
+        "    vrrp_higher_prio_send_advert true",
+        "    vrrp_garp_lower_prio_repeat 3",
         "}",
         "",
         f"vrrp_script {CHECK_NAME} {{",

@@ -26,6 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from components.settings import RawConfig, SettingsError, parse_settings
+from halb.bench.failover import FAULTS as BENCH_FAULTS
+from halb.bench.failover import PROFILES as BENCH_PROFILES
+from halb.lab.lab import FAULTS as LAB_FAULTS
 from halb.stackfile import StackFileError, known_stacks, load_stack_file, stack_path
 
 BAD_INPUT = 2
@@ -57,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     rq.add_argument("--count", type=_bounded(1, 1000), default=5, help="1..1000 (default 5)")
     rq.add_argument("--service", help="send the Host header of this service (default: default backend)")
     fl = lsub.add_parser("fault", help="inject a fault (default node: the MASTER)")
-    fl.add_argument("kind", choices=FAULT_KINDS)
+    fl.add_argument("kind", choices=LAB_FAULTS)
     fl.add_argument("--node", help="load-balancer host to hit")
     lsub.add_parser("handoff", help="planned move of the VIP to another LB host, no failed request")
     lsub.add_parser("down", help="remove every namespace and process of the lab")
@@ -74,15 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     fo.add_argument("--chart", type=Path, help="write a PNG chart of outage per fault and profile")
     fo.add_argument("--faults", type=_choices(BENCH_FAULTS), default=list(BENCH_FAULTS),
                     help=f"comma-separated, from: {','.join(BENCH_FAULTS)} (default: all)")  # fmt: skip
-    fo.add_argument("--profiles", type=_choices(BENCH_PROFILES), default=["project", "seed"],
+    fo.add_argument("--profiles", type=_choices(list(BENCH_PROFILES)), default=["project", "seed"],
                     help="comma-separated, from: project,seed,fast (default: project,seed)")  # fmt: skip
     fo.add_argument("--load-seconds", type=_bounded(0, 600), default=60,
                     help="CPU-load phase per profile in seconds (0 skips; default 60)")  # fmt: skip
     return p
-
-
-BENCH_FAULTS = ("host-crash", "lb-death", "link-down", "keepalived-kill", "handoff")
-BENCH_PROFILES = ("project", "seed", "fast")
 
 
 def _bounded(lo: int, hi: int) -> Callable[[str], int]:
@@ -109,17 +108,6 @@ def _choices(allowed: Sequence[str]) -> Callable[[str], list[str]]:
         return items
 
     return parse
-
-
-FAULT_KINDS = (
-    "kill-keepalived",
-    "stop-keepalived",
-    "kill-haproxy",
-    "link-down",
-    "link-up",
-    "crash",
-    "restore",
-)
 
 
 def _fail(problems: Sequence[str]) -> int:

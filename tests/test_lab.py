@@ -20,10 +20,12 @@ from typing import Any
 import pytest
 from conftest import ROOT, require_root_tools
 
+from halb.lab.lab import STATE_ROOT, Lab, wait_until
+
 pytestmark = pytest.mark.netns
 
 PREFIX = "t" + uuid.uuid4().hex[:6]
-STATE = Path("/run/halb-lab") / PREFIX
+STATE = STATE_ROOT / PREFIX
 ENV = {**os.environ, "HALB_LAB_PREFIX": PREFIX}
 
 
@@ -200,6 +202,59 @@ def test_handoff_loses_no_request(healthy: None) -> None:
     assert [a for a in attempts if not a["ok"]] == []
     assert f"from {master}" in out
     assert wait_for(lambda: holders() != [master] and len(holders()) == 1, 5)
+
+
+STRADDLER = """
+import socket, sys, time
+s = socket.create_connection(("192.0.2.10", 80), timeout=2)
+time.sleep(float(sys.argv[1]))
+s.sendall(b"GET / HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
+print(s.recv(4096).split(b"\\r\\n")[0].decode())
+"""
+
+
+def straddle(then: Any, wait_s: float = 1.0) -> subprocess.CompletedProcess[str]:
+    """A connection opened before `then()` and used after it: it spans the switch."""
+    conn = subprocess.Popen(
+        ["ip", "netns", "exec", f"{PREFIX}-client", sys.executable, "-c", STRADDLER, str(wait_s)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(0.3)
+    then()
+    out, err = conn.communicate(timeout=10)
+    return subprocess.CompletedProcess(conn.args, conn.returncode, out, err)
+
+
+def test_handoff_carries_a_connection_open_across_the_switch(healthy: None) -> None:
+    result = straddle(lambda: ok("handoff"))
+    assert result.returncode == 0 and result.stdout.startswith("HTTP/1.1 200"), result.stderr
+
+
+def test_plain_vrrp_switch_resets_such_a_connection(healthy: None) -> None:
+    # The control for the test above: without steering the new MASTER resets it.
+    result = straddle(lambda: ok("fault", "stop-keepalived"))
+    assert result.returncode != 0 and "Connection reset" in result.stderr
+
+
+def test_split_brain_heals_to_one_master_within_a_second(healthy: None) -> None:
+    lab = Lab.load(PREFIX)
+    lab.fault("partition", None)
+    # Clients still reach both hosts, so both become MASTER and both serve.
+    assert wait_until(lambda: len(lab.vip_holders()) == 2, 2.0), status()
+    assert all(a.startswith("host=") for a in answers(4))
+    healed = time.monotonic()
+    lab.fault("heal", None)
+
+    def one_master() -> bool:
+        states = [lab.vrrp_state(n.name) for n in lab.plan.lb_nodes]
+        return len(lab.vip_holders()) == 1 and states.count("MASTER") == 1
+
+    assert wait_until(one_master, 1.0, poll=0.02), status()
+    assert time.monotonic() - healed < 1.0
+    (winner,) = lab.vip_holders()
+    # The winner's GARPs, not the 60 s refresh, move the client's ARP entry.
+    assert wait_until(lambda: lab._client_mac() == lab._mac(winner), 1.0), lab._client_mac()
+    assert all(a.startswith("host=") for a in answers(4))
 
 
 def test_fault_rejects_unknown_node(healthy: None) -> None:

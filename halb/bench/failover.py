@@ -53,7 +53,10 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 # Probe window after the fault, long enough for the slowest profile to recover.
 WINDOW_S = {"project": 4.0, "seed": 9.0, "fast": 4.0}
-FAULTS = ("host-crash", "lb-death", "link-down", "keepalived-kill", "handoff")
+FAULTS = ("host-crash", "lb-death", "link-down", "keepalived-kill", "handoff", "split-brain")
+# Longer than the seed's master-down interval (3 x 1 s + skew), so both
+# profiles really split.
+PARTITION_S = 5.0
 LAB_FAULT = {
     "host-crash": "crash",
     "lb-death": "kill-haproxy",
@@ -74,6 +77,7 @@ class RunResult:
     two_holders_s: float
     master_before: str
     served_by: str | None
+    converge_s: float | None = None  # split-brain: heal to one VIP holder
 
 
 @dataclass
@@ -159,6 +163,20 @@ class VipMonitor:
         for t in self._threads:
             t.join(timeout=5)
 
+    def converged_after(self, t0: float) -> float | None:
+        """Seconds from t0 until one host alone held the VIP (None: never)."""
+        holds = dict(self.initial)
+        at = None
+        with self._lock:
+            events = sorted(self.events)
+        for t, node, state in events:
+            holds[node] = state
+            if t >= t0:
+                at = t if sum(holds.values()) == 1 else None
+        if sum(holds.values()) != 1:
+            return None
+        return round(at - t0, 4) if at is not None else 0.0
+
     def two_holders_s(self, start: float, end: float, unplugged: set[str]) -> float:
         """Time in [start, end] with two connected hosts holding the VIP."""
         holds = {k: v for k, v in self.initial.items() if k not in unplugged}
@@ -210,7 +228,7 @@ class Bench:
         master = lab.master() or "?"
         monitor = VipMonitor(lab)
         monitor.start()
-        window = LEAD_S + WINDOW_S[profile]
+        window = LEAD_S + WINDOW_S[profile] + (PARTITION_S if fault == "split-brain" else 0.0)
         probe = subprocess.Popen(
             lab.probe_cmd(100_000, PROBE_INTERVAL_S, PROBE_TIMEOUT_S, window, None),
             stdout=subprocess.PIPE,
@@ -220,8 +238,14 @@ class Bench:
         try:
             time.sleep(LEAD_S)
             fault_t = time.monotonic()
+            heal_t = None
             if fault == "handoff":
                 lab.handoff(lambda _: None)
+            elif fault == "split-brain":
+                lab.fault("partition", None)
+                time.sleep(PARTITION_S)
+                heal_t = time.monotonic()
+                lab.fault("heal", None)
             else:
                 lab.fault(LAB_FAULT[fault], master)
             stdout, _ = probe.communicate(timeout=window + 30)
@@ -244,6 +268,7 @@ class Bench:
             two_holders_s=round(monitor.two_holders_s(fault_t, end_t, unplugged), 4),
             master_before=master,
             served_by=live[0] if len(live) == 1 else None,
+            converge_s=monitor.converged_after(heal_t) if heal_t is not None else None,
         )
         if fault in UNDO:
             lab.fault(UNDO[fault], master)
@@ -313,6 +338,9 @@ def summary(runs: list[RunResult]) -> list[dict[str, Any]]:
                 "failed": _stats([float(r.failed) for r in rs]),
                 "two_holders_s": _stats([r.two_holders_s for r in rs]),
                 "served_by_other": sum(r.served_by not in (None, r.master_before) for r in rs),
+                "converge_s": _stats([r.converge_s for r in rs if r.converge_s is not None])
+                if any(r.converge_s is not None for r in rs)
+                else None,
             }
         )
     return rows
@@ -350,6 +378,14 @@ def table(report: Report) -> str:
             f"| {f['median']:g} ({f['max']:g}) | {t['median'] * 1000:.0f} "
             f"| {r['served_by_other']}/{r['runs']} | {rat_s} |"
         )
+    for r in rows:
+        if r["converge_s"] is not None:
+            c = r["converge_s"]
+            lines.append(
+                f"\nsplit-brain ({r['profile']}): after heal one VIP holder again in "
+                f"{c['min'] * 1000:.0f} / {c['median'] * 1000:.0f} / {c['max'] * 1000:.0f} ms "
+                "(min/median/max)"
+            )
     for load in report.load:
         lines.append("")
         lines.append(

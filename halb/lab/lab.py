@@ -44,6 +44,8 @@ FAULTS = (
     "link-down",
     "link-up",
     "crash",
+    "partition",
+    "heal",
     "restore",
 )
 UP_TIMEOUT_S = 30.0
@@ -52,6 +54,9 @@ POLL_S = 0.05
 # The kubelet notices a dead container on its next relist (~1 s) and restarts
 # it; 2 s is that, rounded up. Shorter would hide a death from keepalived's check.
 RESTART_DELAY_S = 2.0
+# Connections begun on the old MASTER finish there: lab requests take
+# milliseconds; a real edge with long keep-alives wants longer.
+HANDOFF_DRAIN_S = 1.0
 
 Out = Callable[[str], None]
 
@@ -138,6 +143,7 @@ class LabState:
     secret_keys: list[str]
     namespaces: list[str]
     crashed: list[str]
+    partitioned_at: float | None = None
 
     def raw(self) -> RawConfig:
         return RawConfig(self.config, frozenset(self.secret_keys))
@@ -543,6 +549,41 @@ class Lab:
         # The switch-side port: like pulling the cable, the host sees no carrier.
         ip("-n", self.plan.switch_netns, "link", "set", self.plan.node(node).port, state)
 
+    def _partition(self, cut: bool) -> str:
+        """Cut (or restore) every path between load-balancer hosts, and only those.
+
+        Isolated bridge ports cannot reach each other but still reach every
+        other port: VRRP stops while clients and apps still reach both hosts.
+        """
+        for n in self.plan.lb_nodes:
+            flag = "on" if cut else "off"
+            ip(
+                "-n",
+                self.plan.switch_netns,
+                "link",
+                "set",
+                "dev",
+                n.port,
+                "type",
+                "bridge_slave",
+                "isolated",
+                flag,
+            )
+        if cut:
+            self.state.partitioned_at = time.time()
+            self.save()
+            return "partitioned: load-balancer hosts cannot hear each other; clients reach both"
+        since = self.state.partitioned_at
+        self.state.partitioned_at = None
+        self.save()
+        lasted = f" after {time.time() - since:.1f} s" if since else ""
+        return f"healed{lasted}: load-balancer hosts hear each other again"
+
+    def partitioned(self) -> bool:
+        port = self.plan.lb_nodes[0].port
+        out = ip("-n", self.plan.switch_netns, "-d", "link", "show", port).stdout
+        return "isolated on" in out
+
     def _link_is_up(self, node: str) -> bool:
         out = ip("-n", self.plan.switch_netns, "-o", "link", "show", self.plan.node(node).port).stdout
         flags = out.split("<", 1)[-1].split(">", 1)[0].split(",")
@@ -567,13 +608,16 @@ class Lab:
         """Inject `kind` on `node` (default: the MASTER); returns what was done."""
         if kind not in FAULTS:
             raise LabError(f"unknown fault {kind!r} (one of: {', '.join(FAULTS)})")
+        if kind in ("partition", "heal"):
+            return self._partition(kind == "partition")
         if kind in ("restore", "link-up") and node is None:
-            # Undo whatever is broken: crashed hosts and pulled links.
+            # Undo whatever is broken: crashed hosts, pulled links, a partition.
+            healed = self._partition(False) if kind == "restore" and self.partitioned() else None
             broken = [n.name for n in self.plan.lb_nodes
                       if n.name in self.state.crashed or not self._link_is_up(n.name)]  # fmt: skip
-            if not broken:
-                return "nothing to restore"
-            return "; ".join(self.fault(kind, name) for name in broken)
+            done = [healed] if healed else []
+            done += [self.fault(kind, name) for name in broken]
+            return "; ".join(done) or "nothing to restore"
         target = self._lb(node)
         if kind == "kill-keepalived":
             pid = self._signal_daemon(target, "keepalived", signal.SIGKILL, group=True)
@@ -600,6 +644,8 @@ class Lab:
             self.save()
             return f"crashed {target}: link down, keepalived and haproxy killed, no restarts"
         # restore
+        if self.partitioned():
+            self._partition(False)
         self._link(target, "up")
         if target in self.state.crashed:
             self.state.crashed.remove(target)
@@ -611,9 +657,13 @@ class Lab:
     def handoff(self, out: Out) -> str:
         """Move the VIP to another healthy LB host with no failed request.
 
-        The old MASTER parks the VIP on `lo` (not announced: arp_ignore=1)
-        before it gives the VIP up, so clients whose ARP cache still points at
-        it are served there until the new MASTER's gratuitous ARPs arrive.
+        Two things would break a request. A client whose ARP cache still
+        points at the old MASTER: the old MASTER parks the VIP on `lo` (not
+        announced: arp_ignore=1) and keeps serving. A connection open at the
+        moment the client's ARP entry flips: its next packets reach the new
+        MASTER, which has no such socket and would reset it, so the new
+        MASTER forwards such mid-stream flows to the old one (`Steering`)
+        until they have drained.
         """
         old = self._lb(None)
         ready = [
@@ -625,11 +675,15 @@ class Lab:
         ]
         if not ready:
             raise LabError(f"no healthy BACKUP to hand {old}'s VIP to")
+        if shutil.which("nft") is None:
+            raise LabError("`nft` not found (package nftables; `make deps` installs it)")
         new = ready[0]
         old_ns, vip32 = self.plan.node(old).netns, f"{self.plan.vip}/32"
+        steering = Steering(self.plan, new, old, self.dir / f"handoff-{new}.nft")
         ip("-n", old_ns, "addr", "add", vip32, "dev", "lo")
         try:
-            out(f"{old}: VIP parked on lo; SIGTERM keepalived (priority-0 advert)")
+            steering.install()
+            out(f"{old}: VIP parked on lo; {new}: forwards mid-stream flows back to {old}")
             self._signal_daemon(old, "keepalived", signal.SIGTERM, group=False)
             if not wait_until(lambda: self.holds_vip(new), 5.0):
                 raise LabError(f"{new} did not take the VIP within 5 s")
@@ -637,7 +691,12 @@ class Lab:
             out(f"{new}: MASTER; waiting for the client to learn {mac}")
             if not wait_until(lambda: self._client_mac() == mac, 5.0):
                 raise LabError("the client did not learn the new MAC within 5 s")
+            out(f"draining connections begun on {old} for {HANDOFF_DRAIN_S:g} s")
+            time.sleep(HANDOFF_DRAIN_S)
+            flows, packets = steering.steered()
+            out(f"{new} forwarded {flows} mid-stream flow(s), {packets} packet(s), to {old}")
         finally:
+            steering.remove()
             ip("-n", old_ns, "addr", "del", vip32, "dev", "lo", check=False)
         return f"handed the VIP from {old} to {new}"
 
@@ -650,6 +709,73 @@ class Lab:
         out = ip("-n", self.plan.client_netns, "neigh", "show", str(self.plan.vip), check=False).stdout
         m = re.search(r"lladdr ([0-9a-f:]+)", out)
         return m.group(1) if m else ""
+
+
+class Steering:
+    """On the new MASTER during a handoff: mid-stream flows go to the old one.
+
+    A TCP packet to the VIP that is not a SYN and belongs to no connection
+    this host knows (conntrack: new) began on the old MASTER. It, and the
+    rest of its flow (conntrack mark), is routed to the old MASTER, which
+    still holds the VIP on `lo`; new connections are served here.
+    """
+
+    TABLE = "halb_handoff"
+    MARK = "0x4842"
+    ROUTE_TABLE = "4842"
+
+    def __init__(self, plan: LabPlan, new: str, old: str, rules: Path) -> None:
+        self.ns = plan.node(new).netns
+        self.old_addr = str(plan.node(old).address)
+        self.vip = str(plan.vip)
+        self.iface = plan.interface
+        self.port = plan.settings.load_balancer.http_port
+        self.rules = rules
+
+    def _sysctl(self, forward: int) -> None:
+        redirects = [f"net.ipv4.conf.{i}.send_redirects=0" for i in ("all", self.iface)]
+        run(in_ns(self.ns, "sysctl", "-qw", f"net.ipv4.ip_forward={forward}", *redirects))
+
+    def install(self) -> None:
+        match = f"ip daddr {self.vip} tcp dport {self.port}"
+        self.rules.write_text(
+            f"table ip {self.TABLE} {{\n"
+            "  chain pre {\n"
+            "    type filter hook prerouting priority mangle; policy accept;\n"
+            f"    {match} ct mark {self.MARK} counter meta mark set {self.MARK}\n"
+            f"    {match} ct state new tcp flags & (syn|ack) != syn "
+            f"counter ct mark set {self.MARK} meta mark set {self.MARK}\n"
+            "  }\n"
+            "}\n"
+        )
+        # Forwarding out the interface it came in on: no ICMP redirects to
+        # the client, or it would pin the VIP to the old host's MAC.
+        self._sysctl(1)
+        run(in_ns(self.ns, "nft", "-f", str(self.rules)))
+        ip("-n", self.ns, "route", "add", f"{self.vip}/32", "via", self.old_addr, "dev", self.iface,
+           "table", self.ROUTE_TABLE)  # fmt: skip
+        ip("-n", self.ns, "rule", "add", "fwmark", self.MARK, "lookup", self.ROUTE_TABLE, "priority", "10")
+        # The VIP is about to be local here: the marked flows must be routed
+        # before the `local` table would deliver them.
+        ip("-n", self.ns, "rule", "add", "lookup", "local", "priority", "20")
+        ip("-n", self.ns, "rule", "del", "priority", "0")
+
+    def steered(self) -> tuple[int, int]:
+        """(flows, packets) sent back to the old MASTER so far."""
+        out = run(in_ns(self.ns, "nft", "list", "table", "ip", self.TABLE), check=False).stdout
+        counts = [int(n) for n in re.findall(r"counter packets (\d+)", out)]
+        if len(counts) != 2:
+            return 0, 0
+        later, first = counts
+        return first, first + later
+
+    def remove(self) -> None:
+        ip("-n", self.ns, "rule", "add", "lookup", "local", "priority", "0", check=False)
+        ip("-n", self.ns, "rule", "del", "priority", "20", check=False)
+        ip("-n", self.ns, "rule", "del", "priority", "10", check=False)
+        ip("-n", self.ns, "route", "flush", "table", self.ROUTE_TABLE, check=False)
+        run(in_ns(self.ns, "nft", "delete", "table", "ip", self.TABLE), check=False)
+        self._sysctl(0)
 
 
 def down(prefix: str, out: Out) -> int:
