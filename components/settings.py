@@ -119,7 +119,7 @@ def _role(value: Any) -> Any:
             "role",
             "'app' is not a role; did you mean 'apps'? (allowed: 'load-balancer', 'apps')",
         )
-    if value not in {r.value for r in Role}:
+    if not isinstance(value, str) or value not in {r.value for r in Role}:
         raise _fail("role", "{value!r} is not a role (allowed: 'load-balancer', 'apps')", value=value)
     return value
 
@@ -166,7 +166,7 @@ class Vrrp(_Model):
     """VRRP timers and transport; see docs on failover for the trade-off."""
 
     version: Literal[2, 3] = 3
-    advert_interval: float = Field(0.05, alias="advertInterval")
+    advert_interval: float = Field(0.05, alias="advertInterval", allow_inf_nan=False)
     unicast: bool = True
     garp_refresh: Annotated[Int, _in_range(0, 86400)] = Field(60, alias="garpRefresh")
     check: Check = Check()
@@ -360,8 +360,8 @@ def _message(err: Any) -> str:
         return "unknown key"
     if kind in {"int_type", "int_parsing"}:
         return f"{value!r} is not a whole number"
-    if kind in {"float_type", "float_parsing"}:
-        return f"{value!r} is not a number"
+    if kind in {"float_type", "float_parsing", "finite_number"}:
+        return f"{value!r} is not a (finite) number"
     if kind in {"bool_type", "bool_parsing"}:
         return f"{value!r} is not true or false"
     if kind in {"string_type"}:

@@ -117,7 +117,7 @@ def _fail(problems: Sequence[str]) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from halb.render import check_writable, render_files, write_files
+    from halb.files import check_writable, write_files
 
     raw = _load_raw(args.stack, args.config_file)
     if isinstance(raw, int):
@@ -125,6 +125,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     why = check_writable(args.out)
     if why is not None:
         return _fail([why])
+    from halb.render import render_files  # imports Pulumi: only for valid input
+
     files = render_files(raw, args.stack)
     try:
         write_files(args.out, files)
@@ -252,8 +254,8 @@ def _progress(done: int, total: int, text: str) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from halb.bench.failover import chart, run_bench, table
+    from halb.files import check_writable
     from halb.lab.lab import LabError
-    from halb.render import check_writable
 
     problems = []
     for flag, path in (("--json", args.json), ("--markdown", args.markdown), ("--chart", args.chart)):
