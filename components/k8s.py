@@ -64,3 +64,45 @@ def checksum(*parts: str) -> str:
         h.update(p.encode())
         h.update(b"\0")
     return h.hexdigest()
+
+
+def one_node_at_a_time(
+    name: str,
+    meta_labels: dict[str, str],
+    config_checksum: str,
+    pod_spec: k8s.core.v1.PodSpecArgsDict,
+) -> k8s.apps.v1.DaemonSetSpecArgsDict:
+    """DaemonSet spec for the edge tier: one node at a time (the other keeps the
+    VIP and serves), and a config change rolls the pods through the checksum."""
+    return {
+        "selector": {"match_labels": selector(name)},
+        "update_strategy": {
+            "type": "RollingUpdate",
+            "rolling_update": {"max_unavailable": 1, "max_surge": 0},
+        },
+        "template": {
+            "metadata": {"labels": meta_labels, "annotations": {"checksum/config": config_checksum}},
+            "spec": pod_spec,
+        },
+    }
+
+
+def edge_pod_spec(
+    containers: list[k8s.core.v1.ContainerArgsDict],
+    volumes: list[k8s.core.v1.VolumeArgsDict],
+    grace_s: int,
+) -> k8s.core.v1.PodSpecArgsDict:
+    """What every edge pod shares: load-balancer hosts only, the host's network."""
+    return {
+        "affinity": required_role(Role.LOAD_BALANCER),
+        "host_network": True,
+        # Host networking would otherwise give the node's resolv.conf, and
+        # the apps' headless Services would not resolve.
+        "dns_policy": "ClusterFirstWithHostNet",
+        "automount_service_account_token": False,
+        "priority_class_name": "system-node-critical",
+        "termination_grace_period_seconds": grace_s,
+        "security_context": {"seccomp_profile": {"type": "RuntimeDefault"}},
+        "containers": containers,
+        "volumes": volumes,
+    }

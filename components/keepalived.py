@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.k8s import checksum, labels, required_role, resources, selector
+from components.k8s import checksum, edge_pod_spec, labels, one_node_at_a_time, resources
 from components.keepalived_conf import WATCH_DIR, WATCH_FILE, render_keepalived_conf
-from components.settings import Role, Settings
+from components.settings import Settings
 
 NAME = "keepalived"
 CONFIG_DIR = "/etc/keepalived/nodes"
@@ -100,42 +100,20 @@ class Keepalived(pulumi.ComponentResource):
         ]
         if s.vrrp.check.watch:
             containers.append(self._watcher(s, args.image))
-        pod_spec: k8s.core.v1.PodSpecArgsDict = {
-            "affinity": required_role(Role.LOAD_BALANCER),
-            "host_network": True,
-            "dns_policy": "ClusterFirstWithHostNet",
-            "automount_service_account_token": False,
-            "priority_class_name": "system-node-critical",
-            # SIGTERM makes keepalived send a priority-0 advert: the peer takes
-            # over at once. The grace only has to cover that and the VIP removal.
-            "termination_grace_period_seconds": 10,
-            "security_context": {"seccomp_profile": {"type": "RuntimeDefault"}},
-            "containers": containers,
-            "volumes": [
-                {"name": "config", "secret": {"secret_name": secret.metadata.name, "default_mode": 0o400}},
-                {"name": "run", "empty_dir": {"medium": "Memory", "size_limit": "8Mi"}},
-                {"name": "watch", "empty_dir": {"medium": "Memory", "size_limit": "1Mi"}},
-            ],
-        }
+        volumes: list[k8s.core.v1.VolumeArgsDict] = [
+            {"name": "config", "secret": {"secret_name": secret.metadata.name, "default_mode": 0o400}},
+            {"name": "run", "empty_dir": {"medium": "Memory", "size_limit": "8Mi"}},
+            {"name": "watch", "empty_dir": {"medium": "Memory", "size_limit": "1Mi"}},
+        ]
+        # SIGTERM makes keepalived send a priority-0 advert: the peer takes
+        # over at once. The grace only has to cover that and the VIP removal.
+        pod_spec = edge_pod_spec(containers, volumes, grace_s=10)
         if args.pull_secret is not None:
             pod_spec["image_pull_secrets"] = [{"name": args.pull_secret}]
         k8s.apps.v1.DaemonSet(
             f"{name}-daemonset",
             metadata={"name": NAME, "namespace": args.namespace, "labels": meta_labels},
-            spec={
-                "selector": {"match_labels": selector(NAME)},
-                "update_strategy": {
-                    "type": "RollingUpdate",
-                    "rolling_update": {"max_unavailable": 1, "max_surge": 0},
-                },
-                "template": {
-                    "metadata": {
-                        "labels": meta_labels,
-                        "annotations": {"checksum/config": checksum(*sorted(shown.values()))},
-                    },
-                    "spec": pod_spec,
-                },
-            },
+            spec=one_node_at_a_time(NAME, meta_labels, checksum(*sorted(shown.values())), pod_spec),
             opts=child,
         )
         self.vip = str(s.vip.ip)

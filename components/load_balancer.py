@@ -13,8 +13,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.haproxy_cfg import dns_backends, render_haproxy_cfg
-from components.k8s import checksum, image_tag, labels, required_role, resources, selector
-from components.settings import Role, Settings
+from components.k8s import checksum, edge_pod_spec, image_tag, labels, one_node_at_a_time, resources
+from components.settings import Settings
 
 NAME = "haproxy"
 CONFIG_DIR = "/usr/local/etc/haproxy"
@@ -52,74 +52,48 @@ class GlobalLoadBalancer(pulumi.ComponentResource):
             opts=child,
         )
         health: k8s.core.v1.HTTPGetActionArgsDict = {"path": "/healthz", "port": lb.stats_port}
-        spec: k8s.apps.v1.DaemonSetSpecArgsDict = {
-            "selector": {"match_labels": selector(NAME)},
-            # One node at a time: the other keeps the VIP and serves.
-            "update_strategy": {
-                "type": "RollingUpdate",
-                "rolling_update": {"max_unavailable": 1, "max_surge": 0},
-            },
-            "template": {
-                "metadata": {
-                    "labels": meta_labels,
-                    "annotations": {"checksum/config": checksum(self.config)},
+        container: k8s.core.v1.ContainerArgsDict = {
+            "name": NAME,
+            "image": lb.image,
+            "args": ["haproxy", "-W", "-db", "-f", f"{CONFIG_DIR}/haproxy.cfg"],
+            "ports": [
+                {"name": "http", "container_port": lb.http_port, "host_port": lb.http_port},
+                {
+                    "name": "stats",
+                    "container_port": lb.stats_port,
+                    "host_port": lb.stats_port,
                 },
-                "spec": {
-                    "affinity": required_role(Role.LOAD_BALANCER),
-                    "host_network": True,
-                    # Host networking would otherwise give the node's
-                    # resolv.conf, and the headless Services would not resolve.
-                    "dns_policy": "ClusterFirstWithHostNet",
-                    "automount_service_account_token": False,
-                    "priority_class_name": "system-node-critical",
-                    # Soft stop (SIGUSR1, the image's STOPSIGNAL) drains
-                    # connections; hard-stop-after 30s bounds it.
-                    "termination_grace_period_seconds": 35,
-                    "security_context": {"seccomp_profile": {"type": "RuntimeDefault"}},
-                    "containers": [
-                        {
-                            "name": NAME,
-                            "image": lb.image,
-                            "args": ["haproxy", "-W", "-db", "-f", f"{CONFIG_DIR}/haproxy.cfg"],
-                            "ports": [
-                                {"name": "http", "container_port": lb.http_port, "host_port": lb.http_port},
-                                {
-                                    "name": "stats",
-                                    "container_port": lb.stats_port,
-                                    "host_port": lb.stats_port,
-                                },
-                            ],
-                            "readiness_probe": {
-                                "http_get": health,
-                                "period_seconds": 2,
-                                "failure_threshold": 1,
-                            },
-                            "liveness_probe": {
-                                "http_get": health,
-                                "period_seconds": 10,
-                                "failure_threshold": 3,
-                            },
-                            "resources": resources(lb.resources),
-                            "security_context": {
-                                "run_as_user": ROOT,
-                                "allow_privilege_escalation": False,
-                                "privileged": False,
-                                "read_only_root_filesystem": True,
-                                "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]},
-                            },
-                            "volume_mounts": [
-                                {"name": "config", "mount_path": CONFIG_DIR, "read_only": True}
-                            ],
-                        }
-                    ],
-                    "volumes": [{"name": "config", "config_map": {"name": config_map.metadata.name}}],
-                },
+            ],
+            "readiness_probe": {
+                "http_get": health,
+                "period_seconds": 2,
+                "failure_threshold": 1,
             },
+            "liveness_probe": {
+                "http_get": health,
+                "period_seconds": 10,
+                "failure_threshold": 3,
+            },
+            "resources": resources(lb.resources),
+            "security_context": {
+                "run_as_user": ROOT,
+                "allow_privilege_escalation": False,
+                "privileged": False,
+                "read_only_root_filesystem": True,
+                "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]},
+            },
+            "volume_mounts": [{"name": "config", "mount_path": CONFIG_DIR, "read_only": True}],
         }
+        volumes: list[k8s.core.v1.VolumeArgsDict] = [
+            {"name": "config", "config_map": {"name": config_map.metadata.name}}
+        ]
+        # Soft stop (SIGUSR1, the image's STOPSIGNAL) drains connections;
+        # hard-stop-after 30s bounds it.
+        pod_spec = edge_pod_spec([container], volumes, grace_s=35)
         daemonset = k8s.apps.v1.DaemonSet(
             f"{name}-daemonset",
             metadata={"name": NAME, "namespace": args.namespace, "labels": meta_labels},
-            spec=spec,
+            spec=one_node_at_a_time(NAME, meta_labels, checksum(self.config), pod_spec),
             opts=child,
         )
         self.daemonset_name = daemonset.metadata.apply(lambda m: m.name or NAME)

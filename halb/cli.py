@@ -170,62 +170,73 @@ def print_status(status: dict[str, Any]) -> None:
     print(f"  client netns {status['client_netns']}")
 
 
-def cmd_lab(args: argparse.Namespace) -> int:
-    from halb.lab.lab import Lab, LabError, down, lab_prefix
-    from halb.lab.topology import LabPlanError
+def _lab_errors(action: Callable[[], int], interrupted: str = "interrupted") -> int:
+    """What the lab can't do is exit 1 with its message; Ctrl-C is 130."""
+    from halb.lab.lab import LabError
 
     try:
-        prefix = lab_prefix()
-        if args.lab_command == "down":
-            down(prefix, _say)
-            return 0
-        if args.lab_command == "up":
-            raw = _load_raw(args.stack, args.config_file)
-            if isinstance(raw, int):
-                return raw
-            try:
-                lab = Lab.create(raw, args.stack, prefix)
-            except LabPlanError as err:
-                return _fail(err.problems)
-            lab.up(_say)
-            print_status(lab.status())
-            print(
-                f"try: python -m halb lab request   "
-                f"(or: ip netns exec {lab.plan.client_netns} curl {lab.plan.url})"
-            )
-            return 0
-        lab = Lab.load(prefix)
-        if args.lab_command == "status":
-            status = lab.status()
-            if args.json:
-                print(json.dumps(status, indent=2))
-            else:
-                print_status(status)
-            return 0
-        if args.lab_command == "request":
-            host = None
-            if args.service is not None:
-                svc = next((s for s in lab.plan.settings.services if s.name == args.service), None)
-                if svc is None:
-                    names = ", ".join(s.name for s in lab.plan.settings.services)
-                    return _fail([f"--service {args.service}: no such service (have: {names})"])
-                host = svc.hostnames[0] if svc.hostnames else None
-            attempts = lab.request(args.count, timeout=1.0, interval=0.05, host=host)
-            for a in attempts:
-                print(f"{a.ms:6.1f} ms  {a.answer if a.ok else 'FAILED (' + str(a.error) + ')'}")
-            return 0 if all(a.ok for a in attempts) else 1
-        if args.lab_command == "fault":
-            print(lab.fault(args.kind, args.node))
-            return 0
-        if args.lab_command == "handoff":
-            print(lab.handoff(_say))
-            return 0
+        return action()
     except LabError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(interrupted, file=sys.stderr)
         return 130
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    return _lab_errors(lambda: _lab(args))
+
+
+def _lab(args: argparse.Namespace) -> int:
+    from halb.lab.lab import Lab, down, lab_prefix
+    from halb.lab.topology import LabPlanError
+
+    prefix = lab_prefix()
+    if args.lab_command == "down":
+        down(prefix, _say)
+        return 0
+    if args.lab_command == "up":
+        raw = _load_raw(args.stack, args.config_file)
+        if isinstance(raw, int):
+            return raw
+        try:
+            lab = Lab.create(raw, args.stack, prefix)
+        except LabPlanError as err:
+            return _fail(err.problems)
+        lab.up(_say)
+        print_status(lab.status())
+        print(
+            f"try: python -m halb lab request   "
+            f"(or: ip netns exec {lab.plan.client_netns} curl {lab.plan.url})"
+        )
+        return 0
+    lab = Lab.load(prefix)
+    if args.lab_command == "status":
+        status = lab.status()
+        if args.json:
+            print(json.dumps(status, indent=2))
+        else:
+            print_status(status)
+        return 0
+    if args.lab_command == "request":
+        host = None
+        if args.service is not None:
+            svc = next((s for s in lab.plan.settings.services if s.name == args.service), None)
+            if svc is None:
+                names = ", ".join(s.name for s in lab.plan.settings.services)
+                return _fail([f"--service {args.service}: no such service (have: {names})"])
+            host = svc.hostnames[0] if svc.hostnames else None
+        attempts = lab.request(args.count, timeout=1.0, interval=0.05, host=host)
+        for a in attempts:
+            print(f"{a.ms:6.1f} ms  {a.answer if a.ok else 'FAILED (' + str(a.error) + ')'}")
+        return 0 if all(a.ok for a in attempts) else 1
+    if args.lab_command == "fault":
+        print(lab.fault(args.kind, args.node))
+        return 0
+    if args.lab_command == "handoff":
+        print(lab.handoff(_say))
+        return 0
     raise AssertionError(args.lab_command)
 
 
@@ -253,9 +264,8 @@ def _progress(done: int, total: int, text: str) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from halb.bench.failover import chart, run_bench, table
+    from halb.bench.failover import Report, chart, run_bench, table
     from halb.files import check_writable
-    from halb.lab.lab import LabError
 
     problems = []
     for flag, path in (("--json", args.json), ("--markdown", args.markdown), ("--chart", args.chart)):
@@ -264,14 +274,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
             problems.append(why.replace(f"--out {path.parent}", f"{flag} {path}"))
     if problems:
         return _fail(problems)
-    try:
-        report = run_bench(args.runs, args.faults, args.profiles, args.load_seconds, _progress)
-    except LabError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; the bench lab was taken down", file=sys.stderr)
-        return 130
+    reports: list[Report] = []
+
+    def bench() -> int:
+        reports.append(run_bench(args.runs, args.faults, args.profiles, args.load_seconds, _progress))
+        return 0
+
+    code = _lab_errors(bench, "interrupted; the bench lab was taken down")
+    if code:
+        return code
+    report = reports[0]
     text = table(report)
     print(text)
     if args.json:
@@ -285,13 +297,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_demo() -> int:
     from halb.lab.demo import run_demo
-    from halb.lab.lab import LabError, lab_prefix
+    from halb.lab.lab import lab_prefix
 
-    try:
-        return run_demo(lab_prefix())
-    except LabError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; the lab was taken down", file=sys.stderr)
-        return 130
+    return _lab_errors(lambda: run_demo(lab_prefix()), "interrupted; the lab was taken down")

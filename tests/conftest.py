@@ -60,6 +60,21 @@ def settings_of(stack: str) -> Settings:
     return parse_settings(stack_raw(stack))
 
 
+def run_halb(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`python -m halb ARGS` as a user runs it: exit code, stdout, stderr."""
+    return subprocess.run(
+        [sys.executable, "-m", "halb", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def require_root_tools(*tools: str) -> None:
     missing = [t for t in tools if shutil.which(t) is None]
     if missing:

@@ -7,15 +7,13 @@ stack file in one place; CLI cases call the CLI as a user would.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, run_halb
 
 from halb.cli import main
 
@@ -84,7 +82,11 @@ CASES = [
         nested("vip", ["routerId"], "one"),
         [f"{P}vip.routerId: 'one' is not a whole number"],
     ),
-    Case("wrong type: hosts list", setting("hosts", ["lb-1", "lb-2"]), [f"{P}hosts: ['lb-1', 'lb-2'] is not a mapping of keys to values"]),
+    Case(
+        "wrong type: hosts list",
+        setting("hosts", ["lb-1", "lb-2"]),
+        [f"{P}hosts: ['lb-1', 'lb-2'] is not a mapping of keys to values"],
+    ),
     Case(
         "wrong type: port float",
         nested(SVC, [0, "port"], 80.5),
@@ -312,14 +314,7 @@ CLI_CASES: list[tuple[str, list[str], str]] = [
 def test_bad_cli_call(argv: list[str], expected: str, tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     args = [a.replace("{tmp}", str(tmp_path)) for a in argv]
-    result = subprocess.run(
-        [sys.executable, "-m", "halb", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_halb(*args, timeout=60)
     assert result.returncode == 2, result.stderr
     assert expected in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
@@ -329,9 +324,6 @@ def test_bad_cli_call(argv: list[str], expected: str, tmp_path: Path) -> None:
 
 def test_traceback_free_for_a_settings_case(tmp_path: Path) -> None:
     path = write_case(tmp_path, CASES[0].edit)
-    result = subprocess.run(
-        [sys.executable, "-m", "halb", "render", "--stack", "bad", "--config-file", str(path), "--out", str(tmp_path / "o")],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    result = run_halb("render", "--stack", "bad", "--config-file", str(path), "--out", str(tmp_path / "o"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: rancher-ha-lb:vip.routerId")

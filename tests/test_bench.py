@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, require_root_tools
+from conftest import require_root_tools, run_halb
 
 from halb.bench.failover import RunResult, VipMonitor, ratios, summary
 
@@ -19,10 +17,9 @@ def test_smoke_run_writes_every_field_with_sane_values(tmp_path: Path) -> None:
     require_root_tools("ip", "keepalived", "haproxy", "curl")
     out = tmp_path / "bench.json"
     md = tmp_path / "bench.md"
-    result = subprocess.run(
-        [sys.executable, "-m", "halb", "bench", "failover", "--runs", "1", "--faults", "lb-death",
-         "--profiles", "project", "--load-seconds", "0", "--json", str(out), "--markdown", str(md)],
-        cwd=ROOT, capture_output=True, text=True, timeout=240, check=False,
+    result = run_halb(
+        "bench", "failover", "--runs", "1", "--faults", "lb-death", "--profiles", "project",
+        "--load-seconds", "0", "--json", str(out), "--markdown", str(md), timeout=240,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     data = json.loads(out.read_text())
@@ -45,10 +42,7 @@ def test_smoke_run_writes_every_field_with_sane_values(tmp_path: Path) -> None:
 
 
 def test_bad_flags_exit_2_before_any_lab() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "halb", "bench", "failover", "--faults", "meteor", "--runs", "0"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    result = run_halb("bench", "failover", "--faults", "meteor", "--runs", "0", timeout=60)
     assert result.returncode == 2
     assert "meteor not allowed" in result.stderr or "0 is not in 1..50" in result.stderr
 

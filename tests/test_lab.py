@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, require_root_tools
+from conftest import ROOT, require_root_tools, run_halb
 
 from halb.lab.lab import STATE_ROOT, Lab, wait_until
 
@@ -30,15 +30,7 @@ ENV = {**os.environ, "HALB_LAB_PREFIX": PREFIX}
 
 
 def halb(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "halb", "lab", *args],
-        cwd=ROOT,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return run_halb("lab", *args, env=ENV, timeout=timeout)
 
 
 def ok(*args: str) -> str:

@@ -83,18 +83,6 @@ async def _run(
     return list(await asyncio.gather(*tasks))
 
 
-def run(
-    host: str,
-    port: int,
-    host_header: str | None,
-    interval: float,
-    timeout: float,
-    count: int,
-    duration: float,
-) -> list[Attempt]:
-    return asyncio.run(_run(host, port, host_header, interval, timeout, count, duration))
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m halb.lab.probe")
     p.add_argument("--target", required=True, help="ADDRESS:PORT")
@@ -106,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="one JSON document at the end")
     args = p.parse_args(argv)
     host, _, port = args.target.rpartition(":")
-    results = run(host, int(port), args.host_header, args.interval, args.timeout, args.count, args.duration)
+    results = asyncio.run(
+        _run(host, int(port), args.host_header, args.interval, args.timeout, args.count, args.duration)
+    )
     if args.json:
         json.dump({"attempts": [asdict(a) for a in results]}, sys.stdout)
         sys.stdout.write("\n")
