@@ -56,17 +56,6 @@ def live_holders() -> list[str]:
     return [name for name, n in lb(status()).items() if n["holds_vip"] and not n["crashed"]]
 
 
-def wait_for(pred: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / 0.1) + 1):
-        if pred():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return bool(pred())
-
-
 def settled() -> bool:
     nodes = lb(status()).values()
     return sum(n["holds_vip"] for n in nodes) == 1 and all(
@@ -97,10 +86,10 @@ def lab() -> Iterator[None]:
 @pytest.fixture
 def healthy(lab: None) -> Iterator[None]:
     """Each test starts from, and leaves, one MASTER and one BACKUP."""
-    assert wait_for(settled, 15), status()
+    assert wait_until(settled, 15, poll=0.1), status()
     yield
     halb("fault", "restore")
-    assert wait_for(settled, 15), status()
+    assert wait_until(settled, 15, poll=0.1), status()
 
 
 def test_status_json_shape(healthy: None) -> None:
@@ -148,9 +137,9 @@ def test_fault_moves_vip_and_service_resumes(kind: str, healthy: None) -> None:
     (master,) = holders()
     ok("fault", kind)
     other = next(n for n in lb(status()) if n != master)
-    assert wait_for(lambda: lb(status())[other]["vrrp_state"] == "MASTER", 5), status()
+    assert wait_until(lambda: lb(status())[other]["vrrp_state"] == "MASTER", 5, poll=0.1), status()
     # A crashed host keeps its stale VIP (nothing ran to remove it), unplugged.
-    assert wait_for(lambda: live_holders() == [other], 10), status()
+    assert wait_until(lambda: live_holders() == [other], 10, poll=0.1), status()
     assert all(a.startswith("host=") for a in answers(3))
 
 
@@ -161,8 +150,8 @@ def test_restarted_keepalived_removes_stale_vip(healthy: None) -> None:
     ok("fault", "kill-keepalived")
     # SIGKILL: the VIP stays until the supervisor restarts keepalived.
     assert master in holders()
-    assert wait_for(lambda: log.read_text().count("removed stale VIP") > before, 10)
-    assert wait_for(lambda: master not in holders() and len(holders()) == 1, 10), status()
+    assert wait_until(lambda: log.read_text().count("removed stale VIP") > before, 10, poll=0.1)
+    assert wait_until(lambda: master not in holders() and len(holders()) == 1, 10, poll=0.1), status()
 
 
 def test_crashed_host_keeps_stale_vip_until_restored(healthy: None) -> None:
@@ -171,29 +160,23 @@ def test_crashed_host_keeps_stale_vip_until_restored(healthy: None) -> None:
     st = lb(status())[master]
     assert st["vrrp_state"] == "DOWN" and st["keepalived_pid"] is None and st["haproxy_pid"] is None
     ok("fault", "restore", "--node", master)
-    assert wait_for(lambda: lb(status())[master]["vrrp_state"] == "BACKUP", 10), status()
+    assert wait_until(lambda: lb(status())[master]["vrrp_state"] == "BACKUP", 10, poll=0.1), status()
     assert not lb(status())[master]["holds_vip"]
 
 
 def test_handoff_loses_no_request(healthy: None) -> None:
     (master,) = holders()
-    probe = subprocess.Popen(
-        ["ip", "netns", "exec", f"{PREFIX}-client", sys.executable, "-m", "halb.lab.probe",
-         "--target", "192.0.2.10:80", "--interval", "0.02", "--timeout", "0.2", "--duration", "4", "--json"],
-        cwd=ROOT, env={**ENV, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    probe = Lab.load(PREFIX).start_probe(100_000, 0.02, 0.2, 4.0)
     try:
         time.sleep(1)
         out = ok("handoff")
-        stdout, _ = probe.communicate(timeout=20)
+        attempts = probe.attempts(grace_s=16)
     finally:
-        if probe.poll() is None:
-            probe.kill()
-    attempts = json.loads(stdout)["attempts"]
+        probe.stop()
     assert len(attempts) > 100
-    assert [a for a in attempts if not a["ok"]] == []
+    assert [a for a in attempts if not a.ok] == []
     assert f"from {master}" in out
-    assert wait_for(lambda: holders() != [master] and len(holders()) == 1, 5)
+    assert wait_until(lambda: holders() != [master] and len(holders()) == 1, 5, poll=0.1)
 
 
 STRADDLER = """
@@ -285,7 +268,9 @@ def test_down_cleans_up_after_a_killed_lab() -> None:
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
-        assert wait_for(lambda: len(our_namespaces()) >= 6 and any((STATE / "pids").glob("*.supervisor")), 20)
+        assert wait_until(
+            lambda: len(our_namespaces()) >= 6 and any((STATE / "pids").glob("*.supervisor")), 20, poll=0.1
+        )
         time.sleep(0.5)
     finally:
         up.send_signal(signal.SIGKILL)

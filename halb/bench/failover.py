@@ -27,9 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from components.settings import RawConfig
-from halb.lab.lab import ROOT, Lab, LabError, down, wait_until
+from halb.lab.lab import Lab, LabError, down, wait_until
 from halb.lab.measure import outage
-from halb.lab.probe import Attempt
 from halb.stackfile import load_stack_file, stack_path
 
 PREFIX = "hbench"
@@ -229,12 +228,7 @@ class Bench:
         monitor = VipMonitor(lab)
         monitor.start()
         window = LEAD_S + WINDOW_S[profile] + (PARTITION_S if fault == "split-brain" else 0.0)
-        probe = subprocess.Popen(
-            lab.probe_cmd(100_000, PROBE_INTERVAL_S, PROBE_TIMEOUT_S, window, None),
-            stdout=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
+        probe = lab.start_probe(100_000, PROBE_INTERVAL_S, PROBE_TIMEOUT_S, window)
         try:
             time.sleep(LEAD_S)
             fault_t = time.monotonic()
@@ -248,13 +242,11 @@ class Bench:
                 lab.fault("heal", None)
             else:
                 lab.fault(LAB_FAULT[fault], master)
-            stdout, _ = probe.communicate(timeout=window + 30)
+            attempts = probe.attempts(grace_s=30)
         finally:
-            if probe.poll() is None:
-                probe.kill()
+            probe.stop()
             monitor.stop()
         end_t = time.monotonic()
-        attempts = [Attempt(**a) for a in json.loads(stdout)["attempts"]]
         result = outage(attempts, fault_t)
         unplugged = {master} if fault == "host-crash" else set()
         live = [n for n in lab.vip_holders() if n not in unplugged]

@@ -7,14 +7,10 @@ the measured outage, and tears everything down (also on Ctrl-C or error).
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import time
 
-from halb.lab.lab import ROOT, Lab, down
+from halb.lab.lab import Lab, down
 from halb.lab.measure import outage
-from halb.lab.probe import Attempt
 from halb.stackfile import load_stack_file, stack_path
 
 PROBE_S = 4.0
@@ -44,18 +40,14 @@ def run_demo(prefix: str) -> int:
 
         master = lab.master()
         _step(3, f"crash the MASTER host {master} (daemons SIGKILLed, link down) under a 20 ms probe")
-        probe = subprocess.Popen(
-            lab.probe_cmd(100_000, 0.02, 0.2, PROBE_S, None),
-            stdout=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        time.sleep(FAULT_AT_S)
-        fault_t = time.monotonic()
-        lab.fault("crash", master)
-        stdout, _ = probe.communicate(timeout=PROBE_S + 20)
-        attempts = [Attempt(**a) for a in json.loads(stdout)["attempts"]]
-        result = outage(attempts, fault_t)
+        probe = lab.start_probe(100_000, 0.02, 0.2, PROBE_S)
+        try:
+            time.sleep(FAULT_AT_S)
+            fault_t = time.monotonic()
+            lab.fault("crash", master)
+            result = outage(probe.attempts(grace_s=20), fault_t)
+        finally:
+            probe.stop()
         print(f"    new MASTER: {lab.master()}   {_roles(lab)}")
         print(
             f"    measured outage {result.outage_s * 1000:.0f} ms: {result.failed} of {result.total} "

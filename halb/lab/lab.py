@@ -488,9 +488,10 @@ class Lab:
             "nodes": nodes,
         }
 
-    def probe_cmd(
-        self, count: int, interval: float, timeout: float, duration: float, host: str | None
-    ) -> list[str]:
+    def start_probe(
+        self, count: int, interval: float, timeout: float, duration: float, host: str | None = None
+    ) -> ProbeRun:
+        """The client probe (halb.lab.probe) running in the client namespace."""
         port = self.plan.settings.load_balancer.http_port
         cmd = [
             sys.executable, "-m", "halb.lab.probe", "--target", f"{self.plan.vip}:{port}",
@@ -499,24 +500,13 @@ class Lab:
         ]  # fmt: skip
         if host:
             cmd += ["--host-header", host]
-        return in_ns(self.plan.client_netns, *cmd)
+        return ProbeRun(in_ns(self.plan.client_netns, *cmd), duration)
 
     def request(
         self, count: int, timeout: float = 0.5, interval: float = 0.0, host: str | None = None
     ) -> list[Attempt]:
         duration = count * (interval + timeout) + 1
-        result = subprocess.run(
-            self.probe_cmd(count, interval, timeout, duration, host),
-            capture_output=True,
-            text=True,
-            timeout=duration + 10,
-            check=False,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        try:
-            return [Attempt(**a) for a in json.loads(result.stdout)["attempts"]]
-        except (ValueError, KeyError):
-            raise LabError(f"probe failed: {result.stderr.strip()}") from None
+        return self.start_probe(count, interval, timeout, duration, host).attempts(grace_s=10)
 
     # --- faults ------------------------------------------------------------------
 
@@ -709,6 +699,37 @@ class Lab:
         out = ip("-n", self.plan.client_netns, "neigh", "show", str(self.plan.vip), check=False).stdout
         m = re.search(r"lladdr ([0-9a-f:]+)", out)
         return m.group(1) if m else ""
+
+
+class ProbeRun:
+    """A probe started in the background; `attempts()` waits for its JSON."""
+
+    def __init__(self, cmd: list[str], duration: float) -> None:
+        self.duration = duration
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+
+    def attempts(self, grace_s: float) -> list[Attempt]:
+        """Every attempt, once the probe ends (bounded: its duration + grace_s)."""
+        try:
+            out, err = self.proc.communicate(timeout=self.duration + grace_s)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise LabError(f"the probe did not finish within {self.duration + grace_s:g} s") from None
+        try:
+            return [Attempt(**a) for a in json.loads(out)["attempts"]]
+        except (ValueError, KeyError, TypeError):
+            raise LabError(f"probe failed: {err.strip()}") from None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
 
 class Steering:
