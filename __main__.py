@@ -4,10 +4,9 @@ import pulumi
 
 from components.app_service import AppService, AppServiceArgs
 from components.cluster import ClusterAccess, ClusterAccessArgs
+from components.edge import Edge, EdgeArgs
 from components.host_labels import HostLabels, HostLabelsArgs
-from components.image import KeepalivedImage, KeepalivedImageArgs
-from components.keepalived import Keepalived, KeepalivedArgs
-from components.load_balancer import GlobalLoadBalancer, GlobalLoadBalancerArgs
+from components.image import IMAGES, EdgeImages, EdgeImagesArgs, ImageSource
 from components.settings import Role
 from components.stack_config import load_settings, secret
 
@@ -36,29 +35,38 @@ apps = [
     AppService(f"app-{svc.name}", AppServiceArgs(svc, cluster.apps_namespace), in_cluster)
     for svc in s.services
 ]
-GlobalLoadBalancer("lb", GlobalLoadBalancerArgs(s, cluster.edge_namespace), in_cluster)
-image = KeepalivedImage(
-    "keepalived-image",
-    KeepalivedImageArgs(
-        s.keepalived,
-        cluster.project_id,
-        cluster.edge_namespace_id,
-        s.registry,
-        secret(s.registry_password),
+images = EdgeImages(
+    "images",
+    EdgeImagesArgs(
+        haproxy=ImageSource(s.load_balancer.image, s.load_balancer.build, IMAGES / "haproxy"),
+        keepalived=ImageSource(s.keepalived.image, s.keepalived.build, IMAGES / "keepalived"),
+        platform=s.image_platform,
+        project_id=cluster.project_id,
+        namespace_id=cluster.edge_namespace_id,
+        registry=s.registry,
+        registry_password=secret(s.registry_password),
     ),
     in_cluster,
 )
-vrrp = Keepalived(
-    "keepalived",
-    KeepalivedArgs(s, cluster.edge_namespace, image.image_ref, secret(s.vrrp_auth_pass), image.pull_secret),
+edge = Edge(
+    "edge",
+    EdgeArgs(
+        s,
+        cluster.edge_namespace,
+        images.haproxy_ref,
+        images.keepalived_ref,
+        secret(s.vrrp_auth_pass),
+        images.pull_secret,
+    ),
     in_cluster,
 )
 
-pulumi.export("vip", vrrp.vip)
+pulumi.export("vip", edge.vip)
 pulumi.export("appsNamespace", cluster.apps_namespace)
 pulumi.export("edgeNamespace", cluster.edge_namespace)
 pulumi.export("loadBalancerNodes", hosts.node_names[Role.LOAD_BALANCER])
 pulumi.export("appsNodes", hosts.node_names[Role.APPS])
 pulumi.export("services", [a.service_name for a in apps])
-pulumi.export("keepalivedImage", image.image_ref)
+pulumi.export("haproxyImage", images.haproxy_ref)
+pulumi.export("keepalivedImage", images.keepalived_ref)
 pulumi.export("registrationCommands", hosts.registration_commands)

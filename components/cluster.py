@@ -94,7 +94,7 @@ class ClusterAccess(pulumi.ComponentResource):
         # The edge tier owns the node's network: HAProxy binds the host's port
         # 80 and keepalived adds the VIP to the host's interface and speaks VRRP
         # (raw IP protocol 112), so its pods need hostNetwork and NET_ADMIN /
-        # NET_RAW / NET_BROADCAST, which only the `privileged` Pod Security
+        # NET_RAW / SETGID, which only the `privileged` Pod Security
         # level admits. Nothing else runs here; audit still records what
         # `baseline` would refuse.
         edge_ns = rancher2.Namespace(

@@ -13,6 +13,23 @@ from dataclasses import dataclass
 from components.settings import Service, Settings
 
 RESOLVERS = "cluster"
+# The node's own address (downward API status.hostIP): the stats frontend binds
+# it and loopback, so /healthz and /metrics never answer on the VIP.
+HOST_IP_ENV = "HOST_IP"
+# Bounds a soft stop so old workers holding long connections cannot linger.
+HARD_STOP_AFTER_S = 30
+
+
+def grace_s(s: Settings) -> int:
+    """How long a stopping HAProxy keeps serving while /healthz already says 503.
+
+    HAProxy 2.6 unbinds its listeners at once on SIGUSR1 (soft stop) unless
+    `grace` is set; during the grace keepalived's slowest path (the curl poll:
+    `fall` checks `interval` apart, each up to `timeout`) sees the 503 and the
+    VIP leaves before this node stops accepting.
+    """
+    chk = s.vrrp.check
+    return chk.interval * chk.fall + chk.timeout + 1
 
 
 @dataclass(frozen=True)
@@ -72,12 +89,16 @@ def render_haproxy_cfg(s: Settings, backends: Mapping[str, Backend]) -> str:
     lb = s.load_balancer
     lines = [
         "# haproxy.cfg rendered by rancher-ha-lb; do not edit.",
+        # An unset or empty address would make the stats bind below listen on
+        # every address, the VIP included: refuse to start instead.
+        f'.if !defined({HOST_IP_ENV}) || streq("${HOST_IP_ENV}","")',
+        f'    .alert "{HOST_IP_ENV} is not set: give the container status.hostIP (downward API)"',
+        ".endif",
         "global",
         "    log stdout format raw local0 info",
         f"    maxconn {lb.max_conn}",
-        # Bounds a soft stop (rolling update, planned handoff) so old workers
-        # holding long connections cannot linger forever.
-        "    hard-stop-after 30s",
+        f"    grace {grace_s(s)}s",
+        f"    hard-stop-after {HARD_STOP_AFTER_S}s",
         "",
         "defaults",
         "    mode http",
@@ -108,7 +129,8 @@ def render_haproxy_cfg(s: Settings, backends: Mapping[str, Backend]) -> str:
         ]
     lines += [
         "frontend stats",
-        f"    bind 0.0.0.0:{lb.stats_port}",
+        f'    bind "${{{HOST_IP_ENV}}}:{lb.stats_port}"',
+        f"    bind 127.0.0.1:{lb.stats_port}",
         # keepalived and kubelet ask here; a soft-stopping HAProxy says 503 so
         # the VIP leaves before this node stops serving.
         "    monitor-uri /healthz",

@@ -1,9 +1,10 @@
-"""KeepalivedImage: where the edge tier's keepalived image comes from.
+"""EdgeImages: where the edge pod's two images come from.
 
-Creates: when `keepalived.build` is set, a pulumi_docker Image built from
-images/keepalived and pushed; when a registry and its password are
-configured, a Rancher Registry (the pods' image pull secret) in the edge
-namespace.
+Creates: for each of HAProxy (images/haproxy) and keepalived
+(images/keepalived) whose `build` is set, a pulumi_docker Image built for
+`imagePlatform` and pushed, run by digest; when a registry and its password
+are configured, one Rancher Registry (the pods' image pull secret) in the
+edge namespace.
 """
 
 from __future__ import annotations
@@ -15,62 +16,58 @@ import pulumi
 import pulumi_docker as docker
 import pulumi_rancher2 as rancher2
 
-from components.settings import KeepalivedImage as ImageSettings
 from components.settings import Registry
 
-CONTEXT = Path(__file__).resolve().parent.parent / "images" / "keepalived"
+IMAGES = Path(__file__).resolve().parent.parent / "images"
 
 
 @dataclass(frozen=True)
-class KeepalivedImageArgs:
-    image: ImageSettings
+class ImageSource:
+    """One image: the reference to push/run, and whether we build it."""
+
+    image: str
+    build: bool
+    context: Path
+
+
+@dataclass(frozen=True)
+class EdgeImagesArgs:
+    haproxy: ImageSource
+    keepalived: ImageSource
+    platform: str
     project_id: pulumi.Input[str]
     namespace_id: pulumi.Input[str]
     registry: Registry | None = None
     registry_password: pulumi.Input[str] | None = None
 
 
-class KeepalivedImage(pulumi.ComponentResource):
-    """The image reference to run, pinned by digest when we built it."""
+class EdgeImages(pulumi.ComponentResource):
+    """The image references to run, pinned by digest when we built them."""
 
-    image_ref: pulumi.Output[str]
+    haproxy_ref: pulumi.Output[str]
+    keepalived_ref: pulumi.Output[str]
     pull_secret: pulumi.Output[str] | None
 
-    def __init__(
-        self, name: str, args: KeepalivedImageArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
-        super().__init__("rancher-ha-lb:index:KeepalivedImage", name, None, opts)
+    def __init__(self, name: str, args: EdgeImagesArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("rancher-ha-lb:index:EdgeImages", name, None, opts)
         password = (
             pulumi.Output.secret(args.registry_password) if args.registry_password is not None else None
         )
-        if args.image.build:
-            built = docker.Image(
-                f"{name}-build",
-                image_name=args.image.image,
-                build=docker.DockerBuildArgs(
-                    context=str(CONTEXT),
-                    dockerfile=str(CONTEXT / "Dockerfile"),
-                    platform="linux/amd64",
-                ),
-                registry=docker.RegistryArgs(
-                    server=args.registry.server,
-                    username=args.registry.username,
-                    password=password,
-                )
-                if args.registry is not None
-                else None,
-                opts=pulumi.ResourceOptions(parent=self),
+        registry = (
+            docker.RegistryArgs(
+                server=args.registry.server, username=args.registry.username, password=password
             )
-            # The digest, not the tag: every node runs the bytes we built.
-            self.image_ref = built.repo_digest
-        else:
-            self.image_ref = pulumi.Output.from_input(args.image.image)
+            if args.registry is not None
+            else None
+        )
+        self.haproxy_ref = self._ref(f"{name}-haproxy", args.haproxy, args.platform, registry)
+        self.keepalived_ref = self._ref(f"{name}-keepalived", args.keepalived, args.platform, registry)
 
         self.pull_secret = None
         # Without a password the build pushes with the ambient `docker login`,
         # and nodes pull with their own credentials: no pull secret then.
         if args.registry is not None and password is not None:
-            registry = rancher2.Registry(
+            pull = rancher2.Registry(
                 f"{name}-pull",
                 name=f"{name}-pull",
                 project_id=args.project_id,
@@ -84,5 +81,24 @@ class KeepalivedImage(pulumi.ComponentResource):
                 ],
                 opts=pulumi.ResourceOptions(parent=self),
             )
-            self.pull_secret = registry.name
-        self.register_outputs({"image_ref": self.image_ref})
+            self.pull_secret = pull.name
+        self.register_outputs({"haproxy_ref": self.haproxy_ref, "keepalived_ref": self.keepalived_ref})
+
+    def _ref(
+        self, name: str, src: ImageSource, platform: str, registry: docker.RegistryArgs | None
+    ) -> pulumi.Output[str]:
+        if not src.build:
+            return pulumi.Output.from_input(src.image)
+        built = docker.Image(
+            f"{name}-build",
+            image_name=src.image,
+            build=docker.DockerBuildArgs(
+                context=str(src.context),
+                dockerfile=str(src.context / "Dockerfile"),
+                platform=platform,
+            ),
+            registry=registry,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        # The digest, not the tag: every node runs the bytes we built.
+        return built.repo_digest

@@ -6,7 +6,7 @@ import hashlib
 
 import pulumi_kubernetes as k8s
 
-from components.settings import Resources, Role
+from components.settings import Resources, Role, Toleration
 
 PART_OF = "rancher-ha-lb"
 ROLE_LABEL = "role"
@@ -66,6 +66,25 @@ def checksum(*parts: str) -> str:
     return h.hexdigest()
 
 
+def host_ip_env(name: str) -> k8s.core.v1.EnvVarArgsDict:
+    """The node's own address (host networking: the pod's address too)."""
+    return {"name": name, "value_from": {"field_ref": {"field_path": "status.hostIP"}}}
+
+
+def tolerations(items: tuple[Toleration, ...]) -> list[k8s.core.v1.TolerationArgsDict]:
+    out: list[k8s.core.v1.TolerationArgsDict] = []
+    for t in items:
+        tol: k8s.core.v1.TolerationArgsDict = {"operator": t.operator}
+        if t.key is not None:
+            tol["key"] = t.key
+        if t.value is not None:
+            tol["value"] = t.value
+        if t.effect is not None:
+            tol["effect"] = t.effect
+        out.append(tol)
+    return out
+
+
 def one_node_at_a_time(
     name: str,
     meta_labels: dict[str, str],
@@ -91,9 +110,10 @@ def edge_pod_spec(
     containers: list[k8s.core.v1.ContainerArgsDict],
     volumes: list[k8s.core.v1.VolumeArgsDict],
     grace_s: int,
+    tolerate: tuple[Toleration, ...] = (),
 ) -> k8s.core.v1.PodSpecArgsDict:
-    """What every edge pod shares: load-balancer hosts only, the host's network."""
-    return {
+    """What the edge pod needs: load-balancer hosts only, the host's network."""
+    spec: k8s.core.v1.PodSpecArgsDict = {
         "affinity": required_role(Role.LOAD_BALANCER),
         "host_network": True,
         # Host networking would otherwise give the node's resolv.conf, and
@@ -106,3 +126,6 @@ def edge_pod_spec(
         "containers": containers,
         "volumes": volumes,
     }
+    if tolerate:
+        spec["tolerations"] = tolerations(tolerate)
+    return spec

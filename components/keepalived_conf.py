@@ -78,11 +78,13 @@ def render_keepalived_conf(s: Settings, node: str, auth_pass: str | None = None)
     if chk.watch:
         lines += [
             # weight 0: any non-zero value puts the instance in FAULT at once
-            # (inotify); a missing file starts as 0 so the poll still decides.
+            # (inotify). keepalived only reads it: a missing or unreadable file
+            # counts as 0, so the poll decides until the watcher has spoken.
+            # (No `init_file`: keepalived would create it root-owned 0600 in the
+            # sticky emptyDir, and the watcher, uid 65534, could never replace it.)
             f"track_file {WATCH_NAME} {{",
             f'    file "{WATCH_FILE}"',
             "    weight 0",
-            "    init_file 0",
             "}",
             "",
         ]

@@ -194,15 +194,31 @@ class Service(_Model):
     resources: Resources = Resources()
 
 
+class Toleration(_Model):
+    """A taint the edge pods tolerate: dedicated LB hosts are often tainted to
+    keep other workloads off them."""
+
+    key: Annotated[str, Field(min_length=1, max_length=316)] | None = None
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: Annotated[str, Field(max_length=63)] | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
 class LoadBalancer(_Model):
     """The HAProxy tier on the load-balancer hosts."""
 
-    image: str = "docker.io/library/haproxy:2.6"
+    # Built from images/haproxy (Debian's HAProxy 2.6) and pushed as `image`
+    # when `build` is true; `false` runs `image` as is.
+    image: str = "registry.example.com/edge/haproxy:2.6.12"
+    build: bool = True
     http_port: Port = Field(80, alias="httpPort")
-    # Serves /healthz (keepalived and kubelet probes) and /metrics (Prometheus).
+    # Serves /healthz (keepalived and kubelet probes) and /metrics (Prometheus),
+    # on the node's own address and loopback only, never on the VIP.
     stats_port: Port = Field(8404, alias="statsPort")
     max_conn: Annotated[Int, _in_range(1, 1_000_000)] = Field(20000, alias="maxConn")
     resources: Resources = Resources(cpu="200m", memory="128Mi", memory_limit="512Mi")
+    # Taints of the load-balancer hosts that the edge pod tolerates.
+    tolerations: tuple[Toleration, ...] = ()
 
 
 class KeepalivedImage(_Model):
@@ -246,6 +262,10 @@ class Settings(_Model):
     load_balancer: LoadBalancer = Field(LoadBalancer(), alias="loadBalancer")
     keepalived: KeepalivedImage = KeepalivedImage()
     registry: Registry | None = None
+    # The platform images are built for (`docker build --platform`).
+    image_platform: Annotated[str, Field(pattern=r"^linux/(amd64|arm64|arm/v7|ppc64le|s390x)$")] = Field(
+        "linux/amd64", alias="imagePlatform"
+    )
     vrrp_auth_pass: SecretStr | None = Field(None, alias="vrrpAuthPass")
     registry_password: SecretStr | None = Field(None, alias="registryPassword")
 
@@ -547,6 +567,12 @@ def _semantic_problems(s: Settings) -> list[str]:
                 f"{_key('vrrpAuthPass')}: {length} characters; keepalived allows 1..8 "
                 "(longer ones are cut and fail `keepalived -t`)"
             )
+    for i, tol in enumerate(s.load_balancer.tolerations):
+        where = f"{_key('loadBalancer')}.tolerations[{i}]"
+        if tol.operator == "Exists" and tol.value is not None:
+            problems.append(f"{where}.value: must be empty with operator Exists")
+        if tol.operator == "Equal" and tol.key is None:
+            problems.append(f"{where}.key: required with operator Equal (or use operator Exists)")
     if s.registry is None and s.registry_password is not None:
         problems.append(
             f"{_key('registryPassword')}: set without {_key('registry')}; "

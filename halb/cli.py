@@ -28,7 +28,7 @@ from typing import Any
 from components.settings import RawConfig, SettingsError, parse_settings
 from halb.bench.failover import FAULTS as BENCH_FAULTS
 from halb.bench.failover import PROFILES as BENCH_PROFILES
-from halb.lab.lab import FAULTS as LAB_FAULTS
+from halb.lab.faults import FAULTS as LAB_FAULTS
 from halb.stackfile import StackFileError, known_stacks, load_stack_file, stack_path
 
 BAD_INPUT = 2
@@ -171,11 +171,14 @@ def print_status(status: dict[str, Any]) -> None:
 
 
 def _lab_errors(action: Callable[[], int], interrupted: str = "interrupted") -> int:
-    """What the lab can't do is exit 1 with its message; Ctrl-C is 130."""
-    from halb.lab.lab import LabError
+    """What the lab can't do is exit 1 with its message (bad input: 2); Ctrl-C is 130."""
+    from halb.lab.base import LabError, LabInputError
 
     try:
         return action()
+    except LabInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return BAD_INPUT
     except LabError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -189,12 +192,17 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
 
 def _lab(args: argparse.Namespace) -> int:
-    from halb.lab.lab import Lab, down, lab_prefix
+    from halb.lab.faults import inject
+    from halb.lab.handoff import handoff
+    from halb.lab.lab import Lab
+    from halb.lab.state import lab_prefix, locked
+    from halb.lab.teardown import teardown
     from halb.lab.topology import LabPlanError
 
     prefix = lab_prefix()
     if args.lab_command == "down":
-        down(prefix, _say)
+        with locked(prefix, _say, "down"):
+            teardown(prefix, _say)
         return 0
     if args.lab_command == "up":
         raw = _load_raw(args.stack, args.config_file)
@@ -204,7 +212,8 @@ def _lab(args: argparse.Namespace) -> int:
             lab = Lab.create(raw, args.stack, prefix)
         except LabPlanError as err:
             return _fail(err.problems)
-        lab.up(_say)
+        with locked(prefix, _say, "up"):
+            lab.up(_say)
         print_status(lab.status())
         print(
             f"try: python -m halb lab request   "
@@ -232,10 +241,12 @@ def _lab(args: argparse.Namespace) -> int:
             print(f"{a.ms:6.1f} ms  {a.answer if a.ok else 'FAILED (' + str(a.error) + ')'}")
         return 0 if all(a.ok for a in attempts) else 1
     if args.lab_command == "fault":
-        print(lab.fault(args.kind, args.node))
+        with locked(prefix, _say, "fault"):
+            print(inject(Lab.load(prefix), args.kind, args.node))
         return 0
     if args.lab_command == "handoff":
-        print(lab.handoff(_say))
+        with locked(prefix, _say, "handoff"):
+            print(handoff(Lab.load(prefix), _say))
         return 0
     raise AssertionError(args.lab_command)
 
@@ -297,6 +308,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_demo() -> int:
     from halb.lab.demo import run_demo
-    from halb.lab.lab import lab_prefix
+    from halb.lab.state import lab_prefix
 
     return _lab_errors(lambda: run_demo(lab_prefix()), "interrupted; the lab was taken down")

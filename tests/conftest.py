@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -99,3 +101,66 @@ def netns() -> Iterator[str]:
         yield name
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+LAB_TOOLS = ("ip", "curl", "nft", "podman", "runc", "debootstrap")
+
+
+@contextmanager
+def running_lab(raw: RawConfig | None = None, stack: str = "lab") -> Iterator[Any]:
+    """A lab of its own (fresh prefix) for `raw`, taken down afterwards, even on failure."""
+    require_root_tools(*LAB_TOOLS)
+    from halb.lab.lab import Lab
+    from halb.lab.state import locked
+    from halb.lab.teardown import teardown
+
+    prefix = "t" + uuid.uuid4().hex[:7]
+    lab = Lab.create(raw or stack_raw(stack), stack, prefix)
+    try:
+        with locked(prefix, lambda _: None, "test"):
+            lab.up(lambda _: None)
+        yield lab
+    finally:
+        with locked(prefix, lambda _: None, "test"):
+            teardown(prefix, lambda _: None)
+
+
+def root_netns_snapshot() -> dict[str, str]:
+    """What the lab must never change in the root network namespace."""
+
+    def out(*cmd: str) -> str:
+        return subprocess.run(list(cmd), capture_output=True, text=True, check=False).stdout
+
+    # Without counters and link statistics: traffic of the machine moves those.
+    links = "\n".join(
+        line.split(" qlen")[0].split("\\")[0] for line in out("ip", "-o", "link", "show").splitlines()
+    )
+    return {
+        "links": links,
+        "addresses": re.sub(r"valid_lft \S+ preferred_lft \S+", "", out("ip", "-o", "addr", "show")),
+        "routes": out("ip", "route", "show", "table", "all"),
+        "rules": out("ip", "rule", "show"),
+        "nft": out("nft", "list", "ruleset"),
+        "ip_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text(),
+    }
+
+
+_ROOT_AT_START: dict[str, str] = {}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if os.geteuid() == 0 and shutil.which("nft"):
+        _ROOT_AT_START.update(root_netns_snapshot())
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The whole run, lab tests included, left the root network namespace as it was."""
+    if not _ROOT_AT_START:
+        return
+    now = root_netns_snapshot()
+    changed = [k for k in _ROOT_AT_START if now[k] != _ROOT_AT_START[k]]
+    if changed:
+        for k in changed:
+            print(f"\nroot network namespace changed during the tests: {k}\n"
+                  f"before:\n{_ROOT_AT_START[k]}\nafter:\n{now[k]}", file=sys.stderr)  # fmt: skip
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import require_root_tools, run_halb
+from conftest import LAB_TOOLS, require_root_tools, run_halb
 
 from halb.bench.failover import RunResult, VipMonitor, ratios, summary
 
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.netns
 
 
 def test_smoke_run_writes_every_field_with_sane_values(tmp_path: Path) -> None:
-    require_root_tools("ip", "keepalived", "haproxy", "curl")
+    require_root_tools(*LAB_TOOLS)
     out = tmp_path / "bench.json"
     md = tmp_path / "bench.md"
     result = run_halb(

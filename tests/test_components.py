@@ -14,10 +14,9 @@ import pytest
 from conftest import settings_of
 
 from components.app_service import AppService, AppServiceArgs
+from components.edge import Edge, EdgeArgs
 from components.host_labels import HostLabels, HostLabelsArgs
-from components.image import KeepalivedImage, KeepalivedImageArgs
-from components.keepalived import Keepalived, KeepalivedArgs
-from components.settings import KeepalivedImage as ImageSettings
+from components.image import IMAGES, EdgeImages, EdgeImagesArgs, ImageSource
 from components.settings import Registry, Role
 from halb.mockrun import FAKE_DIGEST, RecordingMocks
 
@@ -55,50 +54,60 @@ async def test_registration_commands_are_secret_and_labelled() -> None:
     }
 
 
+def haproxy_src(build: bool) -> ImageSource:
+    return ImageSource("reg.example.com/edge/haproxy:1", build, IMAGES / "haproxy")
+
+
+def keepalived_src(build: bool) -> ImageSource:
+    return ImageSource("reg.example.com/edge/keepalived:1", build, IMAGES / "keepalived")
+
+
 @pulumi.runtime.test
-def test_image_build_yields_digest_and_pull_secret() -> pulumi.Output[None]:
-    image = KeepalivedImage(
-        "ka-image",
-        KeepalivedImageArgs(
-            ImageSettings(image="reg.example.com/edge/keepalived:1", build=True),
+def test_image_build_yields_digests_and_one_pull_secret() -> pulumi.Output[None]:
+    images = EdgeImages(
+        "images",
+        EdgeImagesArgs(
+            haproxy_src(True),
+            keepalived_src(True),
+            platform="linux/arm64",
             project_id="c:p",
             namespace_id="c:ns",
             registry=Registry(server="reg.example.com", username="ci"),
             registry_password=pulumi.Output.secret("pw"),
         ),
     )
-    assert image.pull_secret is not None
+    assert images.pull_secret is not None
 
     def check(args: list[str]) -> None:
-        urn, ref, pull = args
-        assert ref == f"reg.example.com/edge/keepalived@{FAKE_DIGEST}", urn
-        assert pull == "ka-image-pull", urn
+        urn, hap, ka = args
+        assert hap == f"reg.example.com/edge/haproxy@{FAKE_DIGEST}", urn
+        assert ka == f"reg.example.com/edge/keepalived@{FAKE_DIGEST}", urn
 
-    return pulumi.Output.all(image.urn, image.image_ref, image.pull_secret).apply(check)
+    return pulumi.Output.all(images.urn, images.haproxy_ref, images.keepalived_ref).apply(check)
 
 
 @pulumi.runtime.test
-def test_image_without_build_or_password() -> pulumi.Output[None]:
-    image = KeepalivedImage(
-        "ka-image",
-        KeepalivedImageArgs(ImageSettings(image="quay.io/x/keepalived:2", build=False), "c:p", "c:ns"),
+def test_images_without_build_or_password() -> pulumi.Output[None]:
+    images = EdgeImages(
+        "images",
+        EdgeImagesArgs(haproxy_src(False), keepalived_src(False), "linux/amd64", "c:p", "c:ns"),
     )
-    assert image.pull_secret is None
+    assert images.pull_secret is None
 
     def check(args: list[str]) -> None:
-        urn, ref = args
-        assert ref == "quay.io/x/keepalived:2", urn
+        urn, hap, ka = args
+        assert (hap, ka) == ("reg.example.com/edge/haproxy:1", "reg.example.com/edge/keepalived:1"), urn
 
-    return pulumi.Output.all(image.urn, image.image_ref).apply(check)
+    return pulumi.Output.all(images.urn, images.haproxy_ref, images.keepalived_ref).apply(check)
 
 
-def test_keepalived_refuses_auth_mismatch() -> None:
+def test_edge_refuses_auth_mismatch() -> None:
     with pytest.raises(ValueError, match="auth_pass must be given"):
-        Keepalived("ka", KeepalivedArgs(settings_of("lab"), "web-edge", "img", auth_pass="x"))
+        Edge("edge", EdgeArgs(settings_of("lab"), "web-edge", "h", "k", auth_pass="x"))
 
 
 @pulumi.runtime.test
-def test_keepalived_outputs() -> pulumi.Output[None]:
-    ka = Keepalived("ka", KeepalivedArgs(settings_of("lab"), "web-edge", "img"))
-    assert ka.vip == "192.0.2.10" and ka.nodes == ["lb-1", "lb-2"]
-    return ka.urn.apply(lambda urn: None)
+def test_edge_outputs() -> pulumi.Output[None]:
+    edge = Edge("edge", EdgeArgs(settings_of("lab"), "web-edge", "h", "k"))
+    assert edge.vip == "192.0.2.10" and edge.nodes == ["lb-1", "lb-2"]
+    return edge.urn.apply(lambda urn: None)

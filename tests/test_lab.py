@@ -1,7 +1,9 @@
-"""The local lab for real: namespaces, keepalived, HAProxy, faults, cleanup.
+"""The local lab for real, through its command line: faults, handoff, cleanup.
 
-Each test module run uses its own lab prefix, so a developer's running lab
-is never touched; every lab is taken down even when a test fails.
+The module's lab runs the edge pods from the rendered manifests under
+podman (tests/test_lab_pods.py checks them against the manifests). Each
+module run uses its own lab prefix, so a developer's lab is never touched;
+every lab is taken down even when a test fails.
 """
 
 from __future__ import annotations
@@ -18,18 +20,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, require_root_tools, run_halb
+from conftest import LAB_TOOLS, ROOT, require_root_tools, root_netns_snapshot, run_halb
 
-from halb.lab.lab import STATE_ROOT, Lab, wait_until
+from halb.lab.base import wait_until
+from halb.lab.faults import inject
+from halb.lab.lab import Lab
+from halb.lab.state import lab_dir
 
 pytestmark = pytest.mark.netns
 
 PREFIX = "t" + uuid.uuid4().hex[:6]
-STATE = STATE_ROOT / PREFIX
+STATE = lab_dir(PREFIX)
 ENV = {**os.environ, "HALB_LAB_PREFIX": PREFIX}
 
 
-def halb(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+def halb(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return run_halb("lab", *args, env=ENV, timeout=timeout)
 
 
@@ -59,7 +64,7 @@ def live_holders() -> list[str]:
 def settled() -> bool:
     nodes = lb(status()).values()
     return sum(n["holds_vip"] for n in nodes) == 1 and all(
-        n["vrrp_state"] in ("MASTER", "BACKUP") for n in nodes
+        n["vrrp_state"] in ("MASTER", "BACKUP") and n["haproxy_pid"] for n in nodes
     )
 
 
@@ -72,10 +77,17 @@ def answers(count: int = 6) -> list[str]:
     return [line.split("ms  ", 1)[1] for line in ok("request", "--count", str(count)).splitlines()]
 
 
+def lab() -> Lab:
+    return Lab.load(PREFIX)
+
+
+ROOT_BEFORE: dict[str, str] = {}
+
+
 @pytest.fixture(scope="module")
-def lab() -> Iterator[None]:
-    require_root_tools("ip", "keepalived", "haproxy", "curl")
-    halb("down")
+def up() -> Iterator[None]:
+    require_root_tools(*LAB_TOOLS)
+    ROOT_BEFORE.update(root_netns_snapshot())
     try:
         ok("up")
         yield
@@ -84,36 +96,38 @@ def lab() -> Iterator[None]:
 
 
 @pytest.fixture
-def healthy(lab: None) -> Iterator[None]:
-    """Each test starts from, and leaves, one MASTER and one BACKUP."""
-    assert wait_until(settled, 15, poll=0.1), status()
+def healthy(up: None) -> Iterator[None]:
+    """Each test starts from, and leaves, one MASTER and one BACKUP, both serving.
+
+    A container restart may be in the kubelet's back-off (10 s, then 20 s):
+    the bound covers two of them.
+    """
+    assert wait_until(settled, 45, poll=0.2), status()
     yield
     halb("fault", "restore")
-    assert wait_until(settled, 15, poll=0.1), status()
+    assert wait_until(settled, 45, poll=0.2), status()
 
 
 def test_status_json_shape(healthy: None) -> None:
     st = status()
-    assert st["vip"] == "192.0.2.10" and st["client_netns"] == f"{PREFIX}-client"
+    assert st["vip"] == "192.0.2.10" and st["client_netns"].startswith(f"{PREFIX}-")
     nodes = lb(st)
     assert set(nodes) == {"lb-1", "lb-2"}
     for n in nodes.values():
         assert set(n) >= {
-            "name",
-            "role",
-            "netns",
-            "address",
-            "vrrp_state",
-            "holds_vip",
-            "keepalived_pid",
-            "haproxy_pid",
-        }
-        # PIDs of the daemons themselves, seen from the root PID namespace.
-        exe = os.readlink(f"/proc/{n['keepalived_pid']}/exe")
-        assert exe.endswith("/keepalived"), exe
-        assert os.readlink(f"/proc/{n['haproxy_pid']}/exe").endswith("/haproxy")
+            "name", "role", "netns", "address", "vrrp_state", "holds_vip", "keepalived_pid", "haproxy_pid",
+        }  # fmt: skip
+        # PIDs of the daemons themselves, seen from the root PID namespace, in
+        # the lab host's network namespace, inside a container.
+        assert os.readlink(f"/proc/{n['keepalived_pid']}/exe") == "/usr/sbin/keepalived"
+        assert os.readlink(f"/proc/{n['haproxy_pid']}/exe") == "/usr/sbin/haproxy"
         ns_inode = os.stat(f"/run/netns/{n['netns']}").st_ino
-        assert os.stat(f"/proc/{n['keepalived_pid']}/ns/net").st_ino == ns_inode
+        for pid in (n["keepalived_pid"], n["haproxy_pid"]):
+            assert os.stat(f"/proc/{pid}/ns/net").st_ino == ns_inode
+            assert os.stat(f"/proc/{pid}/ns/pid").st_ino != os.stat("/proc/self/ns/pid").st_ino
+        assert {c: (p["state"], p["ready"]) for c, p in n["pod"].items()} == {
+            "haproxy": ("running", True), "keepalived": ("running", True), "haproxy-watch": ("running", True),
+        }  # fmt: skip
     assert sorted(n["vrrp_state"] for n in nodes.values()) == ["BACKUP", "MASTER"]
 
 
@@ -123,6 +137,14 @@ def test_vip_serves_both_app_hosts(healthy: None) -> None:
     assert all("service=shop" in a for a in got)
     blog = ok("request", "--count", "2", "--service", "blog")
     assert "service=blog" in blog
+
+
+def test_haproxy_finds_the_apps_through_cluster_dns(healthy: None) -> None:
+    """The cluster's haproxy.cfg, unchanged: server-template + resolvers."""
+    log = (STATE / "logs" / "lb-1.haproxy.log").read_text()
+    assert "('shop.web.svc.cluster.local') is UP/READY" in log
+    cfg = (STATE / "render" / "haproxy" / "haproxy.cfg").read_text()
+    assert "server-template pod 4 shop.web.svc.cluster.local:8080" in cfg
 
 
 def test_nothing_in_the_root_namespace(healthy: None) -> None:
@@ -145,28 +167,31 @@ def test_fault_moves_vip_and_service_resumes(kind: str, healthy: None) -> None:
 
 def test_restarted_keepalived_removes_stale_vip(healthy: None) -> None:
     (master,) = holders()
-    log = STATE / "logs" / f"{master}.keepalived.log"
-    before = log.read_text().count("removed stale VIP")
     ok("fault", "kill-keepalived")
-    # SIGKILL: the VIP stays until the supervisor restarts keepalived.
+    # SIGKILL: the VIP stays until the kubelet restarts the container, whose
+    # entrypoint removes it.
     assert master in holders()
-    assert wait_until(lambda: log.read_text().count("removed stale VIP") > before, 10, poll=0.1)
+    log = STATE / "logs" / f"{master}.keepalived.log"
+    assert wait_until(lambda: "removed stale VIP" in log.read_text(), 20, poll=0.1)
     assert wait_until(lambda: master not in holders() and len(holders()) == 1, 10, poll=0.1), status()
 
 
-def test_crashed_host_keeps_stale_vip_until_restored(healthy: None) -> None:
+def test_crashed_host_comes_back_only_through_restore(healthy: None) -> None:
     (master,) = holders()
     ok("fault", "crash", "--node", master)
     st = lb(status())[master]
     assert st["vrrp_state"] == "DOWN" and st["keepalived_pid"] is None and st["haproxy_pid"] is None
+    # Plugging the cable back would bring a stale VIP with no daemon behind it.
+    refused = halb("fault", "link-up", "--node", master)
+    assert refused.returncode == 1 and "is crashed" in refused.stderr
     ok("fault", "restore", "--node", master)
-    assert wait_until(lambda: lb(status())[master]["vrrp_state"] == "BACKUP", 10, poll=0.1), status()
-    assert not lb(status())[master]["holds_vip"]
+    assert not lb(status())[master]["holds_vip"]  # the reboot took the stale VIP
+    assert wait_until(lambda: lb(status())[master]["vrrp_state"] == "BACKUP", 30, poll=0.2), status()
 
 
 def test_handoff_loses_no_request(healthy: None) -> None:
     (master,) = holders()
-    probe = Lab.load(PREFIX).start_probe(100_000, 0.02, 0.2, 4.0)
+    probe = lab().start_probe(100_000, 0.02, 0.2, 4.0)
     try:
         time.sleep(1)
         out = ok("handoff")
@@ -182,64 +207,78 @@ def test_handoff_loses_no_request(healthy: None) -> None:
 STRADDLER = """
 import socket, sys, time
 s = socket.create_connection(("192.0.2.10", 80), timeout=2)
+print("open", flush=True)
 time.sleep(float(sys.argv[1]))
 s.sendall(b"GET / HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
 print(s.recv(4096).split(b"\\r\\n")[0].decode())
 """
 
 
-def straddle(then: Any, wait_s: float = 1.0) -> subprocess.CompletedProcess[str]:
+def straddle(then: Any, wait_s: float = 1.5) -> subprocess.CompletedProcess[str]:
     """A connection opened before `then()` and used after it: it spans the switch."""
     conn = subprocess.Popen(
-        ["ip", "netns", "exec", f"{PREFIX}-client", sys.executable, "-c", STRADDLER, str(wait_s)],
+        ["ip", "netns", "exec", lab().plan.client_netns, sys.executable, "-c", STRADDLER, str(wait_s)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    time.sleep(0.3)
+    assert conn.stdout is not None and conn.stdout.readline().strip() == "open"
     then()
-    out, err = conn.communicate(timeout=10)
+    out, err = conn.communicate(timeout=15)
     return subprocess.CompletedProcess(conn.args, conn.returncode, out, err)
 
 
 def test_handoff_carries_a_connection_open_across_the_switch(healthy: None) -> None:
     result = straddle(lambda: ok("handoff"))
-    assert result.returncode == 0 and result.stdout.startswith("HTTP/1.1 200"), result.stderr
+    assert result.returncode == 0 and result.stdout.splitlines()[-1].startswith("HTTP/1.1 200"), result.stderr
 
 
 def test_plain_vrrp_switch_resets_such_a_connection(healthy: None) -> None:
     # The control for the test above: without steering the new MASTER resets it.
-    result = straddle(lambda: ok("fault", "stop-keepalived"))
+    (master,) = holders()
+    other = next(n for n in lb(status()) if n != master)
+
+    def switch() -> None:
+        ok("fault", "stop-keepalived")
+        assert wait_until(lambda: lab().net.client_mac() == lab().net.mac(other), 5, poll=0.02)
+
+    result = straddle(switch)
     assert result.returncode != 0 and "Connection reset" in result.stderr
 
 
-def test_split_brain_heals_to_one_master_within_a_second(healthy: None) -> None:
-    lab = Lab.load(PREFIX)
-    lab.fault("partition", None)
+def test_split_brain_heals_to_one_master(healthy: None) -> None:
+    the_lab = lab()
+    inject(the_lab, "partition", None)
     # Clients still reach both hosts, so both become MASTER and both serve.
-    assert wait_until(lambda: len(lab.vip_holders()) == 2, 2.0), status()
+    assert wait_until(lambda: len(the_lab.vip_holders()) == 2, 2.0), status()
     assert all(a.startswith("host=") for a in answers(4))
-    healed = time.monotonic()
-    lab.fault("heal", None)
+    inject(the_lab, "heal", None)
 
     def one_master() -> bool:
-        states = [lab.vrrp_state(n.name) for n in lab.plan.lb_nodes]
-        return len(lab.vip_holders()) == 1 and states.count("MASTER") == 1
+        states = [the_lab.vrrp_state(n.name) for n in the_lab.plan.lb_nodes]
+        return len(the_lab.vip_holders()) == 1 and states.count("MASTER") == 1
 
-    assert wait_until(one_master, 1.0, poll=0.02), status()
-    assert time.monotonic() - healed < 1.0
-    (winner,) = lab.vip_holders()
+    assert wait_until(one_master, 5.0, poll=0.02), status()
+    (winner,) = the_lab.vip_holders()
     # The winner's GARPs, not the 60 s refresh, move the client's ARP entry.
-    assert wait_until(lambda: lab._client_mac() == lab._mac(winner), 1.0), lab._client_mac()
+    assert wait_until(lambda: the_lab.net.client_mac() == the_lab.net.mac(winner), 5.0), (
+        the_lab.net.client_mac()
+    )
     assert all(a.startswith("host=") for a in answers(4))
+
+
+def test_heal_without_partition_says_so_and_partition_takes_no_node(healthy: None) -> None:
+    assert "nothing to heal" in ok("fault", "heal")
+    refused = halb("fault", "partition", "--node", "lb-1")
+    assert refused.returncode == 2 and "leave --node out" in refused.stderr
 
 
 def test_fault_rejects_unknown_node(healthy: None) -> None:
     result = halb("fault", "link-down", "--node", "nope")
-    assert result.returncode == 1 and "--node nope: no such host" in result.stderr
+    assert result.returncode == 2 and "--node nope: no such host" in result.stderr
 
 
 def test_second_up_says_so_and_keeps_the_first(healthy: None) -> None:
     result = halb("up")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "a lab is already up" in result.stderr
     assert all(a.startswith("host=") for a in answers(2))
 
@@ -247,40 +286,42 @@ def test_second_up_says_so_and_keeps_the_first(healthy: None) -> None:
 # --- whole-lab lifecycle (after the module's lab is down) ----------------------
 
 
-def test_down_removes_everything_and_is_idempotent(lab: None) -> None:
-    sup_pids = [int(p.read_text()) for p in (STATE / "pids").glob("*.supervisor")]
-    assert our_namespaces() and sup_pids
+def test_down_removes_everything_and_is_idempotent(up: None) -> None:
+    the_lab = lab()
+    kubelets = [pid for pid, _, _ in the_lab.pods.kubelets()]
+    containers = [e["name"] for e in the_lab.journal.entries("container")]
+    assert our_namespaces() and kubelets and containers
     ok("down")
     assert our_namespaces() == []
     assert not STATE.exists()
-    for pid in sup_pids:
-        assert (
-            not Path(f"/proc/{pid}").exists()
-            or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
-        )
+    for pid in kubelets:
+        stat = Path(f"/proc/{pid}/stat")
+        assert not stat.exists() or "Z" in stat.read_text().split(")")[1][:3]
+    from halb.lab.podman import podman
+
+    names = set(podman("ps", "--all", "--format", "{{.Names}}").stdout.split())
+    assert not names & set(containers)
     assert "nothing to remove" in ok("down")
 
 
-def test_down_cleans_up_after_a_killed_lab() -> None:
-    require_root_tools("ip", "keepalived", "haproxy", "curl")
+def test_down_cleans_up_after_a_killed_up() -> None:
+    require_root_tools(*LAB_TOOLS)
     up = subprocess.Popen(
         [sys.executable, "-m", "halb", "lab", "up"], cwd=ROOT, env=ENV,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
-        assert wait_until(
-            lambda: len(our_namespaces()) >= 6 and any((STATE / "pids").glob("*.supervisor")), 20, poll=0.1
-        )
+        assert wait_until(lambda: any((STATE / "pods").glob("*/status.json")), 120, poll=0.1)
         time.sleep(0.5)
     finally:
         up.send_signal(signal.SIGKILL)
         up.wait(timeout=10)
-    # The lab command died mid-way; its state file is lost too.
+    # The lab command died mid-way; its state file is lost too: the journal is enough.
     (STATE / "state.json").unlink(missing_ok=True)
+    assert our_namespaces()
     ok("down")
     assert our_namespaces() == []
-    leftovers = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
-    assert PREFIX not in leftovers
+    assert not STATE.exists()
 
 
 def test_lab_refuses_addresses_outside_test_nets() -> None:
@@ -288,3 +329,21 @@ def test_lab_refuses_addresses_outside_test_nets() -> None:
     assert result.returncode == 2
     assert "outside the lab's TEST-NET ranges" in result.stderr
     assert our_namespaces() == []
+
+
+def test_the_root_namespace_is_as_it_was() -> None:
+    """Links, addresses, routes, rules, the nft ruleset, ip_forward: untouched by
+    `up`, every fault, a handoff and `down` above (and by the demo below)."""
+    require_root_tools(*LAB_TOOLS)
+    assert ROOT_BEFORE, "runs after the module's lab"
+    assert root_netns_snapshot() == ROOT_BEFORE
+
+
+def test_demo_runs_and_leaves_the_root_namespace_as_it_was() -> None:
+    require_root_tools(*LAB_TOOLS)
+    before = root_netns_snapshot()
+    env = {**os.environ, "HALB_LAB_PREFIX": "d" + uuid.uuid4().hex[:6]}
+    result = run_halb("demo", env=env, timeout=300)
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "measured outage" in result.stdout and "lab down: removed" in result.stdout
+    assert root_netns_snapshot() == before

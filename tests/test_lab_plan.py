@@ -7,50 +7,62 @@ import ipaddress
 import pytest
 from conftest import lab_value, settings_of, stack_raw, with_overrides
 
-from components.haproxy_cfg import StaticBackend
+from components.haproxy_cfg import service_fqdn
 from components.settings import parse_settings
 from halb.lab.measure import outage
 from halb.lab.probe import Attempt
-from halb.lab.topology import LabPlanError, lab_backends, place_replicas, plan_lab
+from halb.lab.topology import LabPlanError, place_replicas, plan_lab
 
 
 def test_plan_of_the_lab_stack() -> None:
-    plan = plan_lab(settings_of("lab"), "halb")
+    plan = plan_lab(settings_of("lab"), "halb", "abc123")
     assert plan.namespaces == [
-        "halb-switch",
-        "halb-client",
-        "halb-app-1",
-        "halb-app-2",
-        "halb-lb-1",
-        "halb-lb-2",
+        "halb-abc123~switch",
+        "halb-abc123~client",
+        "halb-abc123~dns",
+        "halb-abc123-app-1",
+        "halb-abc123-app-2",
+        "halb-abc123-lb-1",
+        "halb-abc123-lb-2",
     ]
     assert str(plan.vip) == "192.0.2.10" and plan.interface == "eth0"
     assert plan.client_address == ipaddress.IPv4Address("192.0.2.254")
+    assert plan.dns_address == ipaddress.IPv4Address("192.0.2.253")
     assert [str(n.address) for n in plan.lb_nodes] == ["192.0.2.11", "192.0.2.12"]
     assert len({n.port for n in plan.nodes}) == len(plan.nodes)
+    assert plan.node("lb-1").labels == {"role": "load-balancer", "kubernetes.io/hostname": "lb-1"}
 
 
-def test_replicas_spread_over_apps_hosts() -> None:
+def test_a_host_named_like_a_lab_namespace_cannot_collide() -> None:
+    hosts = lab_value("hosts")
+    hosts["switch"] = {"role": "apps"}
+    hosts["client"] = {"role": "apps"}
+    plan = plan_lab(parse_settings(with_overrides(stack_raw("lab"), hosts=hosts)), "halb", "x")
+    assert len(set(plan.namespaces)) == len(plan.namespaces)
+
+
+def test_replicas_spread_over_apps_hosts_each_with_its_own_address() -> None:
     s = parse_settings(
         with_overrides(stack_raw("lab"), services=[{**lab_value("services")[0], "replicas": 3}])
     )
-    assert [(r.node, r.index) for r in place_replicas(s)] == [("app-1", 0), ("app-2", 1), ("app-1", 2)]
+    assert [(node, i) for _, node, _, i in place_replicas(s)] == [("app-1", 0), ("app-2", 1), ("app-1", 2)]
+    plan = plan_lab(s)
+    addresses = [r.address for r in plan.replicas]
+    assert len(set(addresses)) == 3
+    assert not set(addresses) & ({n.address for n in plan.nodes} | {plan.vip, plan.client_address})
 
 
-def test_lab_backends_list_each_replica() -> None:
-    plan = plan_lab(settings_of("lab"))
-    backends = lab_backends(plan)
-    shop = backends["shop"]
-    assert isinstance(shop, StaticBackend)
-    assert [(s.address, s.port) for s in shop.servers] == [("192.0.2.21", 8080), ("192.0.2.22", 8080)]
-    assert "server app-1-0 192.0.2.21:8080 check" in plan.haproxy_cfg()
-
-
-def test_lab_uses_the_programs_keepalived_conf() -> None:
-    from components.keepalived_conf import render_keepalived_conf
-
+def test_cluster_dns_answers_each_headless_service_with_its_replicas() -> None:
     s = settings_of("lab")
-    assert plan_lab(s).keepalived_conf("lb-2") == render_keepalived_conf(s, "lb-2")
+    plan = plan_lab(s)
+    records = plan.dns_records()
+    shop = next(svc for svc in s.services if svc.name == "shop")
+    assert records[service_fqdn(s, shop)] == [str(r.address) for r in plan.replicas if r.service == "shop"]
+    assert plan.search_domains("web-edge") == [
+        "web-edge.svc.cluster.local",
+        "svc.cluster.local",
+        "cluster.local",
+    ]
 
 
 def test_refuses_vip_outside_test_nets() -> None:
@@ -59,6 +71,8 @@ def test_refuses_vip_outside_test_nets() -> None:
     assert err.value.problems[0].startswith(
         "rancher-ha-lb:vip.address: 10.10.10.2/24 is outside the lab's TEST-NET ranges"
     )
+    # It does not call the stack's subnet a TEST-NET range.
+    assert "10.10.10.0/24" not in err.value.problems[0]
 
 
 def test_refuses_host_outside_test_nets() -> None:
@@ -66,7 +80,14 @@ def test_refuses_host_outside_test_nets() -> None:
     hosts["app-1"] = {"role": "apps", "address": "10.0.0.5"}
     with pytest.raises(LabPlanError) as err:
         plan_lab(parse_settings(with_overrides(stack_raw("lab"), hosts=hosts)))
-    assert "hosts.app-1.address: 10.0.0.5 must be in the VIP's TEST-NET subnet" in err.value.problems[0]
+    assert "hosts.app-1.address: 10.0.0.5 must be in the VIP's subnet 192.0.2.0/24" in err.value.problems[0]
+
+
+def test_refuses_an_apps_host_on_a_load_balancers_address() -> None:
+    hosts = lab_value("hosts")
+    hosts["app-1"] = {"role": "apps", "address": "192.0.2.11"}
+    with pytest.raises(LabPlanError, match=r"192\.0\.2\.11 is also lb-1's"):
+        plan_lab(parse_settings(with_overrides(stack_raw("lab"), hosts=hosts)))
 
 
 def test_apps_hosts_without_address_get_free_ones() -> None:
@@ -77,11 +98,13 @@ def test_apps_hosts_without_address_get_free_ones() -> None:
     assert plan.client_address == ipaddress.IPv4Address("192.0.2.253")
 
 
-def test_refuses_two_services_on_one_port_of_a_host() -> None:
-    services = lab_value("services")
-    services[1]["port"] = services[0]["port"]
-    with pytest.raises(LabPlanError, match="both listen on port 8080 of app-1"):
-        plan_lab(parse_settings(with_overrides(stack_raw("lab"), services=services)))
+def test_refuses_a_subnet_too_small_for_the_lab() -> None:
+    lb = "load-balancer"
+    hosts = {"lb-1": {"role": lb, "address": "192.0.2.1"}, "lb-2": {"role": lb, "address": "192.0.2.2"},
+             "app-1": {"role": "apps"}}  # fmt: skip
+    raw = with_overrides(stack_raw("lab"), hosts=hosts, vip={"address": "192.0.2.3/29", "routerId": 51})
+    with pytest.raises(LabPlanError, match=r"needs 7 free addresses in 192\.0\.2\.0/29"):
+        plan_lab(parse_settings(raw))
 
 
 def _a(t: float, ok: bool, ms: float = 2.0) -> Attempt:

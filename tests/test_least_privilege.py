@@ -12,7 +12,7 @@ from conftest import STACKS, rendered, settings_of
 from halb.render import manifests
 
 EDGE_CAPS = {
-    "keepalived": {"NET_ADMIN", "NET_BROADCAST", "NET_RAW"},
+    "keepalived": {"NET_ADMIN", "NET_RAW", "SETGID"},
     "haproxy": {"NET_BIND_SERVICE"},
     "haproxy-watch": set(),
 }

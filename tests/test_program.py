@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import STACKS, rendered, settings_of, stack_raw, with_overrides
+from conftest import STACKS, lab_value, rendered, settings_of, stack_raw, with_overrides
 
+from components.k8s import checksum
 from halb.mockrun import FAKE_DIGEST, Recorded, Run, run_program
 
 DS = "kubernetes:apps/v1:DaemonSet"
@@ -41,30 +42,54 @@ def containers(run: Run) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+def edge(run: Run) -> dict[str, Any]:
+    return pod_spec(daemonset(run, "edge"))
+
+
 @pytest.mark.parametrize("stack", STACKS)
-def test_edge_daemonsets_only_on_lb_hosts_in_host_network(stack: str) -> None:
+def test_one_edge_daemonset_only_on_lb_hosts_in_host_network(stack: str) -> None:
     run = rendered(stack)
-    for name in ("haproxy", "keepalived"):
-        spec = pod_spec(daemonset(run, name))
-        assert role_terms(spec) == [
-            {"matchExpressions": [{"key": "role", "operator": "In", "values": ["load-balancer"]}]}
-        ]
-        assert spec["hostNetwork"] is True
-        assert spec["dnsPolicy"] == "ClusterFirstWithHostNet"
-        strategy = daemonset(run, name).inputs["spec"]["updateStrategy"]
-        assert strategy["rollingUpdate"]["maxUnavailable"] == 1
+    # HAProxy and keepalived in one pod (the seed's sidekick): one rollout,
+    # one node at a time, never both LB hosts at once.
+    assert [r.inputs["metadata"]["name"] for r in run.of_type(DS)] == ["edge"]
+    spec = edge(run)
+    assert [c["name"] for c in spec["containers"]] == ["haproxy", "keepalived", "haproxy-watch"]
+    assert role_terms(spec) == [
+        {"matchExpressions": [{"key": "role", "operator": "In", "values": ["load-balancer"]}]}
+    ]
+    assert spec["hostNetwork"] is True
+    assert spec["dnsPolicy"] == "ClusterFirstWithHostNet"
+    strategy = daemonset(run, "edge").inputs["spec"]["updateStrategy"]
+    assert strategy["rollingUpdate"] == {"maxUnavailable": 1, "maxSurge": 0}
+    assert "tolerations" not in spec
+
+
+def test_tolerations_reach_the_edge_pod() -> None:
+    tol = [{"key": "dedicated", "operator": "Equal", "value": "lb", "effect": "NoSchedule"},
+           {"operator": "Exists", "effect": "NoExecute"}]  # fmt: skip
+    lb = {**lab_value("loadBalancer"), "tolerations": tol}
+    run = run_program(with_overrides(stack_raw("lab"), loadBalancer=lb), "lab")
+    assert edge(run)["tolerations"] == tol
+
+
+def test_grace_covers_haproxy_grace_and_drain() -> None:
+    s = settings_of("prod")
+    # grace: check interval x fall + timeout + 1 s; then hard-stop-after 30 s; 5 s to exit.
+    assert edge(rendered("prod"))["terminationGracePeriodSeconds"] == (1 * 1 + 1 + 1) + 30 + 5
+    slow = with_overrides(stack_raw("prod"), vrrp={"check": {"interval": 3, "timeout": 2, "fall": 2}})
+    assert edge(run_program(slow, "prod"))["terminationGracePeriodSeconds"] == (3 * 2 + 2 + 1) + 30 + 5
+    assert s.vrrp.check.interval == 1
 
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_keepalived_capabilities_exactly_vrrp_needs(stack: str) -> None:
-    spec = pod_spec(daemonset(rendered(stack), "keepalived"))
+    spec = edge(rendered(stack))
     container = by_name(spec["containers"])["keepalived"]
     sc = container["securityContext"]
-    assert sorted(sc["capabilities"]["add"]) == ["NET_ADMIN", "NET_BROADCAST", "NET_RAW"]
+    assert sorted(sc["capabilities"]["add"]) == ["NET_ADMIN", "NET_RAW", "SETGID"]
     assert sc["capabilities"]["drop"] == ["ALL"]
     assert sc["privileged"] is False and sc["allowPrivilegeEscalation"] is False
     assert sc["readOnlyRootFilesystem"] is True
-    assert 5 <= spec["terminationGracePeriodSeconds"] <= 30
     env = {e["name"]: e for e in container["env"]}
     assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
     assert env["KEEPALIVED_VIP"]["value"] == str(settings_of(stack).vip.address)
@@ -72,8 +97,7 @@ def test_keepalived_capabilities_exactly_vrrp_needs(stack: str) -> None:
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_haproxy_watch_sidecar_unprivileged_sharing_the_track_file(stack: str) -> None:
-    spec = pod_spec(daemonset(rendered(stack), "keepalived"))
-    cs = by_name(spec["containers"])
+    cs = by_name(edge(rendered(stack))["containers"])
     watch = cs["haproxy-watch"]
     assert watch["image"] == cs["keepalived"]["image"]
     assert watch["command"] == [
@@ -93,8 +117,7 @@ def test_haproxy_watch_sidecar_unprivileged_sharing_the_track_file(stack: str) -
 
 def test_no_sidecar_without_watch() -> None:
     run = run_program(with_overrides(stack_raw("lab"), vrrp={"check": {"watch": False}}), "lab")
-    names = [c["name"] for c in pod_spec(daemonset(run, "keepalived"))["containers"]]
-    assert names == ["keepalived"]
+    assert [c["name"] for c in edge(run)["containers"]] == ["haproxy", "keepalived"]
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -111,11 +134,13 @@ def test_nothing_privileged_and_every_container_bounded(stack: str) -> None:
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_haproxy_binds_http_as_least_privilege(stack: str) -> None:
-    (c,) = pod_spec(daemonset(rendered(stack), "haproxy"))["containers"]
+    c = by_name(edge(rendered(stack))["containers"])["haproxy"]
     assert c["securityContext"]["capabilities"]["add"] == ["NET_BIND_SERVICE"]
     ports = {p["name"]: p for p in c["ports"]}
     assert ports["http"]["hostPort"] == settings_of(stack).load_balancer.http_port
-    assert c["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "stats"}
+    # The stats frontend binds this address (and loopback), never the VIP.
+    assert c["env"] == [{"name": "HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}}]
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -175,12 +200,10 @@ def test_namespaces_pod_security() -> None:
 
 def test_workloads_wait_for_namespace_config_and_image() -> None:
     run = rendered("prod")
-    edge_ns = run.named("cluster-edge").urn
-    keepalived = daemonset(run, "keepalived")
-    assert edge_ns in keepalived.dependencies
-    assert run.named("keepalived-config").urn in keepalived.dependencies
-    assert run.named("keepalived-image-build").urn in keepalived.dependencies
-    assert run.named("lb-config").urn in daemonset(run, "haproxy").dependencies
+    ds = daemonset(run, "edge")
+    for dep in ("cluster-edge", "edge-keepalived-config", "edge-haproxy-config",
+                "images-keepalived-build", "images-haproxy-build"):  # fmt: skip
+        assert run.named(dep).urn in ds.dependencies, dep
     assert run.named("cluster-apps").urn in run.named("app-shop-deployment").dependencies
 
 
@@ -195,34 +218,49 @@ def test_k8s_resources_use_the_clusters_provider_and_parents() -> None:
             assert r.name.startswith(parent.name + "-"), r.name
 
 
-def test_built_image_is_pinned_by_digest() -> None:
+def test_built_images_are_pinned_by_digest() -> None:
     run = rendered("prod")
-    (image,) = run.of_type("docker:index/image:Image")
-    assert image.inputs["build"]["context"].endswith("images/keepalived")
-    assert image.inputs["imageName"] == "registry.example.com/edge/keepalived:2.2.7"
-    c = by_name(pod_spec(daemonset(run, "keepalived"))["containers"])["keepalived"]
-    assert c["image"] == f"registry.example.com/edge/keepalived@{FAKE_DIGEST}"
+    images = {r.inputs["imageName"]: r.inputs for r in run.of_type("docker:index/image:Image")}
+    assert set(images) == {
+        "registry.example.com/edge/haproxy:2.6.12",
+        "registry.example.com/edge/keepalived:2.2.7",
+    }
+    for name, inputs in images.items():
+        repo = name.rsplit(":", 1)[0]
+        assert inputs["build"]["context"].endswith("images/" + repo.rsplit("/", 1)[1])
+        assert inputs["build"]["platform"] == "linux/amd64"
+    cs = by_name(edge(run)["containers"])
+    assert cs["haproxy"]["image"] == f"registry.example.com/edge/haproxy@{FAKE_DIGEST}"
+    assert cs["keepalived"]["image"] == f"registry.example.com/edge/keepalived@{FAKE_DIGEST}"
 
 
-def test_existing_image_is_used_as_is_without_build() -> None:
+def test_image_platform_is_a_setting() -> None:
+    run = run_program(with_overrides(stack_raw("prod"), imagePlatform="linux/arm64"), "prod")
+    assert {r.inputs["build"]["platform"] for r in run.of_type("docker:index/image:Image")} == {"linux/arm64"}
+
+
+def test_existing_images_are_used_as_is_without_build() -> None:
     run = rendered("lab")
     assert run.of_type("docker:index/image:Image") == []
-    c = by_name(pod_spec(daemonset(run, "keepalived"))["containers"])["keepalived"]
-    assert c["image"] == settings_of("lab").keepalived.image
+    cs = by_name(edge(run)["containers"])
+    assert cs["keepalived"]["image"] == settings_of("lab").keepalived.image
+    assert cs["haproxy"]["image"] == settings_of("lab").load_balancer.image
 
 
-def test_config_change_rolls_the_pods() -> None:
-    base = rendered("lab")
-    changed = run_program(with_overrides(stack_raw("lab"), vrrp={"advertInterval": 0.1}), "lab")
+def test_config_checksum_is_the_hash_of_what_the_pod_mounts() -> None:
+    def mounted(run: Run) -> tuple[str, str, str]:
+        cfg = run.named("edge-haproxy-config").inputs["data"]["haproxy.cfg"]
+        confs = run.named("edge-keepalived-config").inputs["stringData"]
+        sums = daemonset(run, "edge").inputs["spec"]["template"]["metadata"]["annotations"]
+        return sums["checksum/config"], cfg, checksum(cfg, *sorted(confs.values()))
 
-    def sums(run: Run) -> dict[str, str]:
-        return {
-            n: daemonset(run, n).inputs["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
-            for n in ("haproxy", "keepalived")
-        }
-
-    assert sums(base)["keepalived"] != sums(changed)["keepalived"]
-    assert sums(base)["haproxy"] == sums(changed)["haproxy"]
+    base = mounted(rendered("lab"))
+    assert base[0] == base[2]
+    vrrp = mounted(run_program(with_overrides(stack_raw("lab"), vrrp={"advertInterval": 0.1}), "lab"))
+    lb = mounted(run_program(with_overrides(stack_raw("lab"), loadBalancer={"maxConn": 1000}), "lab"))
+    for changed in (vrrp, lb):
+        assert changed[0] == changed[2] and changed[0] != base[0]
+    assert vrrp[1] == base[1]  # a VRRP change leaves haproxy.cfg alone
 
 
 def test_secrets_stay_secret_end_to_end() -> None:
@@ -236,22 +274,22 @@ def test_secrets_stay_secret_end_to_end() -> None:
     )
     run = run_program(raw, "prod")
     assert "tokenKey" in run.named("cluster-rancher").secret_paths
-    secret = run.named("keepalived-config")
+    secret = run.named("edge-keepalived-config")
     assert "stringData" in secret.secret_paths
     assert "auth_pass pw-12345" in secret.inputs["stringData"]["lb-1.conf"]
     (registry,) = run.of_type("rancher2:index/registry:Registry")
     assert any(p.startswith("registries") for p in registry.secret_paths)
-    (image,) = run.of_type("docker:index/image:Image")
-    assert any(p.startswith("registry") for p in image.secret_paths)
+    for image in run.of_type("docker:index/image:Image"):
+        assert any(p.startswith("registry") for p in image.secret_paths), image.name
     # Nowhere else in plain: not in a pod template, not in an export.
     for r in run.resources:
-        if r.name != "keepalived-config":
+        if r.name != "edge-keepalived-config":
             assert "pw-12345" not in str(r.inputs), r.name
         if "registry-pw" in str(r.inputs):
             assert r.secret_paths, r.name
     assert "pw-12345" not in str(run.exports)
     assert {"registrationCommands"} <= run.secret_exports
-    assert pod_spec(daemonset(run, "keepalived"))["imagePullSecrets"] == [{"name": registry.inputs["name"]}]
+    assert edge(run)["imagePullSecrets"] == [{"name": registry.inputs["name"]}]
 
 
 def test_exports() -> None:

@@ -42,7 +42,7 @@ def test_render_writes_every_file(stack: str, outputs: dict[str, Path]) -> None:
 def test_manifests_pass_strict_schema_validation(stack: str, outputs: dict[str, Path]) -> None:
     docs = list(yaml.safe_load_all((outputs[stack] / "manifests.yaml").read_text()))
     kinds = [d["kind"] for d in docs]
-    assert kinds.count("DaemonSet") == 2 and kinds.count("Namespace") == 2
+    assert kinds.count("DaemonSet") == 1 and kinds.count("Namespace") == 2
     assert kinds.count("Deployment") == len(settings_of(stack).services)
     for doc in docs:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
@@ -57,10 +57,10 @@ def test_strict_validation_catches_a_typo() -> None:
 def test_resources_json_has_type_name_parent(outputs: dict[str, Path]) -> None:
     rows = json.loads((outputs["prod"] / "resources.json").read_text())
     by_name = {r["name"]: r for r in rows}
-    assert by_name["keepalived-daemonset"] == {
+    assert by_name["edge-daemonset"] == {
         "type": "kubernetes:apps/v1:DaemonSet",
-        "name": "keepalived-daemonset",
-        "parent": "keepalived",
+        "name": "edge-daemonset",
+        "parent": "edge",
     }
     assert by_name["cluster"]["parent"] == "rancher-ha-lb-prod"  # the stack
     assert by_name["cluster-rancher"]["type"] == "pulumi:providers:rancher2"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -39,7 +40,12 @@ def haproxy_check(cfg: str, tmp: Path) -> subprocess.CompletedProcess[str]:
     path = tmp / "haproxy.cfg"
     path.write_text(cfg)
     return subprocess.run(
-        ["haproxy", "-c", "-f", str(path)], capture_output=True, text=True, timeout=30, check=False
+        ["haproxy", "-c", "-f", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={**os.environ, "HOST_IP": "192.0.2.11"},  # as the downward API sets it
     )
 
 
@@ -138,7 +144,9 @@ def test_haproxy_dns_discovery_of_headless_services() -> None:
 
 def test_haproxy_metrics_and_health_endpoint() -> None:
     cfg = render_haproxy_cfg(settings_of("prod"), dns_backends(settings_of("prod")))
-    assert "bind 0.0.0.0:8404\n" in cfg
+    # Health and metrics on the node's own address and loopback, never the VIP.
+    assert '    bind "${HOST_IP}:8404"\n    bind 127.0.0.1:8404\n' in cfg
+    assert "0.0.0.0:8404" not in cfg
     assert "monitor-uri /healthz" in cfg and "monitor fail if { stopping }" in cfg
     assert "prometheus-exporter if { path /metrics }" in cfg
 

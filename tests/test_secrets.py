@@ -41,7 +41,7 @@ def test_secrets_are_pulumi_secrets_wherever_they_go() -> None:
                 # Only inside inputs Pulumi holds as secrets (encrypted in state).
                 assert r.secret_paths, f"{secret} in plain inputs of {r.type} {r.name}"
     assert "tokenKey" in run.named("cluster-rancher").secret_paths
-    assert "stringData" in run.named("keepalived-config").secret_paths
+    assert "stringData" in run.named("edge-keepalived-config").secret_paths
     exported = str(run.exports)
     for secret in (TOKEN, AUTH, REGISTRY):
         assert secret not in exported

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import secrets
 import statistics
 import subprocess
 import sys
@@ -27,11 +28,21 @@ from pathlib import Path
 from typing import Any
 
 from components.settings import RawConfig
-from halb.lab.lab import Lab, LabError, down, wait_until
+from halb.lab.base import LabError, wait_until
+from halb.lab.faults import inject
+from halb.lab.handoff import handoff
+from halb.lab.lab import Lab
 from halb.lab.measure import outage
+from halb.lab.state import locked
+from halb.lab.teardown import teardown
 from halb.stackfile import load_stack_file, stack_path
 
-PREFIX = "hbench"
+
+def bench_prefix() -> str:
+    """A lab of its own per run: never another run's, the tests' or a developer's."""
+    return "hb" + secrets.token_hex(3)
+
+
 PROBE_INTERVAL_S = 0.02
 PROBE_TIMEOUT_S = 0.2
 LEAD_S = 1.0
@@ -234,14 +245,14 @@ class Bench:
             fault_t = time.monotonic()
             heal_t = None
             if fault == "handoff":
-                lab.handoff(lambda _: None)
+                handoff(lab, lambda _: None)
             elif fault == "split-brain":
-                lab.fault("partition", None)
+                inject(lab, "partition", None)
                 time.sleep(PARTITION_S)
                 heal_t = time.monotonic()
-                lab.fault("heal", None)
+                inject(lab, "heal", None)
             else:
-                lab.fault(LAB_FAULT[fault], master)
+                inject(lab, LAB_FAULT[fault], master)
             attempts = probe.attempts(grace_s=30)
         finally:
             probe.stop()
@@ -263,15 +274,16 @@ class Bench:
             converge_s=monitor.converged_after(heal_t) if heal_t is not None else None,
         )
         if fault in UNDO:
-            lab.fault(UNDO[fault], master)
+            inject(lab, UNDO[fault], master)
         return run_result
 
     def profile(self, profile: str, report: Report, load_s: float) -> None:
-        down(PREFIX, lambda _: None)
-        lab = Lab.create(profile_raw(profile), "lab", PREFIX)
+        prefix = bench_prefix()
+        lab = Lab.create(profile_raw(profile), "lab", prefix)
         report.settings[profile] = lab.plan.settings.vrrp.model_dump(by_alias=True)
         try:
-            lab.up(lambda _: None)
+            with locked(prefix, lambda _: None, "bench"):
+                lab.up(lambda _: None)
             for fault in self.faults:
                 for run in range(1, self.runs + 1):
                     self.step(f"{profile} {fault} run {run}/{self.runs}")
@@ -281,12 +293,13 @@ class Bench:
                 self.step(f"{profile} cpu-load {load_s:g} s")
                 report.load.append(load_test(lab, profile, load_s))
         finally:
-            down(PREFIX, lambda _: None)
+            with locked(prefix, lambda _: None, "bench"):
+                teardown(prefix, lambda _: None)
 
 
 def load_test(lab: Lab, profile: str, seconds: float) -> dict[str, Any]:
     """Both CPUs busy: does anything fail over, and does keepalived fall behind?"""
-    logs = [lab.logfile(n.name, "keepalived") for n in lab.plan.lb_nodes]
+    logs = [lab.pods.log(n.name, "keepalived").resolve() for n in lab.plan.lb_nodes]
     sizes = [p.stat().st_size for p in logs]
     monitor = VipMonitor(lab)
     monitor.start()

@@ -1,6 +1,9 @@
 """A lab app replica: answers with its host and service name.
 
-python -m halb.lab.app --node app-1 --service shop --replica 0 --port 8080
+python -m halb.lab.app --node app-1 --service shop --replica 0 --address 192.0.2.200 --port 8080
+
+A stand-in for the user's app images (the lab cannot run those): one replica
+per address, as each pod has its own IP.
 """
 
 from __future__ import annotations
@@ -32,10 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--node", required=True)
     p.add_argument("--service", required=True)
     p.add_argument("--replica", type=int, default=0)
+    p.add_argument("--address", default="0.0.0.0")
     p.add_argument("--port", type=int, required=True)
     args = p.parse_args(argv)
     body = f"host={args.node} service={args.service} replica={args.replica}\n".encode()
-    server = ThreadingHTTPServer(("0.0.0.0", args.port), make_handler(body))
+    server = ThreadingHTTPServer((args.address, args.port), make_handler(body))
     server.daemon_threads = True
     server.serve_forever()
     return 0

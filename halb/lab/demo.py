@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import time
 
-from halb.lab.lab import Lab, down
+from halb.lab.faults import inject
+from halb.lab.lab import Lab
 from halb.lab.measure import outage
+from halb.lab.state import locked
+from halb.lab.teardown import teardown
 from halb.stackfile import load_stack_file, stack_path
 
 PROBE_S = 4.0
@@ -26,12 +29,13 @@ def _roles(lab: Lab) -> str:
 
 
 def run_demo(prefix: str) -> int:
-    print("rancher-ha-lb demo: the lab stack's HAProxy + keepalived tier, run for real in network")
-    print("namespaces with the configs the Pulumi program renders (Pulumi.lab.yaml, 192.0.2.0/24).")
+    print("rancher-ha-lb demo: the lab stack's edge tier, the images built from images/ and run as")
+    print("pods from the manifests the Pulumi program renders (Pulumi.lab.yaml, 192.0.2.0/24), under podman.")
     lab = Lab.create(load_stack_file(stack_path("lab")), "lab", prefix)
     try:
-        _step(1, "lab up: 2 load-balancer hosts, 2 apps hosts, a switch and a client")
-        lab.up(lambda line: print(f"    {line}", flush=True))
+        _step(1, "lab up: the edge pods (HAProxy + keepalived) on 2 load-balancer hosts, 2 apps hosts")
+        with locked(prefix, print, "demo"):
+            lab.up(lambda line: print(f"    {line}", flush=True))
         print(f"    VIP {lab.plan.vip}   {_roles(lab)}")
 
         _step(2, "6 requests through the VIP from the client namespace")
@@ -44,7 +48,7 @@ def run_demo(prefix: str) -> int:
         try:
             time.sleep(FAULT_AT_S)
             fault_t = time.monotonic()
-            lab.fault("crash", master)
+            inject(lab, "crash", master)
             result = outage(probe.attempts(grace_s=20), fault_t)
         finally:
             probe.stop()
@@ -59,6 +63,7 @@ def run_demo(prefix: str) -> int:
             print(f"    {a.ms:5.1f} ms  {a.answer if a.ok else 'FAILED ' + str(a.error)}")
     finally:
         _step(5, "lab down")
-        down(prefix, lambda line: print(f"    {line}", flush=True))
+        with locked(prefix, print, "demo"):
+            teardown(prefix, lambda line: print(f"    {line}", flush=True))
     print("\nnext: python -m halb lab up, then lab status / request / fault KIND / handoff / down")
     return 0

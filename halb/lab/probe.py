@@ -109,3 +109,36 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+class ProbeRun:
+    """A probe started in the background; `attempts()` waits for its JSON."""
+
+    def __init__(self, cmd: list[str], duration: float, env: dict[str, str]) -> None:
+        import subprocess
+
+        self.duration = duration
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+    def attempts(self, grace_s: float) -> list[Attempt]:
+        """Every attempt, once the probe ends (bounded: its duration + grace_s)."""
+        import subprocess
+
+        try:
+            out, err = self.proc.communicate(timeout=self.duration + grace_s)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise ProbeError(f"the probe did not finish within {self.duration + grace_s:g} s") from None
+        try:
+            return [Attempt(**a) for a in json.loads(out)["attempts"]]
+        except (ValueError, KeyError, TypeError):
+            raise ProbeError(f"probe failed: {err.strip()}") from None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class ProbeError(Exception):
+    """The probe itself failed (not a request through it)."""

@@ -1,10 +1,13 @@
 """The lab's plan, derived purely from a stack's Settings.
 
-One network namespace per host, a switch namespace with a bridge, a client
-namespace. keepalived and HAProxy get the configs of the same renderers the
-Pulumi program uses; the one difference, how HAProxy finds app pods, is
-`lab_backends` here versus `dns_backends` in the cluster. The host interface
-is named as the stack's `vip.interface`, so keepalived.conf is unchanged.
+One network namespace per host of the stack, a switch namespace with a
+bridge, a client namespace and a cluster-DNS namespace. Load-balancer hosts
+run the edge pod from the rendered manifests; apps hosts run the stand-in app,
+one replica per address (as pods have their own IPs), placed like the
+Deployment's anti-affinity spreads them. The DNS stand-in answers each
+service's headless name with its replicas' addresses, so HAProxy runs the
+cluster's haproxy.cfg unchanged. Namespace names carry the lab's random id,
+so the lab can never take a namespace it did not make for its own.
 """
 
 from __future__ import annotations
@@ -12,17 +15,18 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from components.haproxy_cfg import Backend, StaticBackend, StaticServer, render_haproxy_cfg
-from components.keepalived_conf import render_keepalived_conf
+from components.haproxy_cfg import service_fqdn
 from components.settings import Role, Settings
 
 TEST_NETS = tuple(ipaddress.IPv4Network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"))
-# The lab never sets a VRRP password: the lab stacks use VRRPv3.
-LAB_AUTH_PLACEHOLDER = "labpass"
+ROLE_LABEL = "role"
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+# Linux names a network namespace by a file in /run/netns: at most 255 bytes.
+MAX_NETNS = 255
 
 
 class LabPlanError(Exception):
-    """The stack cannot be run as a lab; one line per problem."""
+    """The stack cannot be run as a lab; one line per problem, each naming its key."""
 
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
@@ -35,6 +39,7 @@ class Replica:
     node: str
     port: int
     index: int
+    address: ipaddress.IPv4Address
 
 
 @dataclass(frozen=True)
@@ -45,14 +50,22 @@ class LabNode:
     address: ipaddress.IPv4Address
     port: str  # the switch-side veth
 
+    @property
+    def labels(self) -> dict[str, str]:
+        """The node's labels as the program's HostLabels leave them."""
+        return {ROLE_LABEL: self.role.value, HOSTNAME_LABEL: self.name}
+
 
 @dataclass(frozen=True)
 class LabPlan:
     prefix: str
+    lab_id: str
     settings: Settings
     switch_netns: str
     client_netns: str
     client_address: ipaddress.IPv4Address
+    dns_netns: str
+    dns_address: ipaddress.IPv4Address
     nodes: tuple[LabNode, ...]
     replicas: tuple[Replica, ...]
 
@@ -82,88 +95,91 @@ class LabPlan:
     def url(self) -> str:
         return f"http://{self.vip}:{self.settings.load_balancer.http_port}/"
 
-    def keepalived_conf(self, node: str) -> str:
-        auth = LAB_AUTH_PLACEHOLDER if self.settings.vrrp_auth_pass is not None else None
-        return render_keepalived_conf(self.settings, node, auth)
-
-    def haproxy_cfg(self) -> str:
-        return render_haproxy_cfg(self.settings, lab_backends(self))
-
     @property
     def namespaces(self) -> list[str]:
-        return [self.switch_netns, self.client_netns, *(n.netns for n in self.nodes)]
+        return [self.switch_netns, self.client_netns, self.dns_netns, *(n.netns for n in self.nodes)]
+
+    def dns_records(self) -> dict[str, list[str]]:
+        """What the cluster DNS answers: each headless Service -> its pods' addresses."""
+        s = self.settings
+        return {
+            service_fqdn(s, svc): [str(r.address) for r in self.replicas if r.service == svc.name]
+            for svc in s.services
+        }
+
+    def search_domains(self, namespace: str) -> list[str]:
+        """The kubelet's ClusterFirst search path for a pod in `namespace`."""
+        domain = self.settings.cluster_domain
+        return [f"{namespace}.svc.{domain}", f"svc.{domain}", domain]
 
 
-def lab_backends(plan: LabPlan) -> dict[str, Backend]:
-    """The lab's app replicas, listed: the cluster resolves them by DNS instead."""
-    out: dict[str, Backend] = {}
-    for svc in plan.settings.services:
-        servers = tuple(
-            StaticServer(f"{r.node}-{r.index}", str(plan.node(r.node).address), r.port)
-            for r in plan.replicas
-            if r.service == svc.name
-        )
-        out[svc.name] = StaticBackend(servers)
-    return out
-
-
-def place_replicas(s: Settings) -> list[Replica]:
-    """Replica i on apps host i mod n: spread apart, like the pod anti-affinity."""
+def place_replicas(s: Settings) -> list[tuple[str, str, int, int]]:
+    """(service, node, port, index): replica i on apps host i mod n, spread apart
+    as the pod anti-affinity prefers."""
     apps = s.app_nodes
-    return [
-        Replica(svc.name, apps[i % len(apps)], svc.port, i) for svc in s.services for i in range(svc.replicas)
-    ]
+    return [(svc.name, apps[i % len(apps)], svc.port, i) for svc in s.services for i in range(svc.replicas)]
 
 
 def _in_test_net(addr: ipaddress.IPv4Address) -> bool:
     return any(addr in net for net in TEST_NETS)
 
 
-def plan_lab(s: Settings, prefix: str = "halb") -> LabPlan:
+def netns_name(prefix: str, lab_id: str, host: str) -> str:
+    return f"{prefix}-{lab_id}-{host}"
+
+
+def plan_lab(s: Settings, prefix: str = "halb", lab_id: str = "0") -> LabPlan:
     """The lab for `s`, or LabPlanError naming what keeps it from running here."""
     problems: list[str] = []
     net = s.vip.address.network
     if not any(net.subnet_of(t) for t in TEST_NETS):
         problems.append(
             f"rancher-ha-lb:vip.address: {s.vip.address} is outside the lab's TEST-NET ranges "
-            f"({', '.join(map(str, TEST_NETS))}); use the lab stack or such addresses"
+            f"({', '.join(map(str, TEST_NETS))}); the lab only uses documentation addresses"
         )
-    used = {s.vip.ip}
+    used = {s.vip.ip, net.network_address, net.broadcast_address}
     addresses: dict[str, ipaddress.IPv4Address] = {}
-    for name, host in s.hosts.items():
-        if host.address is not None:
-            if not _in_test_net(host.address) or host.address not in net:
-                problems.append(
-                    f"rancher-ha-lb:hosts.{name}.address: {host.address} must be in the VIP's "
-                    f"TEST-NET subnet {net} for the lab"
-                )
-            addresses[name] = host.address
-            used.add(host.address)
-    free = (a for a in reversed(list(net.hosts())) if a not in used)
-    for name in sorted(s.hosts):
-        if name not in addresses:
-            addresses[name] = next(free)
-            used.add(addresses[name])
-    client = next(free)
-
-    replicas = place_replicas(s)
-    seen: dict[tuple[str, int], str] = {}
-    for r in replicas:
-        key = (r.node, r.port)
-        if key in seen and seen[key] != r.service:
+    # Load-balancer hosts first: an apps host on one of their addresses is the one to blame.
+    for name, host in sorted(s.hosts.items(), key=lambda kv: (kv[1].role is not Role.LOAD_BALANCER, kv[0])):
+        if host.address is None:
+            continue
+        if not _in_test_net(host.address) or host.address not in net:
             problems.append(
-                f"rancher-ha-lb:services: {seen[key]} and {r.service} both listen on port {r.port} "
-                f"of {r.node}; give them distinct ports for the lab"
+                f"rancher-ha-lb:hosts.{name}.address: {host.address} must be in the VIP's subnet {net}, "
+                "itself a TEST-NET range, for the lab"
             )
-        seen[key] = r.service
+        elif host.address in used:
+            owner = next((n for n, a in addresses.items() if a == host.address), "the VIP")
+            problems.append(
+                f"rancher-ha-lb:hosts.{name}.address: {host.address} is also {owner}'s; "
+                "every lab host needs its own address"
+            )
+        addresses[name] = host.address
+        used.add(host.address)
+    for name in sorted(s.hosts):
+        if len(netns_name(prefix, lab_id, name)) > MAX_NETNS:
+            problems.append(f"rancher-ha-lb:hosts.{name}: too long a name for a lab network namespace")
+    placed = place_replicas(s)
+    need = sum(1 for n in s.hosts if n not in addresses) + len(placed) + 2  # + client, DNS
+    free = [a for a in reversed(list(net.hosts())) if a not in used]
+    if len(free) < need:
+        problems.append(
+            f"rancher-ha-lb:vip.address: the lab needs {need} free addresses in {net} "
+            f"(hosts without one, {len(placed)} app replicas, a client, DNS); it has {len(free)}"
+        )
     if problems:
         raise LabPlanError(problems)
-
+    pool = iter(free)
+    for name in sorted(s.hosts):
+        if name not in addresses:
+            addresses[name] = next(pool)
+    client, dns = next(pool), next(pool)
+    replicas = tuple(Replica(svc, node, port, i, next(pool)) for svc, node, port, i in placed)
     nodes = tuple(
         LabNode(
             name=name,
             role=s.hosts[name].role,
-            netns=f"{prefix}-{name}",
+            netns=netns_name(prefix, lab_id, name),
             address=addresses[name],
             port=f"p{i}",
         )
@@ -171,10 +187,13 @@ def plan_lab(s: Settings, prefix: str = "halb") -> LabPlan:
     )
     return LabPlan(
         prefix=prefix,
+        lab_id=lab_id,
         settings=s,
-        switch_netns=f"{prefix}-switch",
-        client_netns=f"{prefix}-client",
+        switch_netns=f"{prefix}-{lab_id}~switch",
+        client_netns=f"{prefix}-{lab_id}~client",
         client_address=client,
+        dns_netns=f"{prefix}-{lab_id}~dns",
+        dns_address=dns,
         nodes=nodes,
-        replicas=tuple(replicas),
+        replicas=replicas,
     )

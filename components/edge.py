@@ -1,0 +1,113 @@
+"""Edge: HAProxy and keepalived together on every `role=load-balancer` host.
+
+Creates: a ConfigMap with haproxy.cfg, a Secret with one keepalived.conf per
+node, and one host-network DaemonSet `edge` whose pod runs haproxy,
+keepalived and (with `vrrp.check.watch`) haproxy-watch side by side: the
+seed's sidekick. One pod, not two DaemonSets, because a change that touches
+both (image bump, stats port, registry) would otherwise roll them
+independently, possibly on different nodes at once: both LB hosts unhealthy
+together and the VIP gone. One DaemonSet with maxUnavailable 1 replaces the
+pair on one node at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.haproxy_cfg import HARD_STOP_AFTER_S, grace_s
+from components.k8s import checksum, edge_pod_spec, labels, one_node_at_a_time
+from components.keepalived import (
+    AUTH_PLACEHOLDER,
+    CONFIG_VOLUME,
+    RUN_VOLUME,
+    WATCH_VOLUME,
+    keepalived_container,
+    render_all,
+    watch_container,
+)
+from components.load_balancer import CONFIG_FILE, haproxy_config, haproxy_container
+from components.load_balancer import CONFIG_VOLUME as HAPROXY_CONFIG_VOLUME
+from components.settings import Settings
+
+NAME = "edge"
+HAPROXY_CONFIG = "haproxy-config"
+KEEPALIVED_CONFIG = "keepalived-config"
+
+
+@dataclass(frozen=True)
+class EdgeArgs:
+    settings: Settings
+    namespace: pulumi.Input[str]
+    haproxy_image: pulumi.Input[str]
+    keepalived_image: pulumi.Input[str]
+    auth_pass: pulumi.Input[str] | None = None
+    pull_secret: pulumi.Input[str] | None = None
+
+
+def termination_grace_s(s: Settings) -> int:
+    """HAProxy's grace (VIP leaves first) + its bounded drain + a margin to exit."""
+    return grace_s(s) + HARD_STOP_AFTER_S + 5
+
+
+class Edge(pulumi.ComponentResource):
+    """The edge DaemonSet and the configs it mounts."""
+
+    vip: str
+    nodes: list[str]
+    haproxy_config: str
+
+    def __init__(self, name: str, args: EdgeArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("rancher-ha-lb:index:Edge", name, None, opts)
+        s = args.settings
+        if (args.auth_pass is None) != (s.vrrp_auth_pass is None):
+            raise ValueError("auth_pass must be given exactly when settings.vrrp_auth_pass is set")
+        child = pulumi.ResourceOptions(parent=self)
+        self.haproxy_config = haproxy_config(s)
+        meta_labels = labels(NAME, "load-balancer")
+        config_map = k8s.core.v1.ConfigMap(
+            f"{name}-haproxy-config",
+            metadata={"name": HAPROXY_CONFIG, "namespace": args.namespace, "labels": meta_labels},
+            data={CONFIG_FILE: self.haproxy_config},
+            opts=child,
+        )
+        if args.auth_pass is None:
+            configs: pulumi.Input[dict[str, str]] = render_all(s, None)
+        else:
+            # apply on a secret stays secret: the password never leaves it in plain.
+            configs = pulumi.Output.secret(args.auth_pass).apply(lambda p: render_all(s, p))
+        shown = render_all(s, AUTH_PLACEHOLDER if args.auth_pass is not None else None)
+        secret = k8s.core.v1.Secret(
+            f"{name}-keepalived-config",
+            metadata={"name": KEEPALIVED_CONFIG, "namespace": args.namespace, "labels": meta_labels},
+            type="Opaque",
+            string_data=configs,
+            opts=child,
+        )
+        containers = [
+            haproxy_container(s, args.haproxy_image),
+            keepalived_container(s, args.keepalived_image),
+        ]
+        if s.vrrp.check.watch:
+            containers.append(watch_container(s, args.keepalived_image))
+        volumes: list[k8s.core.v1.VolumeArgsDict] = [
+            {"name": HAPROXY_CONFIG_VOLUME, "config_map": {"name": config_map.metadata.name}},
+            {"name": CONFIG_VOLUME, "secret": {"secret_name": secret.metadata.name, "default_mode": 0o400}},
+            {"name": RUN_VOLUME, "empty_dir": {"medium": "Memory", "size_limit": "8Mi"}},
+            {"name": WATCH_VOLUME, "empty_dir": {"medium": "Memory", "size_limit": "1Mi"}},
+        ]
+        pod_spec = edge_pod_spec(containers, volumes, termination_grace_s(s), s.load_balancer.tolerations)
+        if args.pull_secret is not None:
+            pod_spec["image_pull_secrets"] = [{"name": args.pull_secret}]
+        config_sum = checksum(self.haproxy_config, *sorted(shown.values()))
+        k8s.apps.v1.DaemonSet(
+            f"{name}-daemonset",
+            metadata={"name": NAME, "namespace": args.namespace, "labels": meta_labels},
+            spec=one_node_at_a_time(NAME, meta_labels, config_sum, pod_spec),
+            opts=child,
+        )
+        self.vip = str(s.vip.ip)
+        self.nodes = s.lb_nodes
+        self.register_outputs({"vip": self.vip, "nodes": self.nodes})

@@ -1,0 +1,140 @@
+"""Where a lab keeps itself: its directory, its state, its lock.
+
+`/run/halb-lab/<prefix>/` (`HALB_LAB_STATE` moves the root, `HALB_LAB_PREFIX`
+picks the prefix: tests and benchmarks use their own, so they never meet a
+developer's lab). Commands that change a lab hold `<root>/<prefix>.lock`
+(flock: a killed holder releases it), so two `up`s, or `down` during `up`,
+run one after the other instead of into each other.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from components.settings import RawConfig
+from halb.lab.base import LabError, LabInputError, Out
+
+LOCK_WAIT_S = 1200.0  # longer than a first `up`, which builds the images
+
+
+def state_root() -> Path:
+    return Path(os.environ.get("HALB_LAB_STATE", "/run/halb-lab"))
+
+
+def lab_prefix() -> str:
+    prefix = os.environ.get("HALB_LAB_PREFIX", "halb")
+    if not re.fullmatch(r"[a-z][a-z0-9]{0,9}", prefix):
+        raise LabInputError(
+            f"HALB_LAB_PREFIX={prefix!r}: use 1-10 lower-case letters/digits, starting with a letter"
+        )
+    return prefix
+
+
+def lab_dir(prefix: str) -> Path:
+    return state_root() / prefix
+
+
+def check_root_writable() -> None:
+    root = state_root()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".probe-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise LabInputError(
+            f"HALB_LAB_STATE={root}: cannot write there ({err.strerror}); point it at a writable "
+            "directory or unset it (default /run/halb-lab)"
+        ) from None
+
+
+@contextmanager
+def locked(prefix: str, out: Out, what: str) -> Iterator[None]:
+    """Hold the lab's lock; wait (bounded) for whoever holds it, saying so."""
+    check_root_writable()
+    path = state_root() / f"{prefix}.lock"
+    with path.open("a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another command"
+            out(f"waiting for {holder} to finish with lab {prefix!r}")
+            deadline = time.monotonic() + LOCK_WAIT_S
+            for _ in range(int(LOCK_WAIT_S / 0.2) + 1):
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise LabError(
+                            f"lab {prefix!r} stayed busy ({holder}) for {LOCK_WAIT_S:g} s"
+                        ) from None
+                    time.sleep(0.2)
+        f.seek(0)
+        f.truncate()
+        f.write(f"`lab {what}` (pid {os.getpid()})")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@dataclass
+class LabState:
+    """What a later command needs to find the running lab again."""
+
+    prefix: str
+    lab_id: str
+    stack: str
+    config: dict[str, str]
+    secret_keys: list[str]
+    crashed: list[str] = field(default_factory=list)
+    partitioned_at: float | None = None
+
+    def raw(self) -> RawConfig:
+        return RawConfig(self.config, frozenset(self.secret_keys))
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / f"state.json.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        os.replace(tmp, directory / "state.json")
+
+    @classmethod
+    def load(cls, directory: Path) -> LabState:
+        path = directory / "state.json"
+        try:
+            data: Any = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise LabError("no lab is up; start one with `python -m halb lab up`") from None
+        except (OSError, ValueError) as err:
+            raise LabError(
+                f"{path}: unreadable lab state ({err}); `python -m halb lab down` cleans up"
+            ) from None
+        try:
+            state = cls(**data)
+            ok = (
+                isinstance(state.config, dict)
+                and all(isinstance(k, str) and isinstance(v, str) for k, v in state.config.items())
+                and isinstance(state.secret_keys, list)
+                and isinstance(state.crashed, list)
+                and all(isinstance(x, str) for x in [state.prefix, state.lab_id, state.stack, *state.crashed])
+            )
+        except TypeError:
+            ok = False
+        if not ok:
+            raise LabError(f"{path}: not a lab state this version wrote; `python -m halb lab down` cleans up")
+        return state

@@ -1,0 +1,363 @@
+"""What ships, run as it ships: the edge pod's containers against the manifest.
+
+Each container of the rendered edge DaemonSet runs from the image the repo
+builds, with exactly the manifest's securityContext (read back from the
+kernel: /proc/<pid>/status and the mount table). The defects the cluster
+would have had (issue "The lab runs what ships", items 1-5) are shown
+fixed here, and every capability is justified by taking it away.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import running_lab, stack_raw, with_overrides
+
+from halb.lab.base import wait_until
+from halb.lab.faults import inject, lab_images
+from halb.lab.images import image_id
+from halb.lab.lab import Lab
+from halb.lab.podman import podman
+from halb.lab.podspec import parse_daemonset
+
+pytestmark = pytest.mark.netns
+
+CAP_BITS = {"NET_BIND_SERVICE": 10, "NET_BROADCAST": 11, "NET_ADMIN": 12, "NET_RAW": 13, "SETGID": 6}
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    with running_lab() as the_lab:
+        yield the_lab
+
+
+def settled(lab: Lab) -> bool:
+    states = sorted(lab.vrrp_state(n.name) for n in lab.plan.lb_nodes)
+    served = all(lab.daemon_pid(n.name, "haproxy") for n in lab.plan.lb_nodes)
+    return states == ["BACKUP", "MASTER"] and len(lab.vip_holders()) == 1 and served
+
+
+@pytest.fixture
+def healthy(lab: Lab) -> Iterator[Lab]:
+    assert wait_until(lambda: settled(lab), 45, poll=0.2), lab.status()
+    yield lab
+    inject(lab, "restore", None)
+    assert wait_until(lambda: settled(lab), 45, poll=0.2), lab.status()
+
+
+def manifest(lab: Lab) -> dict[str, Any]:
+    (ds,) = lab.pods.daemonsets()
+    return ds
+
+
+def caps_of(pid: int) -> set[str]:
+    status = Path(f"/proc/{pid}/status").read_text()
+    eff = int(re.search(r"^CapEff:\s+([0-9a-f]+)$", status, re.M).group(1), 16)  # type: ignore[union-attr]
+    names = {bit: name for name, bit in CAP_BITS.items()}
+    unknown = [bit for bit in range(64) if eff >> bit & 1 and bit not in names]
+    assert not unknown, f"pid {pid} has capabilities {unknown} no manifest gives"
+    return {names[bit] for bit in range(64) if eff >> bit & 1}
+
+
+def mounts_of(pid: int) -> dict[str, set[str]]:
+    """Mount point -> its options, in the process's own mount namespace."""
+    out = {}
+    for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines():
+        parts = line.split()
+        out[parts[4]] = set(parts[5].split(","))
+    return out
+
+
+def test_every_container_runs_the_manifests_security_context(healthy: Lab) -> None:
+    lab = healthy
+    ds = manifest(lab)
+    spec = parse_daemonset(ds)
+    raw = {c["name"]: c for c in ds["spec"]["template"]["spec"]["containers"]}
+    images = lab_images(lab)
+    for node in lab.plan.lb_nodes:
+        for c in spec.containers:
+            pid = lab.daemon_pid(node.name, c.name)
+            assert pid is not None, (node.name, c.name)
+            sc = raw[c.name]["securityContext"]
+            # Capabilities: exactly the manifest's add, everything else dropped.
+            assert caps_of(pid) == set(sc["capabilities"].get("add", [])), (node.name, c.name)
+            uids = Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split("\n")[0].split()
+            assert set(uids) == {str(sc["runAsUser"])}, (node.name, c.name)
+            assert "NoNewPrivs:\t1" in Path(f"/proc/{pid}/status").read_text()
+            mounts = mounts_of(pid)
+            assert "ro" in mounts["/"], (node.name, c.name)  # readOnlyRootFilesystem
+            for m in raw[c.name]["volumeMounts"]:
+                vol = next(v for v in ds["spec"]["template"]["spec"]["volumes"] if v["name"] == m["name"])
+                ro = m.get("readOnly", False) or "secret" in vol or "configMap" in vol
+                assert ("ro" if ro else "rw") in mounts[m["mountPath"]], (c.name, m)
+            # The image the repo builds from images/, under the manifest's name.
+            st = lab.pods.status(node.name)["containers"][c.name]
+            running = podman("inspect", "--format", "{{.Image}}", st["id"]).stdout.strip()
+            assert running == image_id(images[c.image]), (c.name, c.image)
+
+
+def test_secret_and_config_volumes_as_the_kubelet_lays_them_out(healthy: Lab) -> None:
+    lab = healthy
+    pid = lab.daemon_pid("lb-1", "keepalived")
+    conf_dir = Path(f"/proc/{pid}/root/etc/keepalived/nodes")
+    assert (conf_dir / "..data").is_symlink() and os.readlink(conf_dir / "lb-1.conf") == "..data/lb-1.conf"
+    assert (conf_dir / "lb-1.conf").stat().st_mode & 0o777 == 0o400  # the Secret's defaultMode
+    rendered = (lab.dir / "render" / "keepalived" / "lb-1.conf").read_text()
+    assert (conf_dir / "lb-1.conf").read_text() == rendered
+    watch = Path(f"/proc/{pid}/root/run/halb")
+    assert watch.stat().st_mode & 0o7777 == 0o1777  # the kubelet's Memory emptyDir: sticky
+
+
+# --- items 1-5 of the issue, each shown fixed -------------------------------------
+
+
+def test_watcher_owns_its_file_and_never_restarts(healthy: Lab) -> None:
+    """Item 2: haproxy-watch (uid 65534) can write the file keepalived tracks."""
+    lab = healthy
+    master = lab.master()
+    assert master is not None
+    before = lab.pods.status(master)["containers"]["haproxy-watch"]["restarts"]
+    inject(lab, "kill-haproxy", master)
+    pid = lab.daemon_pid(master, "keepalived")
+    assert pid is not None
+    down_file = Path(f"/proc/{pid}/root/run/halb/haproxy-down")
+    assert wait_until(lambda: down_file.read_text().strip() == "1", 2.0, poll=0.01)
+    assert down_file.stat().st_uid == 65534 and down_file.stat().st_mode & 0o777 == 0o644
+    assert wait_until(lambda: lab.vrrp_state(master) == "FAULT", 2.0, poll=0.01)
+    assert wait_until(lambda: lab.daemon_pid(master, "haproxy") is not None, 15, poll=0.1)
+    assert wait_until(lambda: down_file.read_text().strip() == "0", 5.0, poll=0.05)
+    assert lab.pods.status(master)["containers"]["haproxy-watch"]["restarts"] == before
+    log = lab.pods.log(master, "haproxy-watch").read_text()
+    assert "cannot write" not in log and "PermissionError" not in log
+
+
+def test_haproxy_death_moves_the_vip_through_the_watcher(healthy: Lab) -> None:
+    """Item 3 with `vrrp.check.watch: true`: the event, not the poll."""
+    lab = healthy
+    master = lab.master()
+    assert master is not None
+    other = next(n.name for n in lab.plan.lb_nodes if n.name != master)
+    killed = time.monotonic()
+    inject(lab, "kill-haproxy", master)
+    assert wait_until(lambda: lab.holds_vip(other) and not lab.holds_vip(master), 1.0, poll=0.01), (
+        lab.status()
+    )
+    assert time.monotonic() - killed < 1.0  # faster than one 1 s poll could be
+    assert "haproxy-watch: down (" in lab.pods.log(master, "haproxy-watch").read_text()
+
+
+def test_pod_deletion_does_not_wait_out_the_grace(healthy: Lab) -> None:
+    """Item 4: every container stops on its stop signal; none needs SIGKILL."""
+    lab = healthy
+    master = lab.master()
+    node = next(n.name for n in lab.plan.lb_nodes if n.name != master)
+    grace = parse_daemonset(manifest(lab)).grace_s
+    began = time.monotonic()
+    try:
+        lab.pods.delete(node)
+        took = time.monotonic() - began
+    finally:
+        lab.pods.start(node, lab_images(lab), lambda _: None)
+    log = (lab.dir / "logs" / f"{node}.edge.kubelet.log").read_text()
+    # HAProxy keeps serving for its `grace` (3 s), then exits; the rest at once.
+    assert took < 10 < grace, (took, log)
+    stopped = {c: float(s) for c, s in re.findall(r"kubelet\[\S+\]: (\S+): stopped after ([\d.]+) s", log)}
+    assert stopped["haproxy-watch"] < 1.0 and stopped["keepalived"] < 3.0, stopped
+    assert 3.0 <= stopped["haproxy"] < 6.0, stopped
+
+
+def test_soft_stop_moves_the_vip_before_haproxy_stops_listening(healthy: Lab) -> None:
+    """Item 5: on SIGUSR1 (the image's stop signal) HAProxy answers 503 on
+    /healthz for its `grace` while still serving, so the VIP leaves first."""
+    lab = healthy
+    master = lab.master()
+    assert master is not None
+    other = next(n.name for n in lab.plan.lb_nodes if n.name != master)
+    old_addr = str(lab.plan.node(master).address)
+    port = lab.plan.settings.load_balancer.http_port
+    probe = lab.start_probe(100_000, 0.02, 0.2, 5.0)
+    try:
+        time.sleep(1.0)
+        pid = lab.daemon_pid(master, "haproxy")
+        assert pid is not None
+        os.kill(pid, signal.SIGUSR1)
+        assert wait_until(lambda: lab.holds_vip(other), 2.0, poll=0.01), lab.status()
+        # The VIP has gone, and the old node still serves: nothing was refused
+        # while clients' ARP caches caught up.
+        from halb.lab.base import in_ns, run
+
+        curl = ["curl", "-fsS", "--max-time", "1", f"http://{old_addr}:{port}/"]
+        assert run(in_ns(lab.plan.client_netns, *curl), check=False).stdout.startswith("host=")
+        assert lab.daemon_pid(master, "haproxy") == pid  # still in its grace
+        attempts = probe.attempts(grace_s=20)
+    finally:
+        probe.stop()
+    assert "down (not 200)" in lab.pods.log(master, "haproxy-watch").read_text()
+    # At most what was in flight at the switch itself (zero: `lab handoff`).
+    failed = [a for a in attempts if not a.ok]
+    assert len(attempts) > 200 and len(failed) <= 2, failed
+
+
+def test_haproxy_health_and_metrics_are_not_on_the_vip(healthy: Lab) -> None:
+    lab = healthy
+    st = lab.plan.settings.load_balancer.stats_port
+
+    def get(addr: str) -> int:
+        from halb.lab.base import in_ns, run
+
+        cmd = [
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "1",
+            f"http://{addr}:{st}/healthz",
+        ]
+        return int(run(in_ns(lab.plan.client_netns, *cmd), check=False).stdout or 0)
+
+    master = lab.master()
+    assert master is not None
+    assert get(str(lab.plan.node(master).address)) == 200  # where the kubelet and Prometheus ask
+    assert get(str(lab.plan.vip)) == 0  # refused: nothing listens there
+
+
+# --- each capability justified by taking it away ----------------------------------
+
+
+def drop_capability(container: str, cap: str) -> Callable[[dict[str, Any]], None]:
+    def edit(doc: dict[str, Any]) -> None:
+        for c in doc["spec"]["template"]["spec"]["containers"]:
+            if c["name"] == container:
+                add = c["securityContext"]["capabilities"]["add"]
+                assert cap in add
+                add.remove(cap)
+
+    return edit
+
+
+def with_edited_pod(lab: Lab, node: str, edit: Callable[[dict[str, Any]], None]) -> None:
+    lab.pods.delete(node)
+    lab.pods.start(node, lab_images(lab), lambda _: None, edit=edit)
+
+
+def restore_pod(lab: Lab, node: str) -> None:
+    lab.pods.delete(node)
+    lab.pods.start(node, lab_images(lab), lambda _: None)
+    assert wait_until(lambda: settled(lab), 45, poll=0.2), lab.status()
+
+
+def keepalived_log(lab: Lab, node: str) -> str:
+    return lab.pods.log(node, "keepalived").read_text(errors="replace")
+
+
+def test_without_net_admin_keepalived_cannot_take_the_vip(healthy: Lab) -> None:
+    lab = healthy
+    master = lab.master()
+    node = next(n.name for n in lab.plan.lb_nodes if n.name != master)
+    with_edited_pod(lab, node, drop_capability("keepalived", "NET_ADMIN"))
+    try:
+        assert wait_until(lambda: lab.vrrp_state(node) == "BACKUP", 20, poll=0.1), lab.status()
+        inject(lab, "stop-keepalived", master)
+        assert wait_until(lambda: lab.vrrp_state(node) == "MASTER", 5, poll=0.05), lab.status()
+        time.sleep(1.0)
+        assert not lab.holds_vip(node)  # MASTER in name only: the address could not be added
+        assert "Operation not permitted" in keepalived_log(lab, node)
+    finally:
+        restore_pod(lab, node)
+
+
+def test_without_net_raw_keepalived_cannot_speak_vrrp(healthy: Lab) -> None:
+    lab = healthy
+    master = lab.master()
+    node = next(n.name for n in lab.plan.lb_nodes if n.name != master)
+    with_edited_pod(lab, node, drop_capability("keepalived", "NET_RAW"))
+    try:
+        assert wait_until(lambda: "Operation not permitted" in keepalived_log(lab, node), 20, poll=0.1)
+        inject(lab, "stop-keepalived", master)
+        time.sleep(2.0)
+        assert not lab.holds_vip(node)
+    finally:
+        restore_pod(lab, node)
+
+
+def test_without_setgid_the_health_check_never_runs(healthy: Lab) -> None:
+    """Item 1: keepalived calls setgroups() before each vrrp_script run."""
+    lab = healthy
+    master = lab.master()
+    assert master is not None
+    node = next(n.name for n in lab.plan.lb_nodes if n.name != master)
+
+    def no_setgid_no_watch(doc: dict[str, Any]) -> None:
+        drop_capability("keepalived", "SETGID")(doc)
+        spec = doc["spec"]["template"]["spec"]
+        spec["containers"] = [c for c in spec["containers"] if c["name"] != "haproxy-watch"]
+
+    with_edited_pod(lab, node, no_setgid_no_watch)
+    try:
+        assert wait_until(lambda: lab.vrrp_state(node) == "BACKUP", 20, poll=0.1), lab.status()
+        assert wait_until(lambda: "Couldn't setgroups" in keepalived_log(lab, node), 5, poll=0.1)
+        # Make it MASTER, then kill its HAProxy: the "check" keeps passing.
+        inject(lab, "stop-keepalived", master)
+        assert wait_until(lambda: lab.holds_vip(node), 5, poll=0.05)
+        inject(lab, "kill-haproxy", node)
+        time.sleep(4.0)  # several 1 s check intervals
+        assert lab.holds_vip(node) and lab.vrrp_state(node) == "MASTER"
+    finally:
+        restore_pod(lab, node)
+
+
+def test_without_net_bind_service_haproxy_cannot_bind_port_80(healthy: Lab) -> None:
+    lab = healthy
+    master = lab.master()
+    node = next(n.name for n in lab.plan.lb_nodes if n.name != master)
+    with_edited_pod(lab, node, drop_capability("haproxy", "NET_BIND_SERVICE"))
+    try:
+        log = lab.dir / "logs" / f"{node}.haproxy.1.log"
+        assert wait_until(lambda: log.exists() and "Permission denied" in log.read_text(), 20, poll=0.1)
+        assert wait_until(
+            lambda: lab.pods.status(node)["containers"]["haproxy"]["restarts"] >= 1, 20, poll=0.1
+        )
+    finally:
+        restore_pod(lab, node)
+
+
+# --- the poll alone, and multicast without NET_BROADCAST -----------------------
+
+
+def test_haproxy_death_moves_the_vip_by_the_poll_alone() -> None:
+    """Item 3 with `vrrp.check.watch: false`: the 1 s curl check must run."""
+    raw = with_overrides(stack_raw("lab"), vrrp={"check": {"watch": False}})
+    with running_lab(raw) as lab:
+        assert [c.name for c in parse_daemonset(manifest(lab)).containers] == ["haproxy", "keepalived"]
+        master = lab.master()
+        assert master is not None
+        other = next(n.name for n in lab.plan.lb_nodes if n.name != master)
+        inject(lab, "kill-haproxy", master)
+        assert wait_until(lambda: lab.holds_vip(other) and not lab.holds_vip(master), 3.0, poll=0.02)
+        assert "Couldn't setgroups" not in keepalived_log(lab, master)
+        assert re.search(r"VRRP_Script\(chk_haproxy\) failed", keepalived_log(lab, master))
+
+
+def test_multicast_vrrp_needs_no_net_broadcast() -> None:
+    raw = with_overrides(stack_raw("lab"), vrrp={"unicast": False})
+    with running_lab(raw) as lab:
+        assert "unicast_peer" not in (lab.dir / "render" / "keepalived" / "lb-1.conf").read_text()
+        master = lab.master()
+        assert master is not None
+        assert "NET_BROADCAST" not in caps_of(lab.daemon_pid(master, "keepalived") or 0)
+        other = next(n.name for n in lab.plan.lb_nodes if n.name != master)
+        inject(lab, "kill-haproxy", master)
+        assert wait_until(lambda: lab.holds_vip(other), 2.0, poll=0.02), lab.status()
+        # The client follows the GARPs (sent without NET_BROADCAST).
+        assert wait_until(lambda: lab.net.client_mac() == lab.net.mac(other), 3.0)
+        assert all(a.ok for a in lab.request(3, timeout=1.0))

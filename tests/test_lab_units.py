@@ -1,0 +1,203 @@
+"""The lab's kubelet, pod-spec reader, volumes and DNS, without root.
+
+These pin the translation from the rendered manifests to what podman runs:
+a field the lab does not honour is refused, never dropped.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import rendered
+
+from halb.lab.dns import answer
+from halb.lab.kubelet import BACKOFF_INITIAL_S, BACKOFF_MAX_S, RELIST_S, CState, Kubelet
+from halb.lab.podspec import PodSpecError, RunContext, parse_daemonset, podman_run_args
+from halb.lab.volumes import DATA, payload, write_atomic
+from halb.render import manifests
+
+
+def edge_doc() -> dict[str, Any]:
+    (doc,) = [d for d in manifests(rendered("lab")) if d["kind"] == "DaemonSet"]
+    return copy.deepcopy(doc)
+
+
+def ctx(**over: Any) -> RunContext:
+    base: dict[str, Any] = {
+        "netns": "/run/netns/x",
+        "node": "lb-1",
+        "host_ip": "192.0.2.11",
+        "pod_name": "edge-lb-1",
+        "image": "localhost/halb/img:1",
+        "volumes": {
+            "haproxy-config": "/v/h",
+            "keepalived-config": "/v/k",
+            "keepalived-run": "/v/r",
+            "watch": "/v/w",
+        },
+        "resolv_conf": "/p/resolv.conf",
+        "hosts_file": "/p/hosts",
+        "log_path": "/l/x.log",
+        "name": "c1",
+        "labels": {"halb.lab/id": "t-1"},
+    }
+    return RunContext(**{**base, **over})
+
+
+def test_the_rendered_edge_pod_is_read_whole() -> None:
+    spec = parse_daemonset(edge_doc())
+    assert [c.name for c in spec.containers] == ["haproxy", "keepalived", "haproxy-watch"]
+    assert spec.grace_s == 38 and spec.dns_policy == "ClusterFirstWithHostNet"
+    assert spec.schedules_on({"role": "load-balancer"}) and not spec.schedules_on({"role": "apps"})
+    ka = spec.container("keepalived")
+    assert ka.capabilities == {"NET_ADMIN", "NET_RAW", "SETGID"} and ka.run_as_user == 0
+    watch = spec.container("haproxy-watch")
+    assert watch.capabilities == frozenset() and watch.run_as_user == 65534 and watch.run_as_non_root
+    hap = spec.container("haproxy")
+    assert hap.readiness is not None and hap.readiness.port == 8404 and hap.readiness.period_s == 2
+    assert hap.memory_limit == 512 * 2**20
+    assert spec.volume("watch").medium == "Memory" and spec.volume("watch").size_limit == 2**20
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("spec.template.spec.containers.0.startupProbe", {"exec": {"command": ["true"]}}),
+        ("spec.template.spec.shareProcessNamespace", True),
+        ("spec.template.spec.volumes.0.hostPath", {"path": "/"}),
+        ("spec.template.spec.containers.1.securityContext.procMount", "Unmasked"),
+        ("spec.template.spec.initContainers", [{"name": "x", "image": "y"}]),
+        ("spec.template.spec.containers.2.volumeMounts.0.subPath", "x"),
+    ],
+)
+def test_a_field_the_lab_does_not_run_is_refused_with_its_path(path: str, value: Any) -> None:
+    doc = edge_doc()
+    parts = path.split(".")
+    node: Any = doc
+    for part in parts[:-1]:
+        node = node[int(part)] if part.isdigit() else node[part]
+    node[parts[-1]] = value
+    with pytest.raises(PodSpecError) as err:
+        parse_daemonset(doc)
+    assert any(parts[-1] in p and "not run by the lab" in p for p in err.value.problems), err.value.problems
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (lambda s: s.__setitem__("hostNetwork", False), "host-network pods only"),
+        (lambda s: s.__setitem__("automountServiceAccountToken", True), "no API server"),
+        (lambda s: s.__setitem__("dnsPolicy", "Default"), "dnsPolicy: Default"),
+        (lambda s: s["containers"][0]["securityContext"].__setitem__("privileged", True), "privileged"),
+        (lambda s: s["containers"][0]["ports"][0].__setitem__("hostPort", 8080), "hostPort must equal"),
+        (
+            lambda s: s["containers"][1]["env"][0]["valueFrom"]["fieldRef"].__setitem__(
+                "fieldPath", "spec.x"
+            ),
+            "fieldRef",
+        ),
+    ],
+)
+def test_values_the_lab_cannot_honour_are_refused(edit: Any, words: str) -> None:
+    doc = edge_doc()
+    edit(doc["spec"]["template"]["spec"])
+    with pytest.raises(PodSpecError) as err:
+        parse_daemonset(doc)
+    assert words in str(err.value)
+
+
+def test_a_non_root_user_with_capabilities_needs_no_new_privileges() -> None:
+    doc = edge_doc()
+    sc = doc["spec"]["template"]["spec"]["containers"][2]["securityContext"]
+    sc["capabilities"] = {"drop": ["ALL"], "add": ["NET_RAW"]}
+    parse_daemonset(doc)  # allowPrivilegeEscalation false: containerd and podman agree
+    sc["allowPrivilegeEscalation"] = True
+    with pytest.raises(PodSpecError, match="non-root user with capabilities"):
+        parse_daemonset(doc)
+
+
+def test_podman_args_carry_the_security_context_exactly() -> None:
+    spec = parse_daemonset(edge_doc())
+    ka = podman_run_args(spec.container("keepalived"), spec, ctx())
+    assert ka[ka.index("--cap-drop") + 1] == "all"
+    assert ka[ka.index("--cap-add") + 1] == "NET_ADMIN,NET_RAW,SETGID"
+    assert ka[ka.index("--user") + 1] == "0"
+    assert "--read-only" in ka and "--read-only-tmpfs=false" in ka  # no podman /run or /tmp
+    assert ka[ka.index("--security-opt") + 1] == "no-new-privileges"
+    assert ka[ka.index("--memory") + 1] == str(64 * 2**20)
+    assert "--env" in ka and "NODE_NAME=lb-1" in ka  # the downward API, resolved
+    assert "/v/k:/etc/keepalived/nodes:ro" in ka and "/v/w:/run/halb:rw" in ka
+    assert "--entrypoint" not in ka and ka[-1] == "localhost/halb/img:1"  # the image's ENTRYPOINT
+    watch = podman_run_args(spec.container("haproxy-watch"), spec, ctx())
+    assert "--cap-add" not in watch and watch[watch.index("--user") + 1] == "65534:65534"
+    entry = watch[watch.index("--entrypoint") + 1]
+    assert entry.startswith('["/usr/local/bin/haproxy-watch"')  # `command` replaces ENTRYPOINT
+    hap = podman_run_args(spec.container("haproxy"), spec, ctx())
+    assert hap[-5:] == ["haproxy", "-W", "-db", "-f", "/usr/local/etc/haproxy/haproxy.cfg"]
+    assert "HOST_IP=192.0.2.11" in hap  # status.hostIP
+    assert "--network" in hap and hap[hap.index("--network") + 1] == "ns:/run/netns/x"
+
+
+def test_runtime_default_capabilities_when_none_are_dropped() -> None:
+    doc = edge_doc()
+    doc["spec"]["template"]["spec"]["containers"][0]["securityContext"]["capabilities"] = {
+        "drop": ["NET_RAW"]
+    }
+    hap = parse_daemonset(doc).container("haproxy")
+    assert "CHOWN" in hap.capabilities and "NET_RAW" not in hap.capabilities  # containerd's set, minus drop
+
+
+def test_atomic_writer_layout_and_update(tmp_path: Path) -> None:
+    target = tmp_path / "vol"
+    write_atomic(target, {"a.conf": (b"one", 0o400), "b.conf": (b"two", 0o400)})
+    assert os.readlink(target / "a.conf") == f"{DATA}/a.conf"
+    assert (target / "a.conf").read_bytes() == b"one" and (target / "a.conf").stat().st_mode & 0o777 == 0o400
+    first = os.readlink(target / DATA)
+    write_atomic(target, {"a.conf": (b"three", 0o400)})
+    assert (target / "a.conf").read_bytes() == b"three"
+    assert not (target / "b.conf").exists() and not (target / first).exists()  # old keys and payload gone
+
+
+def test_payload_from_the_rendered_objects() -> None:
+    docs = manifests(rendered("lab"))
+    objects = {(d["kind"], d["metadata"]["name"]): d for d in docs if d["kind"] in ("Secret", "ConfigMap")}
+    spec = parse_daemonset(edge_doc())
+    files = payload(spec.volume("keepalived-config"), objects)
+    assert set(files) == {"lb-1.conf", "lb-2.conf"} and all(mode == 0o400 for _, mode in files.values())
+    assert payload(spec.volume("haproxy-config"), objects)["haproxy.cfg"][1] == 0o644
+
+
+def _query(name: str, qtype: int = 1) -> bytes:
+    q = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+    return struct.pack("!HHHHHH", 0x1234, 0x0100, 1, 0, 0, 1) + q + struct.pack("!HH", qtype, 1) + b"\0" * 11
+
+
+def test_dns_answers_a_records_and_nxdomain() -> None:
+    records = {"shop.web.svc.cluster.local": ["192.0.2.250", "192.0.2.251"]}
+    reply = answer(_query("shop.web.svc.cluster.local"), records, 5)
+    qid, flags, _, ancount = struct.unpack("!HHHH", reply[:8])
+    assert qid == 0x1234 and flags & 0xF == 0 and ancount == 2
+    assert bytes([192, 0, 2, 250]) in reply and bytes([192, 0, 2, 251]) in reply
+    assert struct.unpack("!HHHH", answer(_query("shop.web.svc.cluster.local", 28), records, 5)[:8])[3] == 0
+    assert struct.unpack("!HH", answer(_query("nope.web.svc.cluster.local"), records, 5)[:4])[1] & 0xF == 3
+    assert struct.unpack("!HH", answer(b"\x12\x34\x01", records, 5)[:4])[1] & 0xF == 1  # FORMERR
+
+
+def test_kubelet_backoff_is_the_kubelets() -> None:
+    kubelet = Kubelet.__new__(Kubelet)
+    st = CState("haproxy")
+    delays = []
+    t = 1000.0
+    for _ in range(8):
+        kubelet._schedule(st, t, ran_s=5.0)
+        delays.append(st.next_start_at - t)
+        t = st.next_start_at + 5
+    assert delays == [RELIST_S, 10, 20, 40, 80, 160, 300, 300]
+    assert BACKOFF_INITIAL_S == 10 and BACKOFF_MAX_S == 300
+    kubelet._schedule(st, t, ran_s=600.0)  # ran ten minutes: starts over
+    assert st.next_start_at - t == RELIST_S
