@@ -32,11 +32,10 @@ hosts = HostLabels(
     HostLabelsArgs({n: h.role for n, h in s.hosts.items()}, cluster.node_command),
     in_cluster,
 )
-apps = [
-    AppService(f"app-{svc.name}", AppServiceArgs(svc, cluster.apps_namespace), in_cluster)
-    for svc in s.services
-]
-GlobalLoadBalancer("lb", GlobalLoadBalancerArgs(s, cluster.edge_namespace), in_cluster)
+# Pods schedule by the role label: workloads go in once every host has it.
+apps_namespace, edge_namespace = hosts.after(cluster.apps_namespace), hosts.after(cluster.edge_namespace)
+apps = [AppService(f"app-{svc.name}", AppServiceArgs(svc, apps_namespace), in_cluster) for svc in s.services]
+GlobalLoadBalancer("lb", GlobalLoadBalancerArgs(s, edge_namespace), in_cluster)
 image = KeepalivedImage(
     "keepalived-image",
     KeepalivedImageArgs(
@@ -50,7 +49,7 @@ image = KeepalivedImage(
 )
 vrrp = Keepalived(
     "keepalived",
-    KeepalivedArgs(s, cluster.edge_namespace, image.image_ref, secret(s.vrrp_auth_pass), image.pull_secret),
+    KeepalivedArgs(s, edge_namespace, image.image_ref, secret(s.vrrp_auth_pass), image.pull_secret),
     in_cluster,
 )
 
