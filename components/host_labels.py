@@ -2,8 +2,8 @@
 
 Creates: per listed node, a read of the Node (the run stops if it is not in
 the cluster under that name) and a server-side-apply NodePatch setting
-`role=<role>`. Outputs each host's registration command, for hosts not yet
-in the cluster.
+`role=<role>`. Outputs the registration command per role, for hosts not
+yet in the cluster.
 """
 
 from __future__ import annotations
@@ -26,23 +26,26 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class HostLabelsArgs:
-    """Node name -> role, and Rancher's registration command to extend per host."""
+    """Node name -> role, and Rancher's registration command to extend per role."""
 
     roles: Mapping[str, Role]
     node_command: pulumi.Input[str]
 
 
-def registration_command(node_command: str, node: str, role: Role) -> str:
-    """The cluster's node command, registering the host as a worker, under the
-    stack's node name (not whatever its hostname says), with its role label."""
+def registration_command(node_command: str, role: Role) -> str:
+    """The cluster's node command, registering the host as a worker with its role label.
+
+    Per role, not per host: a host the cluster lacks stops the run, so the
+    commands a run exports serve the hosts added after it.
+    """
     command = node_command.rstrip()
     if WORKER not in command.split():
         command += f" {WORKER}"
-    return f"{command} --node-name {node} --label {ROLE_LABEL}={role.value}"
+    return f"{command} --label {ROLE_LABEL}={role.value}"
 
 
 class HostLabels(pulumi.ComponentResource):
-    """Labels registered nodes `role=<role>`; exposes per-host registration commands."""
+    """Labels registered nodes `role=<role>`; exposes per-role registration commands."""
 
     node_names: dict[Role, list[str]]
     registration_commands: pulumi.Output[dict[str, str]]
@@ -70,9 +73,7 @@ class HostLabels(pulumi.ComponentResource):
         # The command embeds a registration token: it stays a secret.
         self.registration_commands = pulumi.Output.secret(
             pulumi.Output.from_input(args.node_command).apply(
-                lambda cmd: {
-                    node: registration_command(cmd, node, role) for node, role in sorted(args.roles.items())
-                }
+                lambda cmd: {role.value: registration_command(cmd, role) for role in Role}
             )
         )
         self.register_outputs({"registration_commands": self.registration_commands})

@@ -222,10 +222,16 @@ class Rancher:
             self.patch_managers[resource] = (name, manager)
 
     def delete_patch(self, resource: str) -> None:
-        """Deleting a NodePatch relinquishes its fields; the Node stays."""
+        """Deleting a NodePatch relinquishes its fields, the Node stays.
+
+        The relinquish is itself an apply (of the bare name): on a Node
+        deleted meanwhile it creates a ghost, like any apply.
+        """
         name, manager = self.patch_managers.pop(resource)
-        if name in self.nodes:
-            self.nodes[name].relinquish(manager)
+        if name not in self.nodes:
+            self.nodes[name] = Node(name, ghost=True)
+            self.created.append(f"Node/{name}")
+        self.nodes[name].relinquish(manager)
 
 
 def _generated_kubeconfig(server: str, name: str, token: str) -> str:

@@ -43,7 +43,7 @@ def test_app_service_exposes_its_service_name() -> pulumi.Output[None]:
 
 
 @pulumi.runtime.test
-async def test_registration_commands_are_secret_per_host_as_workers() -> None:
+async def test_registration_commands_are_secret_and_register_workers_with_their_role() -> None:
     hosts = HostLabels(
         "hosts", HostLabelsArgs({"lb-1": Role.LOAD_BALANCER, "app-1": Role.APPS}, "register --token T")
     )
@@ -51,16 +51,14 @@ async def test_registration_commands_are_secret_per_host_as_workers() -> None:
     # The command carries a registration token.
     assert await hosts.registration_commands.is_secret()
     assert await hosts.registration_commands.future() == {
-        "lb-1": "register --token T --worker --node-name lb-1 --label role=load-balancer",
-        "app-1": "register --token T --worker --node-name app-1 --label role=apps",
+        "load-balancer": "register --token T --worker --label role=load-balancer",
+        "apps": "register --token T --worker --label role=apps",
     }
 
 
 def test_registration_command_keeps_a_worker_flag_rancher_already_gave() -> None:
-    assert registration_command("register --worker ", "a", Role.APPS) == (
-        "register --worker --node-name a --label role=apps"
-    )
-    assert registration_command("register --workers-x", "a", Role.APPS).count("--worker ") == 1
+    assert registration_command("register --worker ", Role.APPS) == "register --worker --label role=apps"
+    assert registration_command("register --workers-x", Role.APPS).count("--worker ") == 1
 
 
 @pulumi.runtime.test

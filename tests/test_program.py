@@ -9,7 +9,7 @@ import pytest
 import yaml
 from conftest import STACKS, rendered, settings_of, stack_raw, with_overrides
 
-from components.settings import SettingsError, parse_settings
+from components.settings import RawConfig, SettingsError, parse_settings
 from halb.mockcluster import CLUSTER_ID, NODE_COMMAND, PROJECT_OWNER, ApiError, Rancher
 from halb.mockrun import FAKE_DIGEST, Recorded, Run, run_program, stack_rancher
 
@@ -266,8 +266,8 @@ def test_exports() -> None:
     assert run.exports["appsNodes"] == ["app-1", "app-2"]
     assert run.exports["services"] == ["shop", "api"]
     cmds = run.exports["registrationCommands"]
-    assert cmds["lb-1"].endswith(" --node-name lb-1 --label role=load-balancer")
-    assert cmds["app-2"].endswith(" --node-name app-2 --label role=apps")
+    assert cmds["load-balancer"].endswith(" --worker --label role=load-balancer")
+    assert cmds["apps"].endswith(" --worker --label role=apps")
 
 
 # What a real `pulumi up` meets (issue 11): the mocks answer like Rancher and
@@ -283,6 +283,13 @@ def prod_rancher(**nodes: dict[str, str]) -> Rancher:
     for name, labels in nodes.items():
         rancher.register(name.replace("_", "-"), labels)
     return rancher
+
+
+def prod_without(host: str) -> RawConfig:
+    """The prod stack with one host taken out of `hosts`."""
+    hosts = settings_of("prod").model_dump(mode="json", by_alias=True, exclude_none=True)["hosts"]
+    del hosts[host]
+    return with_overrides(stack_raw("prod"), hosts=hosts)
 
 
 PROD_HOSTS: dict[str, dict[str, str]] = {"lb_1": {}, "lb_2": {}, "app_1": {}, "app_2": {}}
@@ -325,9 +332,7 @@ def test_removing_a_host_keeps_the_role_it_registered_with() -> None:
     )
     run_program(stack_raw("prod"), "prod", rancher)
     assert rancher.nodes["app-2"].owners["role"] == {"kubelet", "pulumi-kubernetes-hosts-app-2"}
-    hosts = settings_of("prod").model_dump(mode="json", by_alias=True, exclude_none=True)["hosts"]
-    del hosts["app-2"]
-    run_program(with_overrides(stack_raw("prod"), hosts=hosts), "prod", rancher)
+    run_program(prod_without("app-2"), "prod", rancher)
     assert rancher.nodes["app-2"].labels == {"role": "apps"}
     assert rancher.nodes["app-2"].owners == {"role": {"kubelet"}}
 
@@ -336,9 +341,7 @@ def test_removing_a_host_takes_off_the_label_only_we_set() -> None:
     rancher = prod_rancher(**PROD_HOSTS)
     run_program(stack_raw("prod"), "prod", rancher)
     assert rancher.nodes["app-2"].labels == {"role": "apps"}
-    hosts = settings_of("prod").model_dump(mode="json", by_alias=True, exclude_none=True)["hosts"]
-    del hosts["app-2"]
-    run_program(with_overrides(stack_raw("prod"), hosts=hosts), "prod", rancher)
+    run_program(prod_without("app-2"), "prod", rancher)
     assert rancher.nodes["app-2"].labels == {}
     assert rancher.nodes["lb-1"].labels == {"role": "load-balancer"}
 
@@ -393,14 +396,13 @@ def test_token_from_the_environment_reaches_both_providers() -> None:
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_registration_commands_register_workers_under_the_stacks_node_names(stack: str) -> None:
-    s, run = settings_of(stack), rendered(stack)
-    cmds = run.exports["registrationCommands"]
-    assert set(cmds) == set(s.hosts)
-    for node, host in s.hosts.items():
-        # Rancher's system-agent install.sh fatals without a role ("You must
-        # select at least one role"); the UI adds --worker, so do we.
-        assert cmds[node] == f"{NODE_COMMAND} --worker --node-name {node} --label role={host.role.value}"
+def test_registration_commands_register_workers_with_their_role(stack: str) -> None:
+    cmds = rendered(stack).exports["registrationCommands"]
+    # Rancher's system-agent install.sh stops without a role ("You must
+    # select at least one role"); the UI adds --worker, so do we.
+    assert cmds == {
+        role: f"{NODE_COMMAND} --worker --label role={role}" for role in ("load-balancer", "apps")
+    }
 
 
 def test_one_replica_is_refused_with_the_reason() -> None:
@@ -430,3 +432,13 @@ def test_workloads_wait_for_every_host_label(stack: str) -> None:
     assert len(patches) == len(settings_of(stack).hosts)
     for r in run.of_type(DS) + run.of_type(DEPLOY):
         assert patches <= set(r.dependencies), r.name
+
+
+def test_removing_a_host_after_its_node_is_gone_recreates_it_as_the_readme_warns() -> None:
+    # pulumi-kubernetes relinquishes a deleted Patch's fields with an apply of
+    # the bare object, which creates it again: remove hosts from the stack first.
+    rancher = prod_rancher(**PROD_HOSTS)
+    run_program(stack_raw("prod"), "prod", rancher)
+    del rancher.nodes["app-2"]
+    run_program(prod_without("app-2"), "prod", rancher)
+    assert rancher.nodes["app-2"].ghost and rancher.nodes["app-2"].labels == {}
