@@ -138,6 +138,10 @@ class ClusterAccess(pulumi.ComponentResource):
                     args.api_url, found.id, args.cluster_name, t, args.ca_certs, args.insecure
                 )
             ),
+            # The cluster's identity: a new Rancher URL, CA or token is an
+            # update, not a replacement of every Kubernetes resource (which
+            # pulumi-kubernetes plans when the kubeconfig's cluster entry changes).
+            cluster_identifier=found.id,
             # Server-side apply: NodePatch needs it, and field ownership keeps
             # us from fighting Rancher's own writes.
             enable_server_side_apply=True,

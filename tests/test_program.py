@@ -367,6 +367,7 @@ def test_kubeconfig_is_rancher_proxy_to_the_looked_up_cluster_with_the_stacks_to
     assert cfg["clusters"][0]["cluster"]["server"] == f"https://rancher.example.com/k8s/clusters/{CLUSTER_ID}"
     assert cfg["users"][0]["user"] == {"token": "token-abc:xyz"}
     assert cfg["current-context"] == "prod"
+    assert k8s.inputs["clusterIdentifier"] == CLUSTER_ID
 
 
 def test_token_that_is_not_cluster_owner_stops_before_anything_naming_cluster_and_role() -> None:
