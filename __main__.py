@@ -31,10 +31,9 @@ hosts = HostLabels(
     HostLabelsArgs({n: h.role for n, h in s.hosts.items()}, cluster.node_command),
     in_cluster,
 )
-apps = [
-    AppService(f"app-{svc.name}", AppServiceArgs(svc, cluster.apps_namespace), in_cluster)
-    for svc in s.services
-]
+# Pods schedule by the role label: workloads go in once every host has it.
+apps_namespace, edge_namespace = hosts.after(cluster.apps_namespace), hosts.after(cluster.edge_namespace)
+apps = [AppService(f"app-{svc.name}", AppServiceArgs(svc, apps_namespace), in_cluster) for svc in s.services]
 images = EdgeImages(
     "images",
     EdgeImagesArgs(
@@ -52,7 +51,7 @@ edge = Edge(
     "edge",
     EdgeArgs(
         s,
-        cluster.edge_namespace,
+        edge_namespace,
         images.haproxy_ref,
         images.keepalived_ref,
         secret(s.vrrp_auth_pass),

@@ -2,7 +2,7 @@
 
 Creates: a Deployment (required node affinity role=apps, preferred spread
 over hosts: the seed's "should not have service X"), a headless Service so
-HAProxy resolves every pod, and a PodDisruptionBudget (minAvailable 1).
+HAProxy resolves every pod, and a PodDisruptionBudget (maxUnavailable 1).
 """
 
 from __future__ import annotations
@@ -125,7 +125,14 @@ class AppService(pulumi.ComponentResource):
         k8s.policy.v1.PodDisruptionBudget(
             f"{name}-pdb",
             metadata={"name": svc.name, "namespace": args.namespace, "labels": meta_labels},
-            spec={"min_available": 1, "selector": {"match_labels": match}},
+            # One pod at a time whatever the replica count, and a pod that is
+            # not ready never holds a drain (IfHealthyBudget would keep two
+            # crash-looping replicas from ever being evicted).
+            spec={
+                "max_unavailable": 1,
+                "unhealthy_pod_eviction_policy": "AlwaysAllow",
+                "selector": {"match_labels": match},
+            },
             opts=child,
         )
         self.service_name = service.metadata.apply(lambda m: m.name or svc.name)

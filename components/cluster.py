@@ -1,12 +1,15 @@
 """ClusterAccess: the Rancher side and the way into the cluster.
 
-Creates: a rancher2 Provider, the cluster lookup, a Kubernetes Provider from
-the cluster's kubeconfig, a Rancher Project, and two namespaces in it (apps,
-edge) with Pod Security labels.
+Creates: a rancher2 Provider, the cluster lookup (stops the run when the
+token may not manage the cluster), a Kubernetes Provider through Rancher's
+proxy with the stack's own token, a Rancher Project, and two namespaces in
+it (apps, edge) with Pod Security labels.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 from dataclasses import dataclass
 
 import pulumi
@@ -18,6 +21,65 @@ from components.k8s import PART_OF
 PSA = "pod-security.kubernetes.io"
 
 
+def required_access(cluster: str) -> str:
+    """What `pulumi up` needs from the token, in one sentence."""
+    return (
+        f"`pulumi up` needs the API token (no scope) of a user who is Cluster Owner of cluster "
+        f"{cluster!r} or a Rancher administrator: it creates a project, labels nodes and sets the "
+        "namespaces' Pod Security labels, which Rancher's webhook allows only with the `updatepsa` "
+        "verb on projects (Cluster Owner has it, Project Owner does not)"
+    )
+
+
+def node_command_of(cluster: str, found: rancher2.GetClusterResult) -> str:
+    """The cluster's node registration command, or RunError naming cluster and role.
+
+    getCluster swallows Forbidden: a token that may not manage the cluster gets
+    no registration token (among the built-in roles only Cluster Owner may read
+    it) instead of an error, and an id-less result when the cluster read itself
+    is refused. Everything after the lookup would then fail half-way, the
+    namespaces with the webhook's bare denial: stop here instead.
+    """
+    token = found.cluster_registration_token
+    command = token.node_command if token is not None else None
+    if not found.id or found.id == "-" or not command:
+        raise pulumi.RunError(
+            f"rancher-ha-lb:cluster: Rancher gave no registration token for cluster {cluster!r} "
+            "to the token in rancher2:tokenKey, so that token may not manage it. " + required_access(cluster)
+        )
+    return command
+
+
+def rancher_kubeconfig(
+    api_url: str, cluster_id: str, cluster: str, token: str, ca_certs: str | None, insecure: bool
+) -> str:
+    """A kubeconfig for Rancher's proxy to the cluster (`/k8s/clusters/<id>`), as Rancher
+    writes one (pkg/kubeconfig), with the stack's own token.
+
+    Not getCluster's `kubeConfig`: generating it mints a new API token on
+    every preview, up and refresh (a data source caches nothing), and it is ""
+    for a disconnected cluster behind an authorized endpoint, which
+    pulumi-kubernetes would read as "use ~/.kube/config", some other cluster.
+    """
+    base = api_url.rstrip("/").removesuffix("/v3")
+    server: dict[str, str | bool] = {"server": f"{base}/k8s/clusters/{cluster_id}"}
+    if ca_certs:
+        server["certificate-authority-data"] = base64.b64encode(ca_certs.encode()).decode()
+    if insecure:
+        server["insecure-skip-tls-verify"] = True
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": cluster, "cluster": server}],
+            "users": [{"name": cluster, "user": {"token": token}}],
+            "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": cluster}}],
+            "current-context": cluster,
+        },
+        indent=2,
+    )
+
+
 @dataclass(frozen=True)
 class ClusterAccessArgs:
     """Which Rancher, which cluster, and the namespaces to make there."""
@@ -27,8 +89,8 @@ class ClusterAccessArgs:
     project_name: str
     apps_namespace: str
     edge_namespace: str
-    # None: the provider falls back to RANCHER_TOKEN_KEY in the environment.
-    token_key: pulumi.Input[str] | None = None
+    # Also the kubeconfig's token (Rancher's proxy takes API tokens).
+    token_key: pulumi.Input[str] | None
     insecure: bool = False
     ca_certs: str | None = None
 
@@ -49,21 +111,37 @@ class ClusterAccess(pulumi.ComponentResource):
         self, name: str, args: ClusterAccessArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("rancher-ha-lb:index:ClusterAccess", name, None, opts)
+        if args.token_key is None:
+            raise ValueError("token_key is required: the cluster's kubeconfig carries it")
+        token = pulumi.Output.secret(args.token_key)
         rancher = rancher2.Provider(
             f"{name}-rancher",
             api_url=args.api_url,
-            token_key=pulumi.Output.secret(args.token_key) if args.token_key is not None else None,
+            token_key=token,
             insecure=args.insecure,
             ca_certs=args.ca_certs,
             opts=pulumi.ResourceOptions(parent=self),
         )
-        cluster = rancher2.get_cluster_output(
+        # A plain invoke, so a refused lookup stops the run before any other
+        # resource is registered (and it runs in preview, too).
+        found = rancher2.get_cluster(
             name=args.cluster_name,
-            opts=pulumi.InvokeOutputOptions(parent=self, provider=rancher),
+            generate_kube_config=False,
+            opts=pulumi.InvokeOptions(parent=self, provider=rancher),
         )
+        node_command = node_command_of(args.cluster_name, found)
         self.k8s_provider = k8s.Provider(
             f"{name}-k8s",
-            kubeconfig=pulumi.Output.secret(cluster.kube_config),
+            # Secret: derived from the secret token.
+            kubeconfig=token.apply(
+                lambda t: rancher_kubeconfig(
+                    args.api_url, found.id, args.cluster_name, t, args.ca_certs, args.insecure
+                )
+            ),
+            # The cluster's identity: a new Rancher URL, CA or token is an
+            # update, not a replacement of every Kubernetes resource (which
+            # pulumi-kubernetes plans when the kubeconfig's cluster entry changes).
+            cluster_identifier=found.id,
             # Server-side apply: NodePatch needs it, and field ownership keeps
             # us from fighting Rancher's own writes.
             enable_server_side_apply=True,
@@ -72,7 +150,7 @@ class ClusterAccess(pulumi.ComponentResource):
         project = rancher2.Project(
             f"{name}-project",
             name=args.project_name,
-            cluster_id=cluster.id,
+            cluster_id=found.id,
             description="rancher-ha-lb: highly available web entry point",
             labels={"app.kubernetes.io/part-of": PART_OF},
             opts=pulumi.ResourceOptions(parent=self, provider=rancher),
@@ -112,12 +190,13 @@ class ClusterAccess(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, provider=rancher),
         )
         self.rancher_provider = rancher
-        self.cluster_id = cluster.id
+        self.cluster_id = pulumi.Output.from_input(found.id)
         self.project_id = project.id
         self.apps_namespace = apps_ns.name
         self.edge_namespace = edge_ns.name
         self.edge_namespace_id = edge_ns.id
-        self.node_command = pulumi.Output.secret(cluster.cluster_registration_token.node_command)
+        # It embeds the cluster's registration token.
+        self.node_command = pulumi.Output.secret(node_command)
         self.register_outputs(
             {
                 "cluster_id": self.cluster_id,

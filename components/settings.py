@@ -181,13 +181,24 @@ class Resources(_Model):
     memory_limit: str = Field("256Mi", alias="memoryLimit")
 
 
+def _replicas(value: int) -> int:
+    if not 2 <= value <= 1000:
+        raise _fail(
+            "range",
+            "{value} is not in 2..1000 (every service runs on 2+ hosts: with one replica, "
+            "each restart or node drain is an outage)",
+            value=value,
+        )
+    return value
+
+
 class Service(_Model):
     """One app service behind the load balancer."""
 
     name: DnsLabel
     image: Annotated[str, Field(min_length=1)]
     port: Port
-    replicas: Annotated[Int, _in_range(1, 1000)] = 2
+    replicas: Annotated[Int, AfterValidator(_replicas)] = 2
     hostnames: tuple[DnsName, ...] = ()
     health_path: Annotated[str, Field(pattern=r"^/\S*$")] = Field("/", alias="healthPath")
     env: dict[str, str] = {}

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
 import pulumi
 from pulumi.runtime import config as runtime_config
 from pydantic import SecretStr
 
 from components.settings import PROJECT, RANCHER, RawConfig, Settings, SettingsError, parse_settings
+
+# The rancher2 provider's fallback for `rancher2:tokenKey`; the program needs
+# the same token for the cluster's kubeconfig.
+TOKEN_ENV = "RANCHER_TOKEN_KEY"
+TOKEN_KEY = f"{RANCHER}:tokenKey"
 
 
 def raw_from_engine() -> RawConfig:
@@ -15,13 +22,25 @@ def raw_from_engine() -> RawConfig:
     values = {k: str(v) for k, v in merged.items() if k.split(":", 1)[0] in (PROJECT, RANCHER)}
     secret = {k for k in values if runtime_config.is_config_secret(k)}
     secret |= set(runtime_config.get_config_secret_keys_env()) & set(values)
+    if TOKEN_KEY not in values and os.environ.get(TOKEN_ENV):
+        values[TOKEN_KEY] = os.environ[TOKEN_ENV]
+        secret.add(TOKEN_KEY)
     return RawConfig(values, frozenset(secret))
 
 
 def load_settings() -> Settings:
     """Settings for this stack; bad config stops the run before any resource."""
     try:
-        return parse_settings(raw_from_engine())
+        settings = parse_settings(raw_from_engine())
+        if settings.rancher.token_key is None:
+            raise SettingsError(
+                [
+                    f"{TOKEN_KEY}: not set (set it with `pulumi config set --secret {TOKEN_KEY} "
+                    f"token-...` or export {TOKEN_ENV}; the program builds the cluster's kubeconfig "
+                    "from it)"
+                ]
+            )
+        return settings
     except SettingsError as err:
         for problem in err.problems:
             pulumi.log.error(problem)

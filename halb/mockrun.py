@@ -1,16 +1,23 @@
-"""Run `__main__.py` under recording Pulumi mocks.
+"""Run `__main__.py` under recording Pulumi mocks that behave like Rancher and Kubernetes.
 
 Used by the offline render and by the tests alike, so what the tests assert
 on is exactly what `render` writes. Each resource is recorded with its
 inputs (wire form: camelCase, secrets unwrapped and flagged), parent,
-provider and dependencies.
+provider and dependencies. The mocks answer from a `halb.mockcluster.Rancher`
+(by default: the stack's cluster with every listed host registered), which
+refuses, creates and mints where the real APIs do; one `Rancher` passed to
+several runs is one cluster across several `pulumi up`s.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import runpy
 import sys
 import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +29,9 @@ from pulumi.runtime.settings import SETTINGS, get_root_resource, set_root_resour
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from components.settings import PROJECT, RawConfig
+from components.settings import PROJECT, RawConfig, SettingsError, parse_settings
+from components.stack_config import TOKEN_ENV
+from halb.mockcluster import ENV_TOKEN, Rancher
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIN = ROOT / "__main__.py"
@@ -30,11 +39,8 @@ MAIN = ROOT / "__main__.py"
 SECRET_SIG = rpc._special_sig_key
 SECRET_VALUE = rpc._special_secret_sig
 FAKE_DIGEST = "sha256:" + "0" * 64
-CLUSTER_ID = "c-m-mock0001"
-NODE_COMMAND = (
-    "curl -fL https://rancher.example.invalid/system-agent-install.sh | sudo sh -s - "
-    "--server https://rancher.example.invalid --token MOCKTOKEN --ca-checksum 0"
-)
+NODE = "kubernetes:core/v1:Node"
+PATCH = NODE + "Patch"
 
 
 @dataclass
@@ -57,6 +63,9 @@ class Run:
     resources: list[Recorded]
     exports: dict[str, Any]
     secret_exports: set[str]
+    # Resources read, not managed (`Node.get`): never applied, not rendered.
+    reads: list[Recorded]
+    rancher: Rancher
 
     def of_type(self, typ: str) -> list[Recorded]:
         return [r for r in self.resources if r.type == typ]
@@ -86,29 +95,45 @@ def _plain(value: Any, path: str, secrets: list[str]) -> Any:
 
 
 class RecordingMocks(Mocks):
-    """Echo inputs as outputs, plus what a provider would compute."""
+    """Answer like Rancher and Kubernetes would (`halb.mockcluster`): echo the inputs
+    as outputs plus what a provider computes; refuse, create or mint where they do."""
+
+    def __init__(self, rancher: Rancher | None = None) -> None:
+        self.rancher = rancher if rancher is not None else Rancher.with_nodes("mock", ())
 
     def new_resource(self, args: MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        inputs = _plain(args.inputs, "", [])
         outputs = dict(args.inputs)
-        if args.typ == "docker:index/image:Image":
-            repo = str(args.inputs.get("imageName", "image")).rsplit(":", 1)[0]
+        if args.resource_id and args.typ == NODE:  # a read (Node.get)
+            return args.resource_id, self.rancher.read_node(args.resource_id)
+        if args.typ == "pulumi:providers:rancher2":
+            self.rancher.configure(
+                inputs.get("apiUrl", ""), inputs.get("tokenKey") or os.environ.get(TOKEN_ENV)
+            )
+        elif args.typ == "pulumi:providers:kubernetes":
+            self.rancher.connect(inputs.get("kubeconfig"))
+        elif args.typ == PATCH:
+            meta = inputs.get("metadata", {})
+            self.rancher.patch_node(
+                args.name, meta["name"], meta.get("labels", {}), meta.get("annotations", {})
+            )
+        elif args.typ == "rancher2:index/project:Project":
+            self.rancher.create_project(inputs["name"])
+            return f"{self.rancher.cluster_id}:{args.name}", outputs
+        elif args.typ == "rancher2:index/namespace:Namespace":
+            self.rancher.create_namespace(inputs["name"], inputs.get("labels", {}))
+            return f"{self.rancher.cluster_id}:{args.name}", outputs
+        elif args.typ == "docker:index/image:Image":
+            repo = str(inputs.get("imageName", "image")).rsplit(":", 1)[0]
             outputs["repoDigest"] = f"{repo}@{FAKE_DIGEST}"
-            outputs["baseImageName"] = args.inputs.get("imageName")
-        if args.typ in ("rancher2:index/project:Project", "rancher2:index/namespace:Namespace"):
-            return f"{CLUSTER_ID}:{args.name}", outputs
+            outputs["baseImageName"] = inputs.get("imageName")
         return f"{args.name}_id", outputs
 
     def call(self, args: MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
         if args.token == "rancher2:index/getCluster:getCluster":
-            cluster = {
-                "id": CLUSTER_ID,
-                "name": args.args.get("name"),
-                "kubeConfig": "apiVersion: v1\nkind: Config\nclusters: []\n",
-                "defaultProjectId": f"{CLUSTER_ID}:p-default",
-                "systemProjectId": f"{CLUSTER_ID}:p-system",
-                "clusterRegistrationToken": {"nodeCommand": NODE_COMMAND, "command": ""},
-            }
-            return cluster, []
+            # The schema's default is true: only an explicit false stops the minting.
+            generate = args.args.get("generateKubeConfig") is not False
+            return self.rancher.get_cluster(str(args.args.get("name")), generate), []
         # An empty list, not None: the mock monitor iterates the failures.
         return {}, []
 
@@ -121,37 +146,86 @@ class RecordingMonitor(MockMonitor):
         self.recorded: list[Recorded] = []
         self._lock = threading.Lock()
 
+        self.reads: list[Recorded] = []
+        self._lock = threading.Lock()
+
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC name)
         response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
+        self._record(self.recorded, request, request.object, response.urn, list(request.dependencies))
+        return response
+
+    def ReadResource(self, request: Any) -> Any:  # noqa: N802 (gRPC name)
+        response = super().ReadResource(request)  # type: ignore[no-untyped-call]
+        self._record(self.reads, request, request.properties, response.urn, list(request.dependencies))
+        return response
+
+    def _record(self, into: list[Recorded], request: Any, props: Any, urn: str, deps: list[str]) -> None:
         secrets: list[str] = []
-        inputs = _plain(rpc.deserialize_properties(request.object), "", secrets)
+        inputs = _plain(rpc.deserialize_properties(props), "", secrets)
         with self._lock:
-            self.recorded.append(
+            into.append(
                 Recorded(
                     type=request.type,
                     name=request.name,
-                    urn=response.urn,
+                    urn=urn,
                     parent=request.parent or None,
-                    custom=bool(request.custom),
+                    custom=bool(getattr(request, "custom", True)),
                     provider=request.provider or None,
-                    dependencies=list(request.dependencies),
+                    dependencies=deps,
                     inputs=inputs,
                     secret_paths=secrets,
                 )
             )
-        return response
 
 
-def run_program(raw: RawConfig, stack: str) -> Run:
-    """Run the real program under mocks with `raw` as the stack's config."""
+def stack_rancher(raw: RawConfig) -> Rancher:
+    """The stack's cluster with every listed host registered (unlabelled), as render assumes."""
+    try:
+        s = parse_settings(raw)
+    except SettingsError:
+        return Rancher.with_nodes("", ())  # the program stops before it asks
+    return Rancher.with_nodes(s.cluster, s.hosts)
+
+
+@contextmanager
+def _environment(env: Mapping[str, str]) -> Iterator[None]:
+    """The operator's environment for one run, as far as the program and providers read it."""
+    saved = os.environ.get(TOKEN_ENV)
+    os.environ.pop(TOKEN_ENV, None)
+    os.environ.update({k: v for k, v in env.items() if k == TOKEN_ENV})
+    try:
+        yield
+    finally:
+        os.environ.pop(TOKEN_ENV, None)
+        if saved is not None:
+            os.environ[TOKEN_ENV] = saved
+
+
+def run_program(
+    raw: RawConfig,
+    stack: str,
+    rancher: Rancher | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Run:
+    """Run the real program under mocks with `raw` as the stack's config.
+
+    `rancher`: the server and cluster it meets (default: `stack_rancher`);
+    passed again, the next run sees what this one left, and resources this
+    run no longer declares are deleted as the engine would. `env`: the
+    operator's environment (default: a `RANCHER_TOKEN_KEY`, since a stack
+    file never holds the token in plain).
+    """
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    mocks = RecordingMocks()
+    rancher = rancher if rancher is not None else stack_rancher(raw)
+    mocks = RecordingMocks(rancher)
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_all_config(dict(raw.values), sorted(raw.secret_keys))
     set_root_resource(None)  # type: ignore[arg-type]  # a fresh Stack per run
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
     SETTINGS.rpc_manager.clear()
+    with SETTINGS.lock:
+        SETTINGS.outputs.clear()
     exports: dict[str, Any] = {}
     secret_exports: set[str] = set()
 
@@ -164,5 +238,35 @@ def run_program(raw: RawConfig, stack: str) -> Run:
             if await out.is_secret():
                 secret_exports.add(key)
 
-    _sync_await(run_pulumi_func(program))
-    return Run(list(monitor.recorded), exports, secret_exports)
+    with _environment({TOKEN_ENV: ENV_TOKEN} if env is None else env):
+        try:
+            _sync_await(run_pulumi_func(program))
+        except BaseException:
+            _settle_rpcs()
+            raise
+    run = Run(list(monitor.recorded), exports, secret_exports, list(monitor.reads), rancher)
+    _delete_vanished(rancher, run)
+    return run
+
+
+def _settle_rpcs() -> None:
+    """Let a failed run's RPCs in flight finish: a real process exits, here the next run would meet them."""
+    rpcs = SETTINGS.rpc_manager.rpcs
+
+    async def settle() -> None:
+        while rpcs:
+            pending = list(rpcs)
+            rpcs.clear()
+            await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), timeout=30)
+
+    _sync_await(settle())
+    SETTINGS.rpc_manager.clear()
+    with SETTINGS.lock:
+        SETTINGS.outputs.clear()  # settled or failed: awaited again, they would fail the next run
+
+
+def _delete_vanished(rancher: Rancher, run: Run) -> None:
+    """The engine deletes what the last run declared and this one does not."""
+    declared = {r.name for r in run.of_type(PATCH)}
+    for name in sorted(set(rancher.patch_managers) - declared):
+        rancher.delete_patch(name)

@@ -189,7 +189,7 @@ CASES = [
     ),
     Case("empty services", setting("services", []), [f"{P}services: must not be empty"]),
     Case("port 0", nested(SVC, [0, "port"], 0), [f"{P}services[0].port: 0 is not in 1..65535"]),
-    Case("replicas 0", nested(SVC, [0, "replicas"], 0), [f"{P}services[0].replicas: 0 is not in 1..1000"]),
+    Case("replicas 1", nested(SVC, [0, "replicas"], 1), [f"{P}services[0].replicas: 1 is not in 2..1000"]),
     Case(
         "bad hostname",
         nested(SVC, [0, "hostnames"], ["Shop.Example.com"]),

@@ -15,15 +15,16 @@ from conftest import settings_of
 
 from components.app_service import AppService, AppServiceArgs
 from components.edge import Edge, EdgeArgs
-from components.host_labels import HostLabels, HostLabelsArgs
+from components.host_labels import HostLabels, HostLabelsArgs, registration_command
 from components.image import IMAGES, EdgeImages, EdgeImagesArgs, ImageSource
 from components.settings import Registry, Role
+from halb.mockcluster import Rancher
 from halb.mockrun import FAKE_DIGEST, RecordingMocks
 
 
 @pytest.fixture(autouse=True)
 def mocks() -> Iterator[RecordingMocks]:
-    m = RecordingMocks()
+    m = RecordingMocks(Rancher.with_nodes("test", ["lb-1", "app-1"]))
     pulumi.runtime.set_mocks(m, project="rancher-ha-lb", stack="test", preview=False)
     yield m
 
@@ -41,7 +42,7 @@ def test_app_service_exposes_its_service_name() -> pulumi.Output[None]:
 
 
 @pulumi.runtime.test
-async def test_registration_commands_are_secret_and_labelled() -> None:
+async def test_registration_commands_are_secret_and_register_workers_with_their_role() -> None:
     hosts = HostLabels(
         "hosts", HostLabelsArgs({"lb-1": Role.LOAD_BALANCER, "app-1": Role.APPS}, "register --token T")
     )
@@ -49,8 +50,8 @@ async def test_registration_commands_are_secret_and_labelled() -> None:
     # The command carries a registration token.
     assert await hosts.registration_commands.is_secret()
     assert await hosts.registration_commands.future() == {
-        "load-balancer": "register --token T --label role=load-balancer",
-        "apps": "register --token T --label role=apps",
+        "load-balancer": "register --token T --worker --label role=load-balancer",
+        "apps": "register --token T --worker --label role=apps",
     }
 
 
@@ -60,6 +61,25 @@ def haproxy_src(build: bool) -> ImageSource:
 
 def keepalived_src(build: bool) -> ImageSource:
     return ImageSource("reg.example.com/edge/keepalived:1", build, IMAGES / "keepalived")
+
+
+def test_registration_command_keeps_a_worker_flag_rancher_already_gave() -> None:
+    assert registration_command("register --worker ", Role.APPS) == "register --worker --label role=apps"
+    assert registration_command("register --workers-x", Role.APPS).count("--worker ") == 1
+
+
+@pulumi.runtime.test
+async def test_labels_land_on_registered_nodes_and_values_wait_for_them(mocks: RecordingMocks) -> None:
+    hosts = HostLabels("hosts", HostLabelsArgs({"lb-1": Role.LOAD_BALANCER, "app-1": Role.APPS}, "x"))
+    namespace = hosts.after(pulumi.Output.from_input("web"))
+    assert await namespace.future() == "web"
+    # What is built from it depends on every patch.
+    assert {await r.urn.future() for r in await namespace.resources()} >= {
+        "urn:pulumi:test::rancher-ha-lb::rancher-ha-lb:index:HostLabels$kubernetes:core/v1:NodePatch::hosts-lb-1",
+        "urn:pulumi:test::rancher-ha-lb::rancher-ha-lb:index:HostLabels$kubernetes:core/v1:NodePatch::hosts-app-1",
+    }
+    assert mocks.rancher.nodes["lb-1"].labels == {"role": "load-balancer"}
+    assert mocks.rancher.nodes["app-1"].labels == {"role": "apps"}
 
 
 @pulumi.runtime.test

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import pulumi
 import pytest
+import yaml
 from conftest import STACKS, lab_value, rendered, settings_of, stack_raw, with_overrides
 
 from components.k8s import checksum
-from halb.mockrun import FAKE_DIGEST, Recorded, Run, run_program
+from components.settings import RawConfig, SettingsError, parse_settings
+from halb.mockcluster import CLUSTER_ID, NODE_COMMAND, PROJECT_OWNER, ApiError, Rancher
+from halb.mockrun import FAKE_DIGEST, Recorded, Run, run_program, stack_rancher
 
 DS = "kubernetes:apps/v1:DaemonSet"
 DEPLOY = "kubernetes:apps/v1:Deployment"
@@ -175,7 +179,7 @@ def test_headless_services_and_pdbs(stack: str) -> None:
     for svc in s.services:
         assert services[svc.name]["spec"]["clusterIP"] == "None"
         assert services[svc.name]["spec"]["ports"][0]["port"] == svc.port
-        assert pdbs[svc.name]["spec"]["minAvailable"] == 1
+        assert pdbs[svc.name]["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == svc.name
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -300,5 +304,180 @@ def test_exports() -> None:
     assert run.exports["appsNodes"] == ["app-1", "app-2"]
     assert run.exports["services"] == ["shop", "api"]
     cmds = run.exports["registrationCommands"]
-    assert cmds["load-balancer"].endswith(" --label role=load-balancer")
-    assert cmds["apps"].endswith(" --label role=apps")
+    assert cmds["load-balancer"].endswith(" --worker --label role=load-balancer")
+    assert cmds["apps"].endswith(" --worker --label role=apps")
+
+
+# What a real `pulumi up` meets (issue 11): the mocks answer like Rancher and
+# Kubernetes (halb/mockcluster.py); one `Rancher` across runs is one cluster.
+
+PATCH = "kubernetes:core/v1:NodePatch"
+PDB = "kubernetes:policy/v1:PodDisruptionBudget"
+
+
+def prod_rancher(**nodes: dict[str, str]) -> Rancher:
+    """The prod cluster with these hosts registered, with these labels."""
+    rancher = Rancher.with_nodes("prod", ())
+    for name, labels in nodes.items():
+        rancher.register(name.replace("_", "-"), labels)
+    return rancher
+
+
+def prod_without(host: str) -> RawConfig:
+    """The prod stack with one host taken out of `hosts`."""
+    hosts = settings_of("prod").model_dump(mode="json", by_alias=True, exclude_none=True)["hosts"]
+    del hosts[host]
+    return with_overrides(stack_raw("prod"), hosts=hosts)
+
+
+PROD_HOSTS: dict[str, dict[str, str]] = {"lb_1": {}, "lb_2": {}, "app_1": {}, "app_2": {}}
+
+
+@pytest.mark.parametrize("registered", ["lb-2.example.com", None], ids=["fqdn", "not-yet"])
+def test_a_host_not_in_the_cluster_stops_the_run_and_no_ghost_node_is_made(registered: str | None) -> None:
+    rancher = prod_rancher(**{k: v for k, v in PROD_HOSTS.items() if k != "lb_2"})
+    if registered:
+        rancher.register(registered)
+    with pytest.raises(ApiError, match="resource 'lb-2' does not exist"):
+        run_program(stack_raw("prod"), "prod", rancher)
+    assert "lb-2" not in rancher.nodes
+    assert not any(n.ghost for n in rancher.nodes.values())
+
+
+def test_patches_wait_for_the_read_of_their_node() -> None:
+    run = rendered("prod")
+    reads = {r.name: r for r in run.reads}
+    for patch in run.of_type(PATCH):
+        node = patch.inputs["metadata"]["name"]
+        assert reads[f"{patch.name}-registered"].urn in patch.dependencies, node
+        assert "pulumi.com/patchForce" not in patch.inputs["metadata"].get("annotations", {}), node
+
+
+def test_a_host_registered_with_another_role_is_refused_not_taken_over() -> None:
+    rancher = prod_rancher(**{**PROD_HOSTS, "app_2": {"role": "load-balancer"}})
+    with pytest.raises(ApiError, match=r'conflict with "kubelet": \.metadata\.labels\.role'):
+        run_program(stack_raw("prod"), "prod", rancher)
+    assert rancher.nodes["app-2"].labels == {"role": "load-balancer"}
+    assert rancher.nodes["app-2"].owners == {"role": {"kubelet"}}
+
+
+def test_removing_a_host_keeps_the_role_it_registered_with() -> None:
+    rancher = prod_rancher(
+        lb_1={"role": "load-balancer"},
+        lb_2={"role": "load-balancer"},
+        app_1={"role": "apps"},
+        app_2={"role": "apps"},
+    )
+    run_program(stack_raw("prod"), "prod", rancher)
+    assert rancher.nodes["app-2"].owners["role"] == {"kubelet", "pulumi-kubernetes-hosts-app-2"}
+    run_program(prod_without("app-2"), "prod", rancher)
+    assert rancher.nodes["app-2"].labels == {"role": "apps"}
+    assert rancher.nodes["app-2"].owners == {"role": {"kubelet"}}
+
+
+def test_removing_a_host_takes_off_the_label_only_we_set() -> None:
+    rancher = prod_rancher(**PROD_HOSTS)
+    run_program(stack_raw("prod"), "prod", rancher)
+    assert rancher.nodes["app-2"].labels == {"role": "apps"}
+    run_program(prod_without("app-2"), "prod", rancher)
+    assert rancher.nodes["app-2"].labels == {}
+    assert rancher.nodes["lb-1"].labels == {"role": "load-balancer"}
+
+
+def test_a_second_run_changes_no_input_and_mints_no_token() -> None:
+    rancher = stack_rancher(stack_raw("prod"))
+    first = run_program(stack_raw("prod"), "prod", rancher)
+    second = run_program(stack_raw("prod"), "prod", rancher)
+    assert {r.urn: r.inputs for r in second.resources} == {r.urn: r.inputs for r in first.resources}
+    assert rancher.minted == []
+
+
+def test_kubeconfig_is_rancher_proxy_to_the_looked_up_cluster_with_the_stacks_token() -> None:
+    # Authorized cluster endpoint on and the cluster disconnected: getCluster's
+    # kubeconfig is "", which pulumi-kubernetes would read as "use ~/.kube/config".
+    rancher = stack_rancher(stack_raw("prod"))
+    rancher.kubeconfig_available = False
+    raw = with_overrides(stack_raw("prod"), secret=True, **{"rancher2:tokenKey": "token-abc:xyz"})
+    run = run_program(raw, "prod", rancher)
+    k8s = run.named("cluster-k8s")
+    assert "kubeconfig" in k8s.secret_paths
+    cfg = yaml.safe_load(k8s.inputs["kubeconfig"])
+    assert cfg["clusters"][0]["cluster"]["server"] == f"https://rancher.example.com/k8s/clusters/{CLUSTER_ID}"
+    assert cfg["users"][0]["user"] == {"token": "token-abc:xyz"}
+    assert cfg["current-context"] == "prod"
+    assert k8s.inputs["clusterIdentifier"] == CLUSTER_ID
+
+
+def test_token_that_is_not_cluster_owner_stops_before_anything_naming_cluster_and_role() -> None:
+    rancher = stack_rancher(stack_raw("prod"))
+    rancher.access = PROJECT_OWNER
+    rancher.kubeconfig_available = False  # getCluster gives kubeConfig ""
+    with pytest.raises(pulumi.RunError) as err:
+        run_program(stack_raw("prod"), "prod", rancher)
+    msg = str(err.value)
+    assert "cluster 'prod'" in msg and "Cluster Owner" in msg and "updatepsa" in msg
+    assert "admission webhook" not in msg
+    assert rancher.created == []
+    assert all(n.labels == {} for n in rancher.nodes.values())
+
+
+def test_no_token_anywhere_stops_naming_the_key(caplog: pytest.LogCaptureFixture) -> None:
+    with pytest.raises(pulumi.RunError, match="1 problem"):
+        run_program(stack_raw("prod"), "prod", env={})
+    assert "rancher2:tokenKey: not set" in caplog.text
+
+
+def test_token_from_the_environment_reaches_both_providers() -> None:
+    run = run_program(stack_raw("prod"), "prod", env={"RANCHER_TOKEN_KEY": "token-env:secret"})
+    assert run.named("cluster-rancher").inputs["tokenKey"] == "token-env:secret"
+    assert "tokenKey" in run.named("cluster-rancher").secret_paths
+    assert "token-env:secret" in run.named("cluster-k8s").inputs["kubeconfig"]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_registration_commands_register_workers_with_their_role(stack: str) -> None:
+    cmds = rendered(stack).exports["registrationCommands"]
+    # Rancher's system-agent install.sh stops without a role ("You must
+    # select at least one role"); the UI adds --worker, so do we.
+    assert cmds == {
+        role: f"{NODE_COMMAND} --worker --label role={role}" for role in ("load-balancer", "apps")
+    }
+
+
+def test_one_replica_is_refused_with_the_reason() -> None:
+    services = [
+        {"name": "shop", "image": "x:1", "port": 80, "replicas": 1},
+        {"name": "api", "image": "y:1", "port": 81},
+    ]
+    raw = with_overrides(stack_raw("prod"), services=services)
+    with pytest.raises(SettingsError) as err:
+        parse_settings(raw)
+    (problem,) = err.value.problems
+    assert problem.startswith("rancher-ha-lb:services[0].replicas: 1 is not in 2..1000")
+    assert "drain" in problem
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_pdbs_let_a_drain_evict_one_pod_at_a_time(stack: str) -> None:
+    for pdb in rendered(stack).of_type(PDB):
+        assert pdb.inputs["spec"]["maxUnavailable"] == 1, pdb.name
+        assert "minAvailable" not in pdb.inputs["spec"], pdb.name
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_workloads_wait_for_every_host_label(stack: str) -> None:
+    run = rendered(stack)
+    patches = {r.urn for r in run.of_type(PATCH)}
+    assert len(patches) == len(settings_of(stack).hosts)
+    for r in run.of_type(DS) + run.of_type(DEPLOY):
+        assert patches <= set(r.dependencies), r.name
+
+
+def test_removing_a_host_after_its_node_is_gone_recreates_it_as_the_readme_warns() -> None:
+    # pulumi-kubernetes relinquishes a deleted Patch's fields with an apply of
+    # the bare object, which creates it again: remove hosts from the stack first.
+    rancher = prod_rancher(**PROD_HOSTS)
+    run_program(stack_raw("prod"), "prod", rancher)
+    del rancher.nodes["app-2"]
+    run_program(prod_without("app-2"), "prod", rancher)
+    assert rancher.nodes["app-2"].ghost and rancher.nodes["app-2"].labels == {}

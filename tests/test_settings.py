@@ -129,9 +129,9 @@ def test_port_not_a_number() -> None:
     assert msg == "rancher-ha-lb:services[0].port: 'http' is not a whole number"
 
 
-def test_replicas_at_least_one() -> None:
-    msg = one(services=[{**SERVICES[0], "replicas": 0}, SERVICES[1]])
-    assert msg == "rancher-ha-lb:services[0].replicas: 0 is not in 1..1000"
+def test_replicas_at_least_two() -> None:
+    msg = one(services=[{**SERVICES[0], "replicas": 1}, SERVICES[1]])
+    assert msg.startswith("rancher-ha-lb:services[0].replicas: 1 is not in 2..1000 (")
 
 
 def test_empty_services() -> None:
