@@ -8,6 +8,7 @@ from components.host_labels import HostLabels, HostLabelsArgs
 from components.image import KeepalivedImage, KeepalivedImageArgs
 from components.keepalived import Keepalived, KeepalivedArgs
 from components.load_balancer import GlobalLoadBalancer, GlobalLoadBalancerArgs
+from components.monitoring import Monitoring, MonitoringArgs
 from components.settings import Role
 from components.stack_config import load_settings, secret
 
@@ -53,6 +54,8 @@ vrrp = Keepalived(
     KeepalivedArgs(s, cluster.edge_namespace, image.image_ref, secret(s.vrrp_auth_pass), image.pull_secret),
     in_cluster,
 )
+if s.monitoring.enabled:
+    Monitoring("monitoring", MonitoringArgs(s, cluster.edge_namespace), in_cluster)
 
 pulumi.export("vip", vrrp.vip)
 pulumi.export("appsNamespace", cluster.apps_namespace)
