@@ -534,3 +534,17 @@ def test_durations_follow_the_scrape_interval() -> None:
     rules = {r["alert"]: r for g in alert_rules(fast) for r in g["rules"]}
     assert rules["HalbVipMultipleHolders"]["for"] == "2s" and rules["HalbVrrpFault"]["for"] == "4s"
     assert "[2m]" in rules["HalbVipFailover"]["expr"] and "for" not in rules["HalbVipFailover"]
+
+
+def test_keepalived_writes_its_events_to_the_exporters_fifo() -> None:
+    from components.keepalived_conf import render_keepalived_conf
+
+    conf = render_keepalived_conf(settings_of("lab"), "lb-1")
+    # Order matters: a fifo before script_user takes the default user, which does not exist.
+    assert (
+        "    script_user root\n"
+        "    vrrp_notify_fifo /run/halb/vrrp-notify.fifo\n"
+        "    fifo_write_vrrp_states_on_reload\n"
+        "    umask 0133\n"
+    ) in conf
+    assert conf.index("global_defs {") < conf.index("vrrp_notify_fifo") < conf.index("\n}\n")
