@@ -117,6 +117,29 @@ def scrape_jobs(s: Settings) -> dict[str, int]:
     }
 
 
+def prometheus_config(s: Settings, addresses: dict[str, str], rule_files: list[str]) -> dict[str, Any]:
+    """A plain Prometheus config scraping what the PodMonitors scrape, with the
+    labels the rules rely on (job as the operator names it, `node`), for a
+    Prometheus without the operator: the local lab's. `addresses`: LB node ->
+    its address."""
+    interval = s.monitoring.scrape_interval
+    return {
+        "global": {"scrape_interval": interval, "evaluation_interval": interval},
+        "rule_files": rule_files,
+        "scrape_configs": [
+            {
+                "job_name": name,
+                "metrics_path": "/metrics",
+                "static_configs": [
+                    {"targets": [f"{addr}:{port}"], "labels": {"node": node}}
+                    for node, addr in sorted(addresses.items())
+                ],
+            }
+            for name, port in scrape_jobs(s).items()
+        ],
+    }
+
+
 def pod_monitor_spec(s: Settings, port_name: str) -> dict[str, Any]:
     return {
         "selector": {"matchLabels": selector(EDGE)},

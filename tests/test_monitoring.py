@@ -548,3 +548,25 @@ def test_keepalived_writes_its_events_to_the_exporters_fifo() -> None:
         "    umask 0133\n"
     ) in conf
     assert conf.index("global_defs {") < conf.index("vrrp_notify_fifo") < conf.index("\n}\n")
+
+
+def test_a_plain_prometheus_config_for_the_lab(tmp_path: Path) -> None:
+    """Same jobs and `node` labels as the PodMonitors give; promtool accepts it with the rules."""
+    from components.monitoring import prometheus_config
+
+    s = settings_of("lab")
+    (tmp_path / "rules.yaml").write_text(rules_file(s))
+    cfg = prometheus_config(s, {n: str(s.address(n)) for n in s.lb_nodes}, ["rules.yaml"])
+    jobs = {c["job_name"]: c["static_configs"] for c in cfg["scrape_configs"]}
+    assert set(jobs) == set(scrape_jobs(s))
+    assert jobs[job(s, "halb-vrrp")] == [
+        {"targets": ["192.0.2.11:9165"], "labels": {"node": "lb-1"}},
+        {"targets": ["192.0.2.12:9165"], "labels": {"node": "lb-2"}},
+    ]
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(cfg))
+    result = subprocess.run(
+        [promtool(), "check", "config", str(path)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 9 rules found" in result.stdout
