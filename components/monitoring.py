@@ -8,7 +8,8 @@ port, the exporter on `vrrp-metrics`), a PrometheusRule with the tier's
 alerts, and a dashboard ConfigMap labelled `grafana_dashboard: "1"` in
 `monitoring.dashboardsNamespace`. The rules and the dashboard are pure
 functions of the settings, so promtool and the lab's Prometheus judge
-exactly what the cluster gets.
+exactly what the cluster gets (`rules_file`, and `prometheus_config` for a
+Prometheus without the operator: same jobs, same `node` label).
 """
 
 from __future__ import annotations
@@ -202,7 +203,8 @@ def alert_rules(s: Settings) -> list[dict[str, Any]]:
             vip_for,
             "critical",
             f"No load-balancer host holds the VIP {s.vip.ip}",
-            f"No host has {s.vip.ip} on {s.vip.interface}: clients of every service get no answer.",
+            f"No host has {s.vip.ip} on {s.vip.interface}: clients of every service get no answer "
+            "(or the holder's exporter does not answer: then HalbEdgeHostsMissing fires too).",
             "Check the edge pods (`kubectl -n "
             + s.edge_ns
             + " get pods -o wide`) and keepalived's log in each; look for HalbVrrpFault, "
