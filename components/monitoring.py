@@ -463,32 +463,25 @@ class Monitoring(pulumi.ComponentResource):
         super().__init__("rancher-ha-lb:index:Monitoring", name, None, opts)
         s, mon = args.settings, args.settings.monitoring
         child = pulumi.ResourceOptions(parent=self)
-        for monitor, port in ((HAPROXY_MONITOR, HAPROXY_PORT_NAME), (VRRP_MONITOR, EXPORTER_PORT_NAME)):
+
+        def operator_object(kind: str, obj_name: str, spec: dict[str, Any]) -> None:
             k8s.apiextensions.CustomResource(
-                f"{name}-{monitor}",
+                f"{name}-{obj_name}",
                 api_version=MONITORING_API,
-                kind="PodMonitor",
+                kind=kind,
                 metadata={
-                    "name": monitor,
+                    "name": obj_name,
                     "namespace": args.namespace,
-                    "labels": {**labels(monitor, "monitoring"), **mon.labels},
+                    "labels": {**labels(obj_name, "monitoring"), **mon.labels},
                 },
-                spec=pod_monitor_spec(s, port),
+                spec=spec,
                 opts=child,
             )
+
+        for monitor, port in ((HAPROXY_MONITOR, HAPROXY_PORT_NAME), (VRRP_MONITOR, EXPORTER_PORT_NAME)):
+            operator_object("PodMonitor", monitor, pod_monitor_spec(s, port))
         self.rule_name = RULE_NAME
-        k8s.apiextensions.CustomResource(
-            f"{name}-rules",
-            api_version=MONITORING_API,
-            kind="PrometheusRule",
-            metadata={
-                "name": RULE_NAME,
-                "namespace": args.namespace,
-                "labels": {**labels(RULE_NAME, "monitoring"), **mon.labels},
-            },
-            spec={"groups": alert_rules(s)},
-            opts=child,
-        )
+        operator_object("PrometheusRule", RULE_NAME, {"groups": alert_rules(s)})
         self.dashboard_name = f"rancher-ha-lb-{s.edge_ns}"
         k8s.core.v1.ConfigMap(
             f"{name}-dashboard",

@@ -14,19 +14,19 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from conftest import ROOT, require_root_tools, settings_of
-from prometheus_client.parser import text_string_to_metric_families
 from test_monitoring import all_exprs, haproxy_metric_names
+from test_vrrp_exporter import Samples, parse
 
 from components.haproxy_cfg import StaticBackend, StaticServer, render_haproxy_cfg
 from components.keepalived_conf import NOTIFY_FIFO, WATCH_FILE, render_keepalived_conf
 from components.monitoring import exporter_args
+from halb.lab.lab import wait_until as lab_wait_until
 
 pytestmark = pytest.mark.netns
 
@@ -47,7 +47,6 @@ NOBODY = [
     "-all",
 ]
 LABELS = {"iname": "VI_51", "interface": "eth0", "vrid": "51"}
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -55,20 +54,7 @@ def run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 def wait_until(cond: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return cond()
-
-
-def parse(text: str) -> Samples:
-    out = {}
-    for family in text_string_to_metric_families(text):  # type: ignore[no-untyped-call]
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
+    return lab_wait_until(cond, timeout, poll=0.05)
 
 
 class Host:

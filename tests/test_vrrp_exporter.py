@@ -28,6 +28,8 @@ from conftest import ROOT
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from halb.lab.lab import wait_until
+
 SCRIPT = ROOT / "images" / "keepalived" / "vrrp-exporter"
 KEEPALIVED_FLAGS = os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW
 
@@ -45,11 +47,18 @@ def load_exporter() -> ModuleType:
 ve = load_exporter()
 
 
-def samples(exporter: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def samples(exporter: Any) -> Samples:
     """/metrics as the HTTP handler would serve it, parsed back."""
     registry = CollectorRegistry()
     registry.register(exporter)
-    text = generate_latest(registry).decode()
+    return parse(generate_latest(registry).decode())
+
+
+def parse(text: str) -> Samples:
+    """Exposition text -> {(name, sorted labels): value}."""
     out = {}
     for family in text_string_to_metric_families(text):  # type: ignore[no-untyped-call]
         for s in family.samples:
@@ -62,12 +71,7 @@ def value(exporter: Any, name: str, **labels: str) -> float | None:
 
 
 def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
+    return wait_until(cond, timeout, poll=0.02)
 
 
 class Running:
