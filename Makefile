@@ -5,7 +5,8 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-stamp
-APT_PACKAGES := keepalived haproxy curl iproute2 procps nftables python3 python3-venv podman runc debootstrap
+APT_PACKAGES := keepalived haproxy curl iproute2 procps nftables python3 python3-venv \
+	podman runc debootstrap python3-prometheus-client prometheus
 OUT ?= out
 
 .PHONY: all demo test lint unit render bench system-deps deps clean
@@ -14,7 +15,8 @@ all: test
 
 system-deps:
 	@missing=""; \
-	for bin in keepalived haproxy curl ip pgrep nft python3 podman runc debootstrap; do command -v $$bin >/dev/null || missing=1; done; \
+	for bin in keepalived haproxy curl ip pgrep nft python3 podman runc debootstrap promtool; do command -v $$bin >/dev/null || missing=1; done; \
+	/usr/bin/python3 -c 'import prometheus_client' 2>/dev/null || missing=1; \
 	python3 -c 'import venv, ensurepip' 2>/dev/null || missing=1; \
 	if [ -n "$$missing" ]; then \
 	  echo "==> installing $(APT_PACKAGES) (apt)"; \

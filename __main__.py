@@ -7,6 +7,7 @@ from components.cluster import ClusterAccess, ClusterAccessArgs
 from components.edge import Edge, EdgeArgs
 from components.host_labels import HostLabels, HostLabelsArgs
 from components.image import IMAGES, EdgeImages, EdgeImagesArgs, ImageSource
+from components.monitoring import Monitoring, MonitoringArgs
 from components.settings import Role
 from components.stack_config import load_settings, secret
 
@@ -59,6 +60,8 @@ edge = Edge(
     ),
     in_cluster,
 )
+if s.monitoring.enabled:
+    Monitoring("monitoring", MonitoringArgs(s, cluster.edge_namespace), in_cluster)
 
 pulumi.export("vip", edge.vip)
 pulumi.export("appsNamespace", cluster.apps_namespace)

@@ -2,7 +2,8 @@
 
 Creates: a ConfigMap with haproxy.cfg, a Secret with one keepalived.conf per
 node, and one host-network DaemonSet `edge` whose pod runs haproxy,
-keepalived and (with `vrrp.check.watch`) haproxy-watch side by side: the
+keepalived, (with `vrrp.check.watch`) haproxy-watch and the vrrp-exporter
+side by side: the
 seed's sidekick. One pod, not two DaemonSets, because a change that touches
 both (image bump, stats port, registry) would otherwise roll them
 independently, possibly on different nodes at once: both LB hosts unhealthy
@@ -30,6 +31,7 @@ from components.keepalived import (
 )
 from components.load_balancer import CONFIG_FILE, haproxy_config, haproxy_container
 from components.load_balancer import CONFIG_VOLUME as HAPROXY_CONFIG_VOLUME
+from components.monitoring import exporter_container
 from components.settings import Settings
 
 NAME = "edge"
@@ -92,6 +94,7 @@ class Edge(pulumi.ComponentResource):
         ]
         if s.vrrp.check.watch:
             containers.append(watch_container(s, args.keepalived_image))
+        containers.append(exporter_container(s, args.keepalived_image))
         volumes: list[k8s.core.v1.VolumeArgsDict] = [
             {"name": HAPROXY_CONFIG_VOLUME, "config_map": {"name": config_map.metadata.name}},
             {"name": CONFIG_VOLUME, "secret": {"secret_name": secret.metadata.name, "default_mode": 0o400}},

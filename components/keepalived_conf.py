@@ -16,6 +16,9 @@ WATCH_NAME = "haproxy_down"
 # Shared with the haproxy-watch sidecar (an emptyDir in the pod).
 WATCH_DIR = "/run/halb"
 WATCH_FILE = f"{WATCH_DIR}/haproxy-down"
+# keepalived writes `INSTANCE "VI_1" MASTER 200` here on every state change;
+# the vrrp-exporter sidecar reads it (images/keepalived/vrrp-exporter).
+NOTIFY_FIFO = f"{WATCH_DIR}/vrrp-notify.fifo"
 # One fixed binary with arguments: keepalived execs it without a shell.
 CURL = "/usr/bin/curl"
 
@@ -54,6 +57,14 @@ def render_keepalived_conf(s: Settings, node: str, auth_pass: str | None = None)
         # an unprivileged user that does not exist in a minimal image).
         "    enable_script_security",
         "    script_user root",
+        # After script_user: a fifo without an owner takes the default script
+        # user, and that lookup ('keepalived_script') fails in a minimal image.
+        f"    vrrp_notify_fifo {NOTIFY_FIFO}",
+        # A reload re-announces BACKUP/FAULT states (2.2.7: not MASTER's).
+        "    fifo_write_vrrp_states_on_reload",
+        # keepalived's default umask 0177 would create the fifo root-only 0600;
+        # the exporter (uid 65534) must be able to read one keepalived created.
+        "    umask 0133",
         # Tell switches and clients quickly and repeatedly who holds the VIP.
         "    vrrp_garp_master_delay 1",
         "    vrrp_garp_master_repeat 3",

@@ -41,6 +41,13 @@ _DNS_NAME = re.compile(r"^(\*\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)*[a-z0-9]
 # Linux IFNAMSIZ is 16 including the NUL; '/', ':' and whitespace are refused.
 _IFNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,15}$")
 _K8S_NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+# Prometheus durations as prometheus-operator and rule files take them: 1h30m, 15s, 500ms.
+_PROM_DURATION = re.compile(
+    r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$"
+)
+_DURATION_UNITS = (365 * 86400, 7 * 86400, 86400, 3600, 60, 1, 0.001)
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 
 
 class SettingsError(Exception):
@@ -102,10 +109,56 @@ def _ifname(value: str) -> str:
     return value
 
 
+def duration_seconds(text: str) -> float:
+    """Seconds in a Prometheus duration ('1m30s' -> 90); ValueError if it is not one."""
+    m = _PROM_DURATION.match(text)
+    if not text or m is None:
+        raise ValueError(f"{text!r} is not a Prometheus duration")
+    return sum(int(g) * unit for g, unit in zip(m.groups(), _DURATION_UNITS, strict=True) if g)
+
+
+def _duration(value: str) -> str:
+    try:
+        seconds = duration_seconds(value)
+    except ValueError:
+        seconds = 0
+    if seconds <= 0:
+        raise _fail(
+            "duration",
+            "{value!r} is not a positive Prometheus duration (e.g. 15s, 10m, 1h30m)",
+            value=value,
+        )
+    return value
+
+
+def _label_key(value: str) -> str:
+    prefix, _, name = value.rpartition("/")
+    if not _LABEL_NAME.match(name) or (prefix and (len(prefix) > 253 or not _DNS_NAME.match(prefix))):
+        raise _fail(
+            "label",
+            "{value!r} is not a Kubernetes label key ([prefix/]name, name up to 63 of A-Z a-z 0-9 - _ .)",
+            value=value,
+        )
+    return value
+
+
+def _label_value(value: str) -> str:
+    if not _LABEL_VALUE.match(value):
+        raise _fail(
+            "label",
+            "{value!r} is not a Kubernetes label value (up to 63 of A-Z a-z 0-9 - _ ., alphanumeric ends)",
+            value=value,
+        )
+    return value
+
+
 Int = Annotated[int, BeforeValidator(_strict_int)]
 Port = Annotated[Int, _in_range(1, 65535)]
 DnsLabel = Annotated[str, AfterValidator(_dns_label)]
 DnsName = Annotated[str, AfterValidator(_dns_name)]
+Duration = Annotated[str, AfterValidator(_duration)]
+LabelKey = Annotated[str, AfterValidator(_label_key)]
+LabelValue = Annotated[str, AfterValidator(_label_value)]
 
 
 class Role(StrEnum):
@@ -170,6 +223,9 @@ class Vrrp(_Model):
     unicast: bool = True
     garp_refresh: Annotated[Int, _in_range(0, 86400)] = Field(60, alias="garpRefresh")
     check: Check = Check()
+    # The VRRP exporter beside keepalived (images/keepalived/vrrp-exporter);
+    # 9165 is the port keepalived exporters customarily use.
+    metrics_port: Port = Field(9165, alias="metricsPort")
 
 
 class Resources(_Model):
@@ -241,6 +297,23 @@ class KeepalivedImage(_Model):
     resources: Resources = Resources(cpu="20m", memory="32Mi", memory_limit="64Mi")
 
 
+class Monitoring(_Model):
+    """Rancher Monitoring (prometheus-operator) objects for the edge tier.
+
+    Rancher Monitoring's Prometheus selects PodMonitors and PrometheusRules in
+    every namespace, and its Grafana loads ConfigMaps labelled
+    `grafana_dashboard: "1"` from `cattle-dashboards`; `labels` is for a
+    Prometheus that selects by label (kube-prometheus-stack's `release: ...`).
+    """
+
+    enabled: bool = False
+    scrape_interval: Duration = Field("15s", alias="scrapeInterval")
+    # "A failover happened" stays firing this long after a host became MASTER.
+    failover_window: Duration = Field("10m", alias="failoverWindow")
+    dashboards_namespace: DnsLabel = Field("cattle-dashboards", alias="dashboardsNamespace")
+    labels: dict[LabelKey, LabelValue] = {}
+
+
 class Registry(_Model):
     """A private registry: push target for the build, pull secret for the pods."""
 
@@ -272,6 +345,7 @@ class Settings(_Model):
     services: Annotated[tuple[Service, ...], Field(min_length=1)]
     load_balancer: LoadBalancer = Field(LoadBalancer(), alias="loadBalancer")
     keepalived: KeepalivedImage = KeepalivedImage()
+    monitoring: Monitoring = Monitoring()
     registry: Registry | None = None
     # The platform images are built for (`docker build --platform`).
     image_platform: Annotated[str, Field(pattern=r"^linux/(amd64|arm64|arm/v7|ppc64le|s390x)$")] = Field(
@@ -541,6 +615,21 @@ def _semantic_problems(s: Settings) -> list[str]:
     if len(lb_ports) < 2:
         problems.append(
             f"{_key('loadBalancer')}.statsPort: {s.load_balancer.stats_port} is also the httpPort"
+        )
+    if s.vrrp.metrics_port in lb_ports:
+        # One host network: the exporter and HAProxy cannot share a port.
+        problems.append(
+            f"{_key('vrrp')}.metricsPort: {s.vrrp.metrics_port} is also HAProxy's "
+            f"{'httpPort' if s.vrrp.metrics_port == s.load_balancer.http_port else 'statsPort'}; "
+            "pick a free port (default 9165)"
+        )
+    mon = s.monitoring
+    scrape, window = duration_seconds(mon.scrape_interval), duration_seconds(mon.failover_window)
+    if window < 2 * scrape:
+        # increase() needs two samples inside the window.
+        problems.append(
+            f"{_key('monitoring')}.failoverWindow: {mon.failover_window} is shorter than two "
+            f"scrapeIntervals ({mon.scrape_interval}); a failover could never be seen"
         )
 
     vr = s.vrrp

@@ -127,6 +127,7 @@ def test_status_json_shape(healthy: None) -> None:
             assert os.stat(f"/proc/{pid}/ns/pid").st_ino != os.stat("/proc/self/ns/pid").st_ino
         assert {c: (p["state"], p["ready"]) for c, p in n["pod"].items()} == {
             "haproxy": ("running", True), "keepalived": ("running", True), "haproxy-watch": ("running", True),
+            "vrrp-exporter": ("running", True),
         }  # fmt: skip
     assert sorted(n["vrrp_state"] for n in nodes.values()) == ["BACKUP", "MASTER"]
 

@@ -338,7 +338,11 @@ def test_haproxy_death_moves_the_vip_by_the_poll_alone() -> None:
     """Item 3 with `vrrp.check.watch: false`: the 1 s curl check must run."""
     raw = with_overrides(stack_raw("lab"), vrrp={"check": {"watch": False}})
     with running_lab(raw) as lab:
-        assert [c.name for c in parse_daemonset(manifest(lab)).containers] == ["haproxy", "keepalived"]
+        assert [c.name for c in parse_daemonset(manifest(lab)).containers] == [
+            "haproxy",
+            "keepalived",
+            "vrrp-exporter",
+        ]
         master = lab.master()
         assert master is not None
         other = next(n.name for n in lab.plan.lb_nodes if n.name != master)

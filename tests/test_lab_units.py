@@ -51,7 +51,7 @@ def ctx(**over: Any) -> RunContext:
 
 def test_the_rendered_edge_pod_is_read_whole() -> None:
     spec = parse_daemonset(edge_doc())
-    assert [c.name for c in spec.containers] == ["haproxy", "keepalived", "haproxy-watch"]
+    assert [c.name for c in spec.containers] == ["haproxy", "keepalived", "haproxy-watch", "vrrp-exporter"]
     assert spec.grace_s == 38 and spec.dns_policy == "ClusterFirstWithHostNet"
     assert spec.schedules_on({"role": "load-balancer"}) and not spec.schedules_on({"role": "apps"})
     ka = spec.container("keepalived")
@@ -141,6 +141,17 @@ def test_podman_args_carry_the_security_context_exactly() -> None:
     assert hap[-5:] == ["haproxy", "-W", "-db", "-f", "/usr/local/etc/haproxy/haproxy.cfg"]
     assert "HOST_IP=192.0.2.11" in hap  # status.hostIP
     assert "--network" in hap and hap[hap.index("--network") + 1] == "ns:/run/netns/x"
+
+
+def test_dependent_variables_in_command_are_expanded_as_the_kubelet_does() -> None:
+    from halb.lab.podspec import expand
+
+    env = {"HOST_IP": "192.0.2.11"}
+    assert expand("--listen=$(HOST_IP)", env) == "--listen=192.0.2.11"
+    assert expand("$(NOPE) $$(HOST_IP) $$", env) == "$(NOPE) $(HOST_IP) $"
+    spec = parse_daemonset(edge_doc())
+    exporter = podman_run_args(spec.container("vrrp-exporter"), spec, ctx())
+    assert "192.0.2.11" in exporter[exporter.index("--entrypoint") + 1]
 
 
 def test_runtime_default_capabilities_when_none_are_dropped() -> None:

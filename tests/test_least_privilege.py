@@ -15,6 +15,7 @@ EDGE_CAPS = {
     "keepalived": {"NET_ADMIN", "NET_RAW", "SETGID"},
     "haproxy": {"NET_BIND_SERVICE"},
     "haproxy-watch": set(),
+    "vrrp-exporter": set(),
 }
 
 

@@ -57,7 +57,12 @@ def test_one_edge_daemonset_only_on_lb_hosts_in_host_network(stack: str) -> None
     # one node at a time, never both LB hosts at once.
     assert [r.inputs["metadata"]["name"] for r in run.of_type(DS)] == ["edge"]
     spec = edge(run)
-    assert [c["name"] for c in spec["containers"]] == ["haproxy", "keepalived", "haproxy-watch"]
+    assert [c["name"] for c in spec["containers"]] == [
+        "haproxy",
+        "keepalived",
+        "haproxy-watch",
+        "vrrp-exporter",
+    ]
     assert role_terms(spec) == [
         {"matchExpressions": [{"key": "role", "operator": "In", "values": ["load-balancer"]}]}
     ]
@@ -121,7 +126,7 @@ def test_haproxy_watch_sidecar_unprivileged_sharing_the_track_file(stack: str) -
 
 def test_no_sidecar_without_watch() -> None:
     run = run_program(with_overrides(stack_raw("lab"), vrrp={"check": {"watch": False}}), "lab")
-    assert [c["name"] for c in edge(run)["containers"]] == ["haproxy", "keepalived"]
+    assert [c["name"] for c in edge(run)["containers"]] == ["haproxy", "keepalived", "vrrp-exporter"]
 
 
 @pytest.mark.parametrize("stack", STACKS)

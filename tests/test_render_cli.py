@@ -10,8 +10,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from conftest import ROOT, STACKS, run_halb, settings_of
-
-K8S_VERSION = "1.30"
+from k8s_schema import K8S_VERSION, validate
 
 
 def halb(*args: str) -> subprocess.CompletedProcess[str]:
@@ -43,9 +42,11 @@ def test_manifests_pass_strict_schema_validation(stack: str, outputs: dict[str, 
     docs = list(yaml.safe_load_all((outputs[stack] / "manifests.yaml").read_text()))
     kinds = [d["kind"] for d in docs]
     assert kinds.count("DaemonSet") == 1 and kinds.count("Namespace") == 2
+    monitoring = settings_of(stack).monitoring.enabled
+    assert (kinds.count("PodMonitor"), kinds.count("PrometheusRule")) == ((2, 1) if monitoring else (0, 0))
     assert kinds.count("Deployment") == len(settings_of(stack).services)
     for doc in docs:
-        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        validate(doc)
 
 
 def test_strict_validation_catches_a_typo() -> None:
@@ -68,7 +69,7 @@ def test_resources_json_has_type_name_parent(outputs: dict[str, Path]) -> None:
 
 def test_daemon_configs_are_the_deployed_ones(outputs: dict[str, Path]) -> None:
     docs = list(yaml.safe_load_all((outputs["prod"] / "manifests.yaml").read_text()))
-    cm = next(d for d in docs if d["kind"] == "ConfigMap")
+    cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "haproxy-config")
     secret = next(d for d in docs if d["kind"] == "Secret")
     assert (outputs["prod"] / "haproxy/haproxy.cfg").read_text() == cm["data"]["haproxy.cfg"]
     assert (outputs["prod"] / "keepalived/lb-2.conf").read_text() == secret["stringData"]["lb-2.conf"]

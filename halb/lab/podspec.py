@@ -430,8 +430,24 @@ class RunContext:
     labels: Mapping[str, str]
 
 
+_VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+
+
+def expand(text: str, env: Mapping[str, str]) -> str:
+    """The kubelet's `$(VAR)` expansion: a defined variable is replaced, an
+    undefined reference stays as written, `$$` is a literal `$`."""
+
+    def one(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        return env.get(m.group(1), m.group(0))
+
+    return _VAR_REF.sub(one, text)
+
+
 def env_values(c: Container, pod: PodSpec, ctx: RunContext) -> list[tuple[str, str]]:
-    """The container's environment, downward API resolved as the kubelet does."""
+    """The container's environment, downward API resolved as the kubelet does
+    (a value may refer to a variable defined before it)."""
     refs = {
         "spec.nodeName": ctx.node,
         "status.hostIP": ctx.host_ip,
@@ -439,7 +455,10 @@ def env_values(c: Container, pod: PodSpec, ctx: RunContext) -> list[tuple[str, s
         "metadata.name": ctx.pod_name,
         "metadata.namespace": pod.namespace,
     }
-    return [(e.name, refs[e.field_path] if e.field_path else e.value or "") for e in c.env]
+    out: dict[str, str] = {}
+    for e in c.env:
+        out[e.name] = refs[e.field_path] if e.field_path else expand(e.value or "", out)
+    return list(out.items())
 
 
 def podman_run_args(c: Container, pod: PodSpec, ctx: RunContext) -> list[str]:
@@ -479,7 +498,8 @@ def podman_run_args(c: Container, pod: PodSpec, ctx: RunContext) -> list[str]:
         args += ["--cpus", f"{c.cpu_limit:g}"]
     if c.cpu_request is not None:
         args += ["--cpu-shares", str(max(2, int(c.cpu_request * 1024)))]
-    for name, value in env_values(c, pod, ctx):
+    env = env_values(c, pod, ctx)
+    for name, value in env:
         args += ["--env", f"{name}={value}"]
     for m in c.mounts:
         vol = pod.volume(m.volume)
@@ -488,11 +508,12 @@ def podman_run_args(c: Container, pod: PodSpec, ctx: RunContext) -> list[str]:
         args += ["--volume", f"{ctx.volumes[m.volume]}:{m.path}:{'ro' if ro else 'rw'}"]
     # Kubernetes: `command` replaces the image's ENTRYPOINT (and its CMD);
     # `args` alone replaces only CMD.
+    values = dict(env)
     if c.command is not None:
-        args += ["--entrypoint", _json_list(c.command)]
+        args += ["--entrypoint", _json_list(tuple(expand(a, values) for a in c.command))]
     args.append(ctx.image)
     if c.args is not None:
-        args += list(c.args)
+        args += [expand(a, values) for a in c.args]
     return args
 
 
