@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from conftest import LAB_TOOLS, ROOT, require_root_tools, root_netns_snapshot, r
 
 from halb.lab.base import wait_until
 from halb.lab.faults import inject
+from halb.lab.handoff import handoff
 from halb.lab.lab import Lab
 from halb.lab.state import lab_dir
 
@@ -206,42 +208,60 @@ def test_handoff_loses_no_request(healthy: None) -> None:
 
 
 STRADDLER = """
-import socket, sys, time
+import socket, sys
 s = socket.create_connection(("192.0.2.10", 80), timeout=2)
 print("open", flush=True)
-time.sleep(float(sys.argv[1]))
+sys.stdin.readline()  # the test says when: after the client's ARP entry flipped
 s.sendall(b"GET / HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
 print(s.recv(4096).split(b"\\r\\n")[0].decode())
 """
 
 
-def straddle(then: Any, wait_s: float = 1.5) -> subprocess.CompletedProcess[str]:
-    """A connection opened before `then()` and used after it: it spans the switch."""
-    conn = subprocess.Popen(
-        ["ip", "netns", "exec", lab().plan.client_netns, sys.executable, "-c", STRADDLER, str(wait_s)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert conn.stdout is not None and conn.stdout.readline().strip() == "open"
-    then()
-    out, err = conn.communicate(timeout=15)
-    return subprocess.CompletedProcess(conn.args, conn.returncode, out, err)
+class Straddler:
+    """A connection opened before a VIP switch and used after it."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", lab().plan.client_netns, sys.executable, "-c", STRADDLER],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "open"
+
+    def send(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+
+    def result(self) -> subprocess.CompletedProcess[str]:
+        out, err = self.proc.communicate(timeout=15)
+        return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, out, err)
 
 
 def test_handoff_carries_a_connection_open_across_the_switch(healthy: None) -> None:
-    result = straddle(lambda: ok("handoff"))
+    conn = Straddler()
+    said: list[str] = []
+
+    def out(line: str) -> None:
+        said.append(line)
+        if line.startswith("draining"):  # the client follows the new MASTER now
+            conn.send()
+
+    handoff(lab(), out)
+    result = conn.result()
     assert result.returncode == 0 and result.stdout.splitlines()[-1].startswith("HTTP/1.1 200"), result.stderr
+    # It was carried, not merely early: the new MASTER steered it to the old one.
+    assert any(re.search(r"forwarded [1-9]\d* mid-stream flow", line) for line in said), said
 
 
 def test_plain_vrrp_switch_resets_such_a_connection(healthy: None) -> None:
     # The control for the test above: without steering the new MASTER resets it.
     (master,) = holders()
     other = next(n for n in lb(status()) if n != master)
-
-    def switch() -> None:
-        ok("fault", "stop-keepalived")
-        assert wait_until(lambda: lab().net.client_mac() == lab().net.mac(other), 5, poll=0.02)
-
-    result = straddle(switch)
+    conn = Straddler()
+    ok("fault", "stop-keepalived")
+    assert wait_until(lambda: lab().net.client_mac() == lab().net.mac(other), 5, poll=0.02)
+    conn.send()
+    result = conn.result()
     assert result.returncode != 0 and "Connection reset" in result.stderr
 
 
