@@ -69,6 +69,7 @@ class PodFile:
     status_file: str
     journal: str
     labels: dict[str, str]
+    nofile: int | None = None
 
     @classmethod
     def load(cls, path: Path) -> PodFile:
@@ -186,6 +187,7 @@ class Kubelet:
             log_path=str(log),
             name=name,
             labels={**self.pf.labels, "io.kubernetes.container.name": c.name},
+            nofile=self.pf.nofile,
         )
         self.journal.record("container", name=name)
         try:

@@ -30,6 +30,7 @@ from components.settings import RawConfig, Role, SettingsError, parse_settings
 from halb.lab.base import LabError, LabInputError, Out, in_ns, run, wait_until
 from halb.lab.images import ensure_image
 from halb.lab.journal import Journal, same_process
+from halb.lab.limits import nofile_for
 from halb.lab.network import Network
 from halb.lab.podman import PodmanError, available
 from halb.lab.pods import Pods, image_dirs
@@ -92,6 +93,7 @@ class Lab:
         why = available()
         if why:
             raise LabError(why)
+        nofile_for(self.plan.settings)  # refuses (exit 2) before anything is made
         started = time.monotonic()
         self.dir.mkdir(parents=True, exist_ok=True)
         self.save()  # first, so `down` finds a half-built lab

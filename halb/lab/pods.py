@@ -26,6 +26,7 @@ import yaml
 from halb.lab.base import LabError, Out, wait_until
 from halb.lab.journal import Journal, alive, same_process
 from halb.lab.kubelet import PodFile
+from halb.lab.limits import nofile_for
 from halb.lab.podman import podman
 from halb.lab.podspec import PodSpec, PodSpecError, parse_daemonset
 from halb.lab.topology import LabPlan
@@ -168,6 +169,7 @@ class Pods:
                 log_dir=str(self.dir / "logs"),
                 status_file=str(self.status_file(node, spec.name)),
                 journal=str(self.journal.path),
+                nofile=nofile_for(self.plan.settings),
                 labels={
                     "halb.lab/id": f"{self.plan.prefix}-{self.plan.lab_id}",
                     "halb.lab/node": node,

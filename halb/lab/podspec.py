@@ -428,6 +428,9 @@ class RunContext:
     log_path: str
     name: str  # the podman container name
     labels: Mapping[str, str]
+    # The open-file limit the runtime gives (containerd: typically 1048576); the
+    # lab gives what the pod needs when the machine allows it (halb/lab/limits.py).
+    nofile: int | None = None
 
 
 _VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
@@ -473,6 +476,7 @@ def podman_run_args(c: Container, pod: PodSpec, ctx: RunContext) -> list[str]:
         "--volume", f"{ctx.hosts_file}:/etc/hosts:ro",
         "--log-driver", "k8s-file", "--log-opt", f"path={ctx.log_path}",
         "--pids-limit", "-1",
+        *(["--ulimit", f"nofile={ctx.nofile}:{ctx.nofile}"] if ctx.nofile else []),
         # The effective set, exactly: containerd's defaults, minus drop, plus add.
         "--cap-drop", "all",
     ]  # fmt: skip
