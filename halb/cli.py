@@ -237,9 +237,15 @@ def _lab(args: argparse.Namespace) -> int:
                 return _fail([f"--service {args.service}: no such service (have: {names})"])
             host = svc.hostnames[0] if svc.hostnames else None
         attempts = lab.request(args.count, timeout=1.0, interval=0.05, host=host)
+        wrong = 0
         for a in attempts:
             print(f"{a.ms:6.1f} ms  {a.answer if a.ok else 'FAILED (' + str(a.error) + ')'}")
-        return 0 if all(a.ok for a in attempts) else 1
+            # Answered, but by another service: the routing is wrong, not the request.
+            if a.ok and args.service is not None and f"service={args.service} " not in f"{a.answer} ":
+                wrong += 1
+        if wrong:
+            print(f"error: {wrong} answer(s) came from another service than {args.service}", file=sys.stderr)
+        return 0 if all(a.ok for a in attempts) and not wrong else 1
     if args.lab_command == "fault":
         with locked(prefix, _say, "fault"):
             print(inject(Lab.load(prefix), args.kind, args.node))
