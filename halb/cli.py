@@ -77,8 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     fo.add_argument("--chart", type=Path, help="write a PNG chart of outage per fault and profile")
     fo.add_argument("--faults", type=_choices(BENCH_FAULTS), default=list(BENCH_FAULTS),
                     help=f"comma-separated, from: {','.join(BENCH_FAULTS)} (default: all)")  # fmt: skip
-    fo.add_argument("--profiles", type=_choices(list(BENCH_PROFILES)), default=["project", "seed"],
-                    help="comma-separated, from: project,seed,fast (default: project,seed)")  # fmt: skip
+    fo.add_argument("--profiles", type=_choices(list(BENCH_PROFILES)), default=["project", "nowatch", "seed"],
+                    help="comma-separated, from: project,nowatch,seed,fast "
+                         "(default: project,nowatch,seed)")  # fmt: skip
     fo.add_argument("--load-seconds", type=_bounded(0, 600), default=60,
                     help="CPU-load phase per profile in seconds (0 skips; default 60)")  # fmt: skip
     return p

@@ -233,12 +233,12 @@ class Kubelet:
     def exited(self, c: Container) -> None:
         """Collect a dead container: exit code, removal, the next start."""
         st = self.states[c.name]
+        now = time.time()  # the death, as the relist saw it: podman's time below is not the kubelet's
         code: int | None = None
         if st.id:
             out = podman("inspect", "--format", "{{.State.ExitCode}}", st.id, check=False).stdout.strip()
             code = int(out) if out.lstrip("-").isdigit() else None
             podman("rm", "--force", "--time", "0", st.id, check=False)
-        now = time.time()
         with self.lock:
             ran = now - (st.started_at or now)
             st.state, st.reason, st.pid, st.ready = (
