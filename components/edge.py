@@ -18,10 +18,9 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.haproxy_cfg import HARD_STOP_AFTER_S, grace_s
-from components.k8s import checksum, edge_pod_spec, labels, one_node_at_a_time
+from components.haproxy_cfg import HARD_STOP_AFTER_S
+from components.k8s import edge_pod_spec, labels, one_node_at_a_time
 from components.keepalived import (
-    AUTH_PLACEHOLDER,
     CONFIG_VOLUME,
     RUN_VOLUME,
     WATCH_VOLUME,
@@ -29,8 +28,15 @@ from components.keepalived import (
     render_all,
     watch_container,
 )
-from components.load_balancer import CONFIG_FILE, haproxy_config, haproxy_container
+from components.load_balancer import (
+    CONFIG_FILE,
+    drain_timeout_s,
+    haproxy_config,
+    haproxy_container,
+    reload_container,
+)
 from components.load_balancer import CONFIG_VOLUME as HAPROXY_CONFIG_VOLUME
+from components.load_balancer import RUN_VOLUME as HAPROXY_RUN_VOLUME
 from components.monitoring import exporter_container
 from components.settings import Settings
 
@@ -50,8 +56,8 @@ class EdgeArgs:
 
 
 def termination_grace_s(s: Settings) -> int:
-    """HAProxy's grace (VIP leaves first) + its bounded drain + a margin to exit."""
-    return grace_s(s) + HARD_STOP_AFTER_S + 5
+    """The preStop (the VIP handed over first) + HAProxy's bounded soft stop + a margin."""
+    return drain_timeout_s(s) + HARD_STOP_AFTER_S + 5
 
 
 class Edge(pulumi.ComponentResource):
@@ -80,7 +86,6 @@ class Edge(pulumi.ComponentResource):
         else:
             # apply on a secret stays secret: the password never leaves it in plain.
             configs = pulumi.Output.secret(args.auth_pass).apply(lambda p: render_all(s, p))
-        shown = render_all(s, AUTH_PLACEHOLDER if args.auth_pass is not None else None)
         secret = k8s.core.v1.Secret(
             f"{name}-keepalived-config",
             metadata={"name": KEEPALIVED_CONFIG, "namespace": args.namespace, "labels": meta_labels},
@@ -90,6 +95,7 @@ class Edge(pulumi.ComponentResource):
         )
         containers = [
             haproxy_container(s, args.haproxy_image),
+            reload_container(s, args.haproxy_image),
             keepalived_container(s, args.keepalived_image),
         ]
         if s.vrrp.check.watch:
@@ -99,16 +105,16 @@ class Edge(pulumi.ComponentResource):
             {"name": HAPROXY_CONFIG_VOLUME, "config_map": {"name": config_map.metadata.name}},
             {"name": CONFIG_VOLUME, "secret": {"secret_name": secret.metadata.name, "default_mode": 0o400}},
             {"name": RUN_VOLUME, "empty_dir": {"medium": "Memory", "size_limit": "8Mi"}},
+            {"name": HAPROXY_RUN_VOLUME, "empty_dir": {"medium": "Memory", "size_limit": "1Mi"}},
             {"name": WATCH_VOLUME, "empty_dir": {"medium": "Memory", "size_limit": "1Mi"}},
         ]
         pod_spec = edge_pod_spec(containers, volumes, termination_grace_s(s), s.load_balancer.tolerations)
         if args.pull_secret is not None:
             pod_spec["image_pull_secrets"] = [{"name": args.pull_secret}]
-        config_sum = checksum(self.haproxy_config, *sorted(shown.values()))
         k8s.apps.v1.DaemonSet(
             f"{name}-daemonset",
             metadata={"name": NAME, "namespace": args.namespace, "labels": meta_labels},
-            spec=one_node_at_a_time(NAME, meta_labels, config_sum, pod_spec),
+            spec=one_node_at_a_time(NAME, meta_labels, pod_spec),
             opts=child,
         )
         self.vip = str(s.vip.ip)

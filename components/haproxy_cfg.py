@@ -18,16 +18,20 @@ RESOLVERS = "cluster"
 HOST_IP_ENV = "HOST_IP"
 # Bounds a soft stop so old workers holding long connections cannot linger.
 HARD_STOP_AFTER_S = 30
+# A node about to stop says so on /healthz (503) while it still serves: the
+# pod's preStop puts this backend's one server in maintenance through the
+# master CLI. Not `monitor fail if { stopping }` with `grace`: on every hitless
+# reload the old worker is "stopping" too, and a health check that reached it
+# would move the VIP; HAProxy's manual says `grace` must not be used with
+# processes that are reloaded.
+DRAIN_BACKEND = "be_halb_drain"
+DRAIN_SERVER = "serving"
 
 
-def grace_s(s: Settings) -> int:
-    """How long a stopping HAProxy keeps serving while /healthz already says 503.
-
-    HAProxy 2.6 unbinds its listeners at once on SIGUSR1 (soft stop) unless
-    `grace` is set; during the grace keepalived's slowest path (the curl poll:
-    `fall` checks `interval` apart, each up to `timeout`) sees the 503 and the
-    VIP leaves before this node stops accepting.
-    """
+def vip_leave_s(s: Settings) -> int:
+    """How long after /healthz turns 503 the VIP may still be here: keepalived's
+    slowest path, the curl poll (`fall` checks `interval` apart, each up to
+    `timeout`), plus a second for the adverts and GARPs."""
     chk = s.vrrp.check
     return chk.interval * chk.fall + chk.timeout + 1
 
@@ -97,7 +101,6 @@ def render_haproxy_cfg(s: Settings, backends: Mapping[str, Backend]) -> str:
         "global",
         "    log stdout format raw local0 info",
         f"    maxconn {lb.max_conn}",
-        f"    grace {grace_s(s)}s",
         f"    hard-stop-after {HARD_STOP_AFTER_S}s",
         "",
         "defaults",
@@ -131,10 +134,10 @@ def render_haproxy_cfg(s: Settings, backends: Mapping[str, Backend]) -> str:
         "frontend stats",
         f'    bind "${{{HOST_IP_ENV}}}:{lb.stats_port}"',
         f"    bind 127.0.0.1:{lb.stats_port}",
-        # keepalived and kubelet ask here; a soft-stopping HAProxy says 503 so
-        # the VIP leaves before this node stops serving.
+        # keepalived and the kubelet ask here; a draining node says 503 so the
+        # VIP leaves before it stops serving.
         "    monitor-uri /healthz",
-        "    monitor fail if { stopping }",
+        f"    monitor fail if {{ nbsrv({DRAIN_BACKEND}) lt 1 }}",
         "    http-request set-log-level silent",
         "    http-request use-service prometheus-exporter if { path /metrics }",
         "",
@@ -148,6 +151,12 @@ def render_haproxy_cfg(s: Settings, backends: Mapping[str, Backend]) -> str:
         for host in svc.hostnames:
             lines.append(f"    use_backend {backend_name(svc)} if {{ var(txn.host) -m str {host} }}")
     lines += [f"    default_backend {backend_name(s.services[0])}", ""]
+    lines += [
+        f"backend {DRAIN_BACKEND}",
+        # Never sent traffic; `maint` = draining (halb-haproxy drain).
+        f"    server {DRAIN_SERVER} 127.0.0.1:9",
+        "",
+    ]
     for svc in s.services:
         lines += [
             f"backend {backend_name(svc)}",

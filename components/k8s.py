@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import pulumi_kubernetes as k8s
 
 from components.settings import Resources, Role, Toleration
@@ -57,15 +55,6 @@ def resources(r: Resources) -> k8s.core.v1.ResourceRequirementsArgsDict:
     return {"requests": {"cpu": r.cpu, "memory": r.memory}, "limits": limits}
 
 
-def checksum(*parts: str) -> str:
-    """Pod-template annotation value that changes when a config changes."""
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(p.encode())
-        h.update(b"\0")
-    return h.hexdigest()
-
-
 def host_ip_env(name: str) -> k8s.core.v1.EnvVarArgsDict:
     """The node's own address (host networking: the pod's address too)."""
     return {"name": name, "value_from": {"field_ref": {"field_path": "status.hostIP"}}}
@@ -88,11 +77,13 @@ def tolerations(items: tuple[Toleration, ...]) -> list[k8s.core.v1.TolerationArg
 def one_node_at_a_time(
     name: str,
     meta_labels: dict[str, str],
-    config_checksum: str,
     pod_spec: k8s.core.v1.PodSpecArgsDict,
 ) -> k8s.apps.v1.DaemonSetSpecArgsDict:
     """DaemonSet spec for the edge tier: one node at a time (the other keeps the
-    VIP and serves), and a config change rolls the pods through the checksum."""
+    VIP and serves). No config checksum in the template: a config change
+    reaches the running pods in place (the kubelet updates mounted volumes) and
+    is reloaded there; only a change of the pod itself (image, ports, security)
+    replaces pods, one node at a time, each handing the VIP over first."""
     return {
         "selector": {"match_labels": selector(name)},
         "update_strategy": {
@@ -100,7 +91,7 @@ def one_node_at_a_time(
             "rolling_update": {"max_unavailable": 1, "max_surge": 0},
         },
         "template": {
-            "metadata": {"labels": meta_labels, "annotations": {"checksum/config": config_checksum}},
+            "metadata": {"labels": meta_labels},
             "spec": pod_spec,
         },
     }

@@ -11,8 +11,15 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.k8s import resources
-from components.keepalived_conf import WATCH_DIR, WATCH_FILE, render_keepalived_conf
+from components.k8s import host_ip_env, resources
+from components.keepalived_conf import (
+    DRAIN_FILE,
+    HANDOFF_DONE_FILE,
+    HANDOFF_STARTED_FILE,
+    WATCH_DIR,
+    WATCH_FILE,
+    render_keepalived_conf,
+)
 from components.settings import Settings
 
 NAME = "keepalived"
@@ -27,14 +34,14 @@ WATCH_VOLUME = "watch"
 #              gratuitous ARP
 #   SETGID     keepalived calls setgroups() before every vrrp_script run; without
 #              it the health check never runs and is reported as passed
+# NET_ADMIN also covers the handoff (halb-keepalived): the VIP parked on lo, the
+# nftables rules that keep it unannounced there and steer a peer's flows.
 # Not NET_BROADCAST, which the seed asked for: Linux checks it nowhere a VRRP
 # speaker goes (multicast adverts and GARP work without it; a test shows so).
 CAPABILITIES = ("NET_ADMIN", "NET_RAW", "SETGID")
 WATCH = "haproxy-watch"
+HELPER = "/usr/local/bin/halb-keepalived"
 NOBODY = 65534
-# In checksums only: a hash of the real file would let anyone who can read the
-# pod template brute-force an 8-character password offline.
-AUTH_PLACEHOLDER = "********"
 
 
 def render_all(s: Settings, auth_pass: str | None) -> dict[str, str]:
@@ -42,7 +49,18 @@ def render_all(s: Settings, auth_pass: str | None) -> dict[str, str]:
     return {f"{node}.conf": render_keepalived_conf(s, node, auth_pass) for node in s.lb_nodes}
 
 
+def handoff_command(s: Settings) -> list[str]:
+    """The preStop (and `lab handoff`): hand the VIP over without losing a connection."""
+    return [
+        HELPER, "handoff", "--vip", str(s.vip.address), "--interface", s.vip.interface,
+        "--drain-file", DRAIN_FILE, "--started-file", HANDOFF_STARTED_FILE, "--done-file", HANDOFF_DONE_FILE,
+        "--drain-seconds", f"{s.vrrp.handoff.drain_seconds:g}",
+    ]  # fmt: skip
+
+
 def keepalived_container(s: Settings, image: pulumi.Input[str]) -> k8s.core.v1.ContainerArgsDict:
+    addresses = ",".join(str(s.address(n)) for n in s.lb_nodes)
+    steer = f"$(HOST_IP) {s.vrrp.handoff.port} {addresses} {s.vip.ip} {s.load_balancer.http_port}"
     return {
         "name": NAME,
         "image": image,
@@ -51,7 +69,11 @@ def keepalived_container(s: Settings, image: pulumi.Input[str]) -> k8s.core.v1.C
             {"name": "KEEPALIVED_VIP", "value": str(s.vip.address)},
             {"name": "KEEPALIVED_INTERFACE", "value": s.vip.interface},
             {"name": "KEEPALIVED_CONFIG_DIR", "value": CONFIG_DIR},
+            host_ip_env("HOST_IP"),
+            # The steering listener: this node, its port, every LB host, the VIP, HTTP.
+            {"name": "HALB_STEER", "value": steer},
         ],
+        "lifecycle": {"pre_stop": {"exec_": {"command": handoff_command(s)}}},
         "resources": resources(s.keepalived.resources),
         "security_context": {
             # Capabilities are only effective for uid 0 in Kubernetes

@@ -19,6 +19,13 @@ WATCH_FILE = f"{WATCH_DIR}/haproxy-down"
 # keepalived writes `INSTANCE "VI_1" MASTER 200` here on every state change;
 # the vrrp-exporter sidecar reads it (images/keepalived/vrrp-exporter).
 NOTIFY_FIFO = f"{WATCH_DIR}/vrrp-notify.fifo"
+# Written by the pod's preStop (halb-keepalived handoff): 1 = this node is going
+# away; the instance leaves MASTER at once (a priority-0 advert) and stays out.
+DRAIN_NAME = "draining"
+DRAIN_FILE = f"{WATCH_DIR}/draining"
+# ... when it begins and when it is done handing over: HAProxy's preStop waits for it.
+HANDOFF_STARTED_FILE = f"{WATCH_DIR}/handoff-started"
+HANDOFF_DONE_FILE = f"{WATCH_DIR}/handoff-done"
 # One fixed binary with arguments: keepalived execs it without a shell.
 CURL = "/usr/bin/curl"
 
@@ -86,6 +93,13 @@ def render_keepalived_conf(s: Settings, node: str, auth_pass: str | None = None)
         "}",
         "",
     ]
+    lines += [
+        f"track_file {DRAIN_NAME} {{",
+        f'    file "{DRAIN_FILE}"',
+        "    weight 0",
+        "}",
+        "",
+    ]
     if chk.watch:
         lines += [
             # weight 0: any non-zero value puts the instance in FAULT at once
@@ -124,8 +138,11 @@ def render_keepalived_conf(s: Settings, node: str, auth_pass: str | None = None)
             "    }",
         ]
     lines += ["    track_script {", f"        {CHECK_NAME}", "    }"]
-    if chk.watch:
-        lines += ["    track_file {", f"        {WATCH_NAME}", "    }"]
+    lines += (
+        ["    track_file {", f"        {DRAIN_NAME}"]
+        + ([f"        {WATCH_NAME}"] if chk.watch else [])
+        + ["    }"]
+    )
     lines += [
         "    virtual_ipaddress {",
         f"        {s.vip.address} dev {iface}",

@@ -10,14 +10,24 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.haproxy_cfg import HOST_IP_ENV, dns_backends, render_haproxy_cfg
+from components.haproxy_cfg import HOST_IP_ENV, dns_backends, render_haproxy_cfg, vip_leave_s
 from components.k8s import host_ip_env, resources
+from components.keepalived_conf import HANDOFF_DONE_FILE, HANDOFF_STARTED_FILE, WATCH_DIR
 from components.settings import Settings
 
 NAME = "haproxy"
 CONFIG_DIR = "/usr/local/etc/haproxy"
 CONFIG_FILE = "haproxy.cfg"
 CONFIG_VOLUME = "haproxy-config"
+# The master CLI socket (hitless reloads, the drain), shared with the
+# haproxy-reload sidecar through this emptyDir.
+RUN_VOLUME = "haproxy-run"
+RUN_DIR = "/run/haproxy"
+MASTER_SOCKET = f"{RUN_DIR}/master.sock"
+RELOAD_STATUS = f"{RUN_DIR}/reload.json"
+RELOAD = "haproxy-reload"
+HELPER = "/usr/local/bin/halb-haproxy"
+NOBODY = 65534
 # A non-root user cannot bind :80 here: with host networking there is no
 # per-pod ip_unprivileged_port_start, and capabilities added for a non-root
 # user are not effective (no ambient capabilities in Kubernetes). So uid 0
@@ -32,14 +42,35 @@ def haproxy_config(s: Settings) -> str:
     return render_haproxy_cfg(s, dns_backends(s))
 
 
+def drain_timeout_s(s: Settings) -> int:
+    """The haproxy container's preStop budget: the VIP handed over (drain) or moved."""
+    return vip_leave_s(s) + int(s.vrrp.handoff.drain_seconds + 0.999) + 3
+
+
 def haproxy_container(s: Settings, image: pulumi.Input[str]) -> k8s.core.v1.ContainerArgsDict:
     """HAProxy, master-worker, in the foreground; its health and metrics on the stats port."""
     lb = s.load_balancer
     health: k8s.core.v1.HTTPGetActionArgsDict = {"path": "/healthz", "port": "stats"}
+    drain = [
+        HELPER, "drain", "--socket", MASTER_SOCKET, "--vip", str(s.vip.ip),
+        "--started-file", HANDOFF_STARTED_FILE, "--done-file", HANDOFF_DONE_FILE,
+        "--timeout", str(drain_timeout_s(s)),
+    ]  # fmt: skip
     return {
         "name": NAME,
         "image": image,
-        "args": ["haproxy", "-W", "-db", "-f", f"{CONFIG_DIR}/{CONFIG_FILE}"],
+        # -S: the master CLI, for `reload` (the sidecar) and the drain (preStop);
+        # mode 666 in the pod's own emptyDir, which only this pod mounts.
+        "args": [
+            "haproxy",
+            "-W",
+            "-db",
+            "-S",
+            f"{MASTER_SOCKET},mode,666",
+            "-f",
+            f"{CONFIG_DIR}/{CONFIG_FILE}",
+        ],
+        "lifecycle": {"pre_stop": {"exec_": {"command": drain}}},
         # The stats frontend binds this address and loopback, not the VIP.
         "env": [host_ip_env(HOST_IP_ENV)],
         "ports": [
@@ -56,5 +87,48 @@ def haproxy_container(s: Settings, image: pulumi.Input[str]) -> k8s.core.v1.Cont
             "read_only_root_filesystem": True,
             "capabilities": {"drop": ["ALL"], "add": list(CAPABILITIES)},
         },
-        "volume_mounts": [{"name": CONFIG_VOLUME, "mount_path": CONFIG_DIR, "read_only": True}],
+        "volume_mounts": [
+            {"name": CONFIG_VOLUME, "mount_path": CONFIG_DIR, "read_only": True},
+            {"name": RUN_VOLUME, "mount_path": RUN_DIR},
+            # keepalived's handoff says there when it is done.
+            {"name": "watch", "mount_path": WATCH_DIR, "read_only": True},
+        ],
+    }
+
+
+def reload_container(s: Settings, image: pulumi.Input[str]) -> k8s.core.v1.ContainerArgsDict:
+    """The haproxy-reload sidecar (HAProxy's image: it runs `haproxy -c`).
+
+    A changed ConfigMap reaches the pod in place (the kubelet's sync); this
+    checks it and reloads HAProxy hitlessly, so a config change restarts
+    nothing and moves no VIP. Unprivileged: a check and a unix socket."""
+    return {
+        "name": RELOAD,
+        "image": image,
+        "command": [
+            HELPER,
+            "watch-config",
+            "--config",
+            f"{CONFIG_DIR}/{CONFIG_FILE}",
+            "--socket",
+            MASTER_SOCKET,
+            "--status",
+            RELOAD_STATUS,
+        ],
+        # The config's `.if defined(HOST_IP)` must see what HAProxy sees.
+        "env": [host_ip_env(HOST_IP_ENV)],
+        "resources": resources(s.keepalived.resources),
+        "security_context": {
+            "run_as_user": NOBODY,
+            "run_as_group": NOBODY,
+            "run_as_non_root": True,
+            "privileged": False,
+            "allow_privilege_escalation": False,
+            "read_only_root_filesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volume_mounts": [
+            {"name": CONFIG_VOLUME, "mount_path": CONFIG_DIR, "read_only": True},
+            {"name": RUN_VOLUME, "mount_path": RUN_DIR},
+        ],
     }

@@ -215,6 +215,17 @@ class Check(_Model):
     watch: bool = True
 
 
+class Handoff(_Model):
+    """A planned move of the VIP (the edge pod's preStop): no connection lost."""
+
+    # The peers' steering listeners (UDP, on each node's own address).
+    port: Port = 9166
+    # How long connections begun on the old node keep being served there.
+    drain_seconds: Annotated[float, Field(ge=0.0, le=300.0, allow_inf_nan=False)] = Field(
+        2.0, alias="drainSeconds"
+    )
+
+
 class Vrrp(_Model):
     """VRRP timers and transport; see docs on failover for the trade-off."""
 
@@ -226,6 +237,7 @@ class Vrrp(_Model):
     # The VRRP exporter beside keepalived (images/keepalived/vrrp-exporter);
     # 9165 is the port keepalived exporters customarily use.
     metrics_port: Port = Field(9165, alias="metricsPort")
+    handoff: Handoff = Handoff()
 
 
 class Resources(_Model):
@@ -622,6 +634,11 @@ def _semantic_problems(s: Settings) -> list[str]:
             f"{_key('vrrp')}.metricsPort: {s.vrrp.metrics_port} is also HAProxy's "
             f"{'httpPort' if s.vrrp.metrics_port == s.load_balancer.http_port else 'statsPort'}; "
             "pick a free port (default 9165)"
+        )
+    if s.vrrp.handoff.port in lb_ports | {s.vrrp.metrics_port}:
+        problems.append(
+            f"{_key('vrrp')}.handoff.port: {s.vrrp.handoff.port} is taken by another edge port "
+            "(httpPort, statsPort, metricsPort); pick a free one (default 9166)"
         )
     mon = s.monitoring
     scrape, window = duration_seconds(mon.scrape_interval), duration_seconds(mon.failover_window)

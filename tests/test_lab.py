@@ -129,7 +129,7 @@ def test_status_json_shape(healthy: None) -> None:
             assert os.stat(f"/proc/{pid}/ns/pid").st_ino != os.stat("/proc/self/ns/pid").st_ino
         assert {c: (p["state"], p["ready"]) for c, p in n["pod"].items()} == {
             "haproxy": ("running", True), "keepalived": ("running", True), "haproxy-watch": ("running", True),
-            "vrrp-exporter": ("running", True),
+            "vrrp-exporter": ("running", True), "haproxy-reload": ("running", True),
         }  # fmt: skip
     assert sorted(n["vrrp_state"] for n in nodes.values()) == ["BACKUP", "MASTER"]
 
@@ -238,19 +238,25 @@ class Straddler:
 
 
 def test_handoff_carries_a_connection_open_across_the_switch(healthy: None) -> None:
+    (master,) = holders()
+    other = next(n for n in lb(status()) if n != master)
+    the_lab = lab()
     conn = Straddler()
     said: list[str] = []
 
     def out(line: str) -> None:
         said.append(line)
-        if line.startswith("draining"):  # the client follows the new MASTER now
+        if "draining connections" in line:
+            # The client follows the new MASTER now: the open connection's next
+            # packets reach a host that never saw it begin.
+            assert wait_until(lambda: the_lab.net.client_mac() == the_lab.net.mac(other), 2, poll=0.01)
             conn.send()
 
-    handoff(lab(), out)
+    handoff(the_lab, out)
     result = conn.result()
     assert result.returncode == 0 and result.stdout.splitlines()[-1].startswith("HTTP/1.1 200"), result.stderr
     # It was carried, not merely early: the new MASTER steered it to the old one.
-    assert any(re.search(r"forwarded [1-9]\d* mid-stream flow", line) for line in said), said
+    assert any(re.search(r"steered [1-9]\d* packet", line) for line in said), said
 
 
 def test_plain_vrrp_switch_resets_such_a_connection(healthy: None) -> None:

@@ -22,6 +22,10 @@ from halb.lab.volumes import DATA, payload, write_atomic
 from halb.render import manifests
 
 
+def containers_of(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in doc["spec"]["template"]["spec"]["containers"]}
+
+
 def edge_doc() -> dict[str, Any]:
     (doc,) = [d for d in manifests(rendered("lab")) if d["kind"] == "DaemonSet"]
     return copy.deepcopy(doc)
@@ -39,6 +43,7 @@ def ctx(**over: Any) -> RunContext:
             "keepalived-config": "/v/k",
             "keepalived-run": "/v/r",
             "watch": "/v/w",
+            "haproxy-run": "/v/hr",
         },
         "resolv_conf": "/p/resolv.conf",
         "hosts_file": "/p/hosts",
@@ -51,8 +56,10 @@ def ctx(**over: Any) -> RunContext:
 
 def test_the_rendered_edge_pod_is_read_whole() -> None:
     spec = parse_daemonset(edge_doc())
-    assert [c.name for c in spec.containers] == ["haproxy", "keepalived", "haproxy-watch", "vrrp-exporter"]
-    assert spec.grace_s == 38 and spec.dns_policy == "ClusterFirstWithHostNet"
+    names = [c.name for c in spec.containers]
+    assert names == ["haproxy", "haproxy-reload", "keepalived", "haproxy-watch", "vrrp-exporter"]
+    assert spec.grace_s == 43 and spec.dns_policy == "ClusterFirstWithHostNet"
+    assert spec.container("keepalived").pre_stop and spec.container("haproxy").pre_stop
     assert spec.schedules_on({"role": "load-balancer"}) and not spec.schedules_on({"role": "apps"})
     ka = spec.container("keepalived")
     assert ka.capabilities == {"NET_ADMIN", "NET_RAW", "SETGID"} and ka.run_as_user == 0
@@ -96,7 +103,7 @@ def test_a_field_the_lab_does_not_run_is_refused_with_its_path(path: str, value:
         (lambda s: s["containers"][0]["securityContext"].__setitem__("privileged", True), "privileged"),
         (lambda s: s["containers"][0]["ports"][0].__setitem__("hostPort", 8080), "hostPort must equal"),
         (
-            lambda s: s["containers"][1]["env"][0]["valueFrom"]["fieldRef"].__setitem__(
+            lambda s: s["containers"][2]["env"][0]["valueFrom"]["fieldRef"].__setitem__(
                 "fieldPath", "spec.x"
             ),
             "fieldRef",
@@ -113,7 +120,7 @@ def test_values_the_lab_cannot_honour_are_refused(edit: Any, words: str) -> None
 
 def test_a_non_root_user_with_capabilities_needs_no_new_privileges() -> None:
     doc = edge_doc()
-    sc = doc["spec"]["template"]["spec"]["containers"][2]["securityContext"]
+    sc = containers_of(doc)["haproxy-watch"]["securityContext"]
     sc["capabilities"] = {"drop": ["ALL"], "add": ["NET_RAW"]}
     parse_daemonset(doc)  # allowPrivilegeEscalation false: containerd and podman agree
     sc["allowPrivilegeEscalation"] = True
@@ -138,7 +145,8 @@ def test_podman_args_carry_the_security_context_exactly() -> None:
     entry = watch[watch.index("--entrypoint") + 1]
     assert entry.startswith('["/usr/local/bin/haproxy-watch"')  # `command` replaces ENTRYPOINT
     hap = podman_run_args(spec.container("haproxy"), spec, ctx())
-    assert hap[-5:] == ["haproxy", "-W", "-db", "-f", "/usr/local/etc/haproxy/haproxy.cfg"]
+    assert hap[-7:] == ["haproxy", "-W", "-db", "-S", "/run/haproxy/master.sock,mode,666", "-f",
+                        "/usr/local/etc/haproxy/haproxy.cfg"]  # fmt: skip
     assert "HOST_IP=192.0.2.11" in hap  # status.hostIP
     assert "--network" in hap and hap[hap.index("--network") + 1] == "ns:/run/netns/x"
 

@@ -16,6 +16,7 @@ EDGE_CAPS = {
     "haproxy": {"NET_BIND_SERVICE"},
     "haproxy-watch": set(),
     "vrrp-exporter": set(),
+    "haproxy-reload": set(),
 }
 
 

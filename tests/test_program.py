@@ -9,7 +9,6 @@ import pytest
 import yaml
 from conftest import STACKS, lab_value, rendered, settings_of, stack_raw, with_overrides
 
-from components.k8s import checksum
 from components.settings import RawConfig, SettingsError, parse_settings
 from halb.mockcluster import CLUSTER_ID, NODE_COMMAND, PROJECT_OWNER, ApiError, Rancher
 from halb.mockrun import FAKE_DIGEST, Recorded, Run, run_program, stack_rancher
@@ -59,6 +58,7 @@ def test_one_edge_daemonset_only_on_lb_hosts_in_host_network(stack: str) -> None
     spec = edge(run)
     assert [c["name"] for c in spec["containers"]] == [
         "haproxy",
+        "haproxy-reload",
         "keepalived",
         "haproxy-watch",
         "vrrp-exporter",
@@ -81,13 +81,14 @@ def test_tolerations_reach_the_edge_pod() -> None:
     assert edge(run)["tolerations"] == tol
 
 
-def test_grace_covers_haproxy_grace_and_drain() -> None:
-    s = settings_of("prod")
-    # grace: check interval x fall + timeout + 1 s; then hard-stop-after 30 s; 5 s to exit.
-    assert edge(rendered("prod"))["terminationGracePeriodSeconds"] == (1 * 1 + 1 + 1) + 30 + 5
-    slow = with_overrides(stack_raw("prod"), vrrp={"check": {"interval": 3, "timeout": 2, "fall": 2}})
-    assert edge(run_program(slow, "prod"))["terminationGracePeriodSeconds"] == (3 * 2 + 2 + 1) + 30 + 5
-    assert s.vrrp.check.interval == 1
+def test_grace_covers_the_handoff_and_haproxy_drain() -> None:
+    # preStop: the VIP leaving by the slowest path (interval x fall + timeout + 1 s),
+    # the handoff's drain (2 s), 3 s to spare; then hard-stop-after 30 s; 5 s to exit.
+    assert edge(rendered("prod"))["terminationGracePeriodSeconds"] == (1 * 1 + 1 + 1) + 2 + 3 + 30 + 5
+    slow = with_overrides(stack_raw("prod"), vrrp={"check": {"interval": 3, "timeout": 2, "fall": 2},
+                                                   "handoff": {"drainSeconds": 7.5}})  # fmt: skip
+    grace = edge(run_program(slow, "prod"))["terminationGracePeriodSeconds"]
+    assert grace == (3 * 2 + 2 + 1) + 8 + 3 + 30 + 5
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -126,7 +127,8 @@ def test_haproxy_watch_sidecar_unprivileged_sharing_the_track_file(stack: str) -
 
 def test_no_sidecar_without_watch() -> None:
     run = run_program(with_overrides(stack_raw("lab"), vrrp={"check": {"watch": False}}), "lab")
-    assert [c["name"] for c in edge(run)["containers"]] == ["haproxy", "keepalived", "vrrp-exporter"]
+    names = [c["name"] for c in edge(run)["containers"]]
+    assert names == ["haproxy", "haproxy-reload", "keepalived", "vrrp-exporter"]
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -256,20 +258,42 @@ def test_existing_images_are_used_as_is_without_build() -> None:
     assert cs["haproxy"]["image"] == settings_of("lab").load_balancer.image
 
 
-def test_config_checksum_is_the_hash_of_what_the_pod_mounts() -> None:
-    def mounted(run: Run) -> tuple[str, str, str]:
-        cfg = run.named("edge-haproxy-config").inputs["data"]["haproxy.cfg"]
-        confs = run.named("edge-keepalived-config").inputs["stringData"]
-        sums = daemonset(run, "edge").inputs["spec"]["template"]["metadata"]["annotations"]
-        return sums["checksum/config"], cfg, checksum(cfg, *sorted(confs.values()))
+def test_a_config_change_reaches_the_pods_without_replacing_them() -> None:
+    """The configs travel in the ConfigMap and Secret (reloaded in place); the pod
+    template, whose change would replace the pods, stays the same."""
 
-    base = mounted(rendered("lab"))
-    assert base[0] == base[2]
-    vrrp = mounted(run_program(with_overrides(stack_raw("lab"), vrrp={"advertInterval": 0.1}), "lab"))
-    lb = mounted(run_program(with_overrides(stack_raw("lab"), loadBalancer={"maxConn": 1000}), "lab"))
-    for changed in (vrrp, lb):
-        assert changed[0] == changed[2] and changed[0] != base[0]
-    assert vrrp[1] == base[1]  # a VRRP change leaves haproxy.cfg alone
+    def parts(run: Run) -> tuple[Any, str, dict[str, str]]:
+        template = daemonset(run, "edge").inputs["spec"]["template"]
+        cfg = run.named("edge-haproxy-config").inputs["data"]["haproxy.cfg"]
+        return template, cfg, run.named("edge-keepalived-config").inputs["stringData"]
+
+    base = parts(rendered("lab"))
+    assert "annotations" not in base[0]["metadata"]
+    for change in (
+        {"vrrp": {"advertInterval": 0.1}},
+        {
+            "services": [
+                *lab_value("services"),
+                {
+                    "name": "news",
+                    "image": "ghcr.io/example/news:1",
+                    "port": 8082,
+                    "hostnames": ["news.lab.invalid"],
+                },
+            ]
+        },
+    ):
+        changed = parts(run_program(with_overrides(stack_raw("lab"), **change), "lab"))
+        assert changed[0] == base[0], change
+        assert (changed[1], changed[2]) != (base[1], base[2]), change
+    # What does replace the pods: the pod itself (here the HTTP port).
+    ported = parts(
+        run_program(
+            with_overrides(stack_raw("lab"), loadBalancer={**lab_value("loadBalancer"), "httpPort": 8080}),
+            "lab",
+        )
+    )
+    assert ported[0] != base[0]
 
 
 def test_secrets_stay_secret_end_to_end() -> None:

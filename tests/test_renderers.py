@@ -105,9 +105,18 @@ def test_check_asks_this_nodes_haproxy_on_its_own_port_without_a_shell() -> None
 def test_watch_file_tracked_with_weight_zero() -> None:
     conf = render_keepalived_conf(settings_of("lab"), "lb-1")
     assert 'track_file haproxy_down {\n    file "/run/halb/haproxy-down"\n    weight 0\n' in conf
-    assert "    track_file {\n        haproxy_down\n    }" in conf
+    assert "    track_file {\n        draining\n        haproxy_down\n    }" in conf
     off = parse_settings(with_overrides(stack_raw("lab"), vrrp={"check": {"watch": False}}))
-    assert "track_file" not in render_keepalived_conf(off, "lb-1")
+    assert "haproxy_down" not in render_keepalived_conf(off, "lb-1")
+
+
+def test_the_prestop_drain_file_is_tracked_always() -> None:
+    """`draining` = 1 (the pod's preStop) takes the instance out of MASTER."""
+    for watch in (True, False):
+        s = parse_settings(with_overrides(stack_raw("lab"), vrrp={"check": {"watch": watch}}))
+        conf = render_keepalived_conf(s, "lb-2")
+        assert 'track_file draining {\n    file "/run/halb/draining"\n    weight 0\n}' in conf
+        assert "        draining\n" in conf.split("vrrp_instance", 1)[1]
 
 
 def test_vip_on_configured_interface() -> None:
@@ -147,7 +156,7 @@ def test_haproxy_metrics_and_health_endpoint() -> None:
     # Health and metrics on the node's own address and loopback, never the VIP.
     assert '    bind "${HOST_IP}:8404"\n    bind 127.0.0.1:8404\n' in cfg
     assert "0.0.0.0:8404" not in cfg
-    assert "monitor-uri /healthz" in cfg and "monitor fail if { stopping }" in cfg
+    assert "monitor-uri /healthz" in cfg and "monitor fail if { nbsrv(be_halb_drain) lt 1 }" in cfg
     assert "prometheus-exporter if { path /metrics }" in cfg
 
 

@@ -66,10 +66,6 @@ class Network:
         for r in p.replicas:
             # Each replica its own address, as each pod has its own IP.
             ip("-n", p.node(r.node).netns, "addr", "add", f"{r.address}/{p.prefixlen}", "dev", p.interface)
-        for n in p.lb_nodes:
-            # Answer ARP only for addresses on the asking interface: a VIP parked
-            # on lo during a handoff must not be announced.
-            sysctl(n.netns, "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2")
 
     def set_link(self, node: str, state: str) -> None:
         """The switch-side port: like pulling the cable, the host sees no carrier."""

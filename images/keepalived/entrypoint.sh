@@ -8,6 +8,8 @@
 #   KEEPALIVED_INTERFACE  the interface that carries it
 #   KEEPALIVED_CONFIG_DIR where <NODE_NAME>.conf lives (default /etc/keepalived/nodes)
 #   KEEPALIVED_PID_DIR    where keepalived's pid files go (default /run/keepalived)
+#   HALB_STEER            "ADDR PORT PEERS VIP HTTP_PORT" (optional): run halb-keepalived steer, so a
+#                         peer handing the VIP over keeps its connections (see halb-keepalived)
 # Extra arguments are passed to keepalived.
 set -eu
 
@@ -35,6 +37,19 @@ mkdir -p "$pid_dir"
 rm -f "$pid_dir/keepalived.pid" "$pid_dir/vrrp.pid" "$pid_dir/checker.pid"
 
 echo "keepalived-entrypoint: node $NODE_NAME, config $conf"
+# Beside keepalived (they become its children and die with the container):
+# config reloads in place, and the steering a peer's handoff asks for.
+halb=/usr/local/bin/halb-keepalived
+if [ -x "$halb" ]; then
+    "$halb" watch-config --config "$conf" &
+    if [ -n "${HALB_STEER:-}" ]; then
+        # shellcheck disable=SC2086
+        set -- $HALB_STEER "$@"
+        "$halb" steer --listen "$1" --port "$2" --peers "$3" --vip "$4" --http-port "$5" \
+            --interface "$KEEPALIVED_INTERFACE" &
+        shift 5
+    fi
+fi
 # exec: keepalived becomes PID 1 and gets SIGTERM itself, so it sends its
 # priority-0 advert and releases the VIP at once.
 exec keepalived --dont-fork --log-console --log-detail --use-file "$conf" \
