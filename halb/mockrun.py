@@ -8,6 +8,8 @@ provider and dependencies.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import runpy
 import sys
 import threading
@@ -20,7 +22,7 @@ from pulumi.runtime import rpc
 from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs, Mocks
 from pulumi.runtime.settings import SETTINGS, get_root_resource, set_root_resource
 from pulumi.runtime.stack import run_pulumi_func
-from pulumi.runtime.sync_await import _sync_await
+from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
 from components.settings import PROJECT, RawConfig
 
@@ -50,6 +52,8 @@ class Recorded:
     dependencies: list[str]
     inputs: dict[str, Any] = field(default_factory=dict)
     secret_paths: list[str] = field(default_factory=list)
+    # What the provider returned: inputs plus what it computed or minted.
+    outputs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -85,11 +89,21 @@ def _plain(value: Any, path: str, secrets: list[str]) -> Any:
     return value
 
 
+def autoname(name: str) -> str:
+    """What pulumi-kubernetes names an object given no metadata.name: `<name>-<8 random
+    characters>`; here derived from the name, so a render is reproducible."""
+    return f"{name}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
 class RecordingMocks(Mocks):
     """Echo inputs as outputs, plus what a provider would compute."""
 
     def new_resource(self, args: MockResourceArgs) -> tuple[str, dict[str, Any]]:
         outputs = dict(args.inputs)
+        meta = outputs.get("metadata")
+        k8s_object = args.typ.startswith("kubernetes:") and not args.typ.endswith("Patch")
+        if k8s_object and isinstance(meta, dict) and not meta.get("name"):
+            outputs["metadata"] = {**meta, "name": autoname(args.name)}
         if args.typ == "docker:index/image:Image":
             repo = str(args.inputs.get("imageName", "image")).rsplit(":", 1)[0]
             outputs["repoDigest"] = f"{repo}@{FAKE_DIGEST}"
@@ -120,8 +134,26 @@ class RecordingMonitor(MockMonitor):
         super().__init__(mocks)
         self.recorded: list[Recorded] = []
         self._lock = threading.Lock()
+        # Pulumi calls the monitor from executor threads, and the mock monitor
+        # gives each thread its own event loop; closed after the run (unclosed,
+        # they print "Exception ignored ... Invalid file descriptor" at exit).
+        self.loops: set[asyncio.AbstractEventLoop] = set()
+
+    def _track_loop(self) -> None:
+        loop = _ensure_event_loop()  # type: ignore[no-untyped-call]
+        with self._lock:
+            self.loops.add(loop)
+
+    def Invoke(self, request: Any) -> Any:  # noqa: N802 (gRPC name)
+        self._track_loop()
+        return super().Invoke(request)  # type: ignore[no-untyped-call]
+
+    def ReadResource(self, request: Any) -> Any:  # noqa: N802 (gRPC name)
+        self._track_loop()
+        return super().ReadResource(request)  # type: ignore[no-untyped-call]
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC name)
+        self._track_loop()
         response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
         secrets: list[str] = []
         inputs = _plain(rpc.deserialize_properties(request.object), "", secrets)
@@ -137,6 +169,7 @@ class RecordingMonitor(MockMonitor):
                     dependencies=list(request.dependencies),
                     inputs=inputs,
                     secret_paths=secrets,
+                    outputs=_plain(rpc.deserialize_properties(response.object), "", []),
                 )
             )
         return response
@@ -146,6 +179,9 @@ def run_program(raw: RawConfig, stack: str) -> Run:
     """Run the real program under mocks with `raw` as the stack's config."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
+    # A loop of this run's own, made before the mocks bind anything to one.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     mocks = RecordingMocks()
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_all_config(dict(raw.values), sorted(raw.secret_keys))
@@ -164,5 +200,17 @@ def run_program(raw: RawConfig, stack: str) -> Run:
             if await out.is_secret():
                 secret_exports.add(key)
 
-    _sync_await(run_pulumi_func(program))
+    try:
+        _sync_await(run_pulumi_func(program))
+    finally:
+        _close_loops(loop, monitor.loops)
     return Run(list(monitor.recorded), exports, secret_exports)
+
+
+def _close_loops(main: asyncio.AbstractEventLoop, others: set[asyncio.AbstractEventLoop]) -> None:
+    """Join the executor threads, then close their loops and this run's own."""
+    main.run_until_complete(main.shutdown_default_executor())
+    for loop in others - {main}:
+        loop.close()
+    main.close()
+    asyncio.set_event_loop(None)

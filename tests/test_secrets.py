@@ -50,11 +50,11 @@ def test_secrets_are_pulumi_secrets_wherever_they_go() -> None:
 
 def test_render_redacts_and_prints_no_secret(tmp_path: Path) -> None:
     text = (ROOT / "Pulumi.prod.yaml").read_text()
+    text = text.replace("version: 3, advertInterval: 0.05", "version: 2, advertInterval: 1")
     text += (
         "  rancher2:tokenKey: {secure: v1:dG9rZW4tY2lwaGVy}\n"
         "  rancher-ha-lb:registryPassword: {secure: v1:cmVnaXN0cnk=}\n"
         "  rancher-ha-lb:vrrpAuthPass: {secure: v1:YXV0aA==}\n"
-        "  rancher-ha-lb:vrrp: {version: 2, advertInterval: 1}\n"
     )
     cfg = tmp_path / "Pulumi.s.yaml"
     cfg.write_text(text)
