@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -214,3 +216,98 @@ def test_haproxy_check_catches_a_broken_cfg(tmp_path: Path) -> None:
     )
     result = haproxy_check(broken, tmp_path)
     assert result.returncode != 0 and "be_nope" in result.stderr
+
+
+# --- wildcard hostnames: routed by a real HAProxy -----------------------------------------
+
+WILD_SERVICES = [
+    {"name": "shop", "image": "ghcr.io/example/shop:1", "port": 8080, "hostnames": ["shop.lab.invalid"]},
+    {"name": "blog", "image": "ghcr.io/example/blog:1", "port": 8081,
+     "hostnames": ["*.blog.lab.invalid", "blog.lab.invalid"]},
+    {"name": "api", "image": "ghcr.io/example/api:1", "port": 8082,
+     "hostnames": ["*.api.lab.invalid", "a.blog.lab.invalid"]},
+]  # fmt: skip
+# Host header -> the service that must answer (shop is the default backend).
+ROUTES = {
+    "shop.lab.invalid": "shop",
+    "blog.lab.invalid": "blog",
+    "x.blog.lab.invalid": "blog",
+    "X.Blog.Lab.Invalid:80": "blog",
+    "a.blog.lab.invalid": "api",  # an exact name beats a wildcard
+    "q.api.lab.invalid": "api",
+    "x.y.blog.lab.invalid": "shop",  # a wildcard is one label
+    ".blog.lab.invalid": "shop",
+    "xblog.lab.invalid": "shop",
+    "blog.lab.invalid.evil": "shop",
+    "unknown.invalid": "shop",
+}
+
+
+def wild_settings() -> Settings:
+    return parse_settings(with_overrides(stack_raw("lab"), services=WILD_SERVICES))
+
+
+def test_wildcards_after_exact_names_matching_one_label(tmp_path: Path) -> None:
+    cfg = render_haproxy_cfg(wild_settings(), dns_backends(wild_settings()))
+    result = haproxy_check(cfg, tmp_path)
+    assert result.returncode == 0 and "[WARNING]" not in result.stderr, result.stderr
+    rules = [line.strip() for line in cfg.splitlines() if "use_backend" in line]
+    assert rules == [
+        "use_backend be_shop if { var(txn.host) -m str shop.lab.invalid }",
+        "use_backend be_blog if { var(txn.host) -m str blog.lab.invalid }",
+        "use_backend be_api if { var(txn.host) -m str a.blog.lab.invalid }",
+        "use_backend be_blog if { var(txn.host) -m reg '^[^.]+[.]blog[.]lab[.]invalid$' }",
+        "use_backend be_api if { var(txn.host) -m reg '^[^.]+[.]api[.]lab[.]invalid$' }",
+    ]
+
+
+APP = """
+import http.server, sys
+name = sys.argv[1]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = name.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[2])), H).serve_forever()
+"""
+
+
+@pytest.mark.netns
+def test_real_haproxy_routes_wildcards_by_host(netns: str, tmp_path: Path) -> None:
+    require_root_tools("haproxy", "curl")
+    s = wild_settings()
+    backends = {svc.name: StaticBackend((StaticServer("a", "127.0.0.1", svc.port),)) for svc in s.services}
+    (tmp_path / "haproxy.cfg").write_text(render_haproxy_cfg(s, backends))
+    (tmp_path / "app.py").write_text(APP)
+    subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
+    in_ns = ["ip", "netns", "exec", netns]
+    procs = [
+        subprocess.Popen([*in_ns, sys.executable, str(tmp_path / "app.py"), svc.name, str(svc.port)])
+        for svc in s.services
+    ]
+    procs.append(subprocess.Popen([*in_ns, "haproxy", "-db", "-f", str(tmp_path / "haproxy.cfg")]))
+    try:
+        answers: dict[str, str] = {}
+        deadline = time.monotonic() + 10
+        for host in ROUTES:
+            while True:
+                result = subprocess.run(
+                    [*in_ns, "curl", "-s", "--max-time", "1", "-H", f"Host: {host}", "http://127.0.0.1:80/"],
+                    capture_output=True, text=True, timeout=5, check=False,
+                )  # fmt: skip
+                if result.returncode == 0 and result.stdout in ("shop", "blog", "api"):
+                    answers[host] = result.stdout
+                    break
+                assert time.monotonic() < deadline, f"no answer for {host}: {result}"
+                time.sleep(0.1)
+        assert answers == ROUTES
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=10)
