@@ -1029,15 +1029,20 @@ def _resource_problems(s: Settings) -> list[str]:
 def auth_pass_problem(password: str) -> str | None:
     """Why keepalived would not read `auth_pass <password>` as exactly this password.
 
-    keepalived 2.2.7's parser (lib/parser.c): `#` and `!` start comments, `"`
-    starts a quoted token, `{` and `}` split a line into blocks, `\\` escapes
-    (and at the end continues the line), `$NAME` and `${NAME}` expand
-    definitions (`$_PWD`, `$_HASH`, ...). The renderer writes it unquoted.
+    keepalived 2.2.7's parser (lib/parser.c), on the unquoted word the renderer
+    writes: `#` and `!` start comments, `"` starts a quoted token, `{` and `}`
+    split the line into blocks, `\\` before `#`/`!` escapes them and at the
+    end of a line continues it, `$NAME` and `${NAME}` expand definitions
+    (`$_PWD`, `$_HASH`, ...). tests/test_renderers.py checks the rest against a
+    real keepalived: every password this accepts is read back exactly.
     """
     for i, c in enumerate(password):
-        if not "!" <= c <= "~" or c in '#!"{}\\':
+        after = password[i + 1 : i + 2]
+        if not "!" <= c <= "~" or c in '#!"{}':
             return "character"
-        if c == "$" and i + 1 < len(password) and (password[i + 1].isalpha() or password[i + 1] in "_{"):
+        if c == "\\" and not after:
+            return "backslash"
+        if c == "$" and (after.isalpha() or after in ("_", "{")):
             return "variable"
     return None
 
@@ -1070,9 +1075,9 @@ def _vrrp_problems(s: Settings) -> list[str]:
             )
         if auth_pass_problem(password):
             problems.append(
-                f'{_key("vrrpAuthPass")}: only printable ASCII without spaces, # ! " {{ }} or \\, and no $ '
-                "before a letter, _ or { (keepalived reads # and ! as comments, braces as blocks, \\ as an "
-                "escape and $NAME as a variable)"
+                f'{_key("vrrpAuthPass")}: only printable ASCII without spaces, # ! " {{ or }}, '
+                "not ending in \\, and no $ before a letter, _ or { (keepalived reads # and ! as comments, "
+                "braces as blocks, a final \\ as a line continuation and $NAME as a variable)"
             )
         if not 1 <= len(password) <= 8:
             problems.append(

@@ -6,10 +6,13 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
+import hypothesis
 import pytest
 from conftest import STACKS, require_root_tools, settings_of, stack_raw, with_overrides
+from hypothesis import strategies as st
 
 from components.haproxy_cfg import (
     StaticBackend,
@@ -18,7 +21,7 @@ from components.haproxy_cfg import (
     render_haproxy_cfg,
 )
 from components.keepalived_conf import render_keepalived_conf
-from components.settings import Settings, parse_settings
+from components.settings import Settings, auth_pass_problem, parse_settings
 
 
 def v2_auth_settings(password: str = "s3cret") -> Settings:
@@ -311,3 +314,110 @@ def test_real_haproxy_routes_wildcards_by_host(netns: str, tmp_path: Path) -> No
             p.terminate()
         for p in procs:
             p.wait(timeout=10)
+
+
+# --- vrrpAuthPass: what the validator accepts is what keepalived reads ------------------------
+
+
+def v2_no_watch(password: str) -> Settings:
+    # No track_file: a real keepalived would create its file (init_file) on the host.
+    raw = with_overrides(
+        stack_raw("lab"),
+        secret=True,
+        vrrp={"version": 2, "advertInterval": 1, "check": {"watch": False}},
+        vrrpAuthPass=password,
+    )
+    return parse_settings(raw)
+
+
+def keepalived_reads(netns: str, conf: str, tmp: Path) -> tuple[int, list[str]]:
+    """`keepalived -t` exit code, and the passwords a running keepalived dumps (-d), in order."""
+    run_dir = tmp / uuid.uuid4().hex[:8]
+    run_dir.mkdir()
+    check = keepalived_check(netns, conf, run_dir)
+    if check.returncode != 0:
+        return check.returncode, []
+    want = conf.count("auth_pass ")
+    pids = [f"{flag}{run_dir / name}" for flag, name in (("-p", "k.pid"), ("-r", "v.pid"), ("-c", "c.pid"))]
+    # Its own mount namespace with a private /run: nothing it writes lands on the host.
+    script = 'mount -t tmpfs none /run && exec keepalived -n -l -d -P -f "$@"'
+    cmd = [
+        "ip",
+        "netns",
+        "exec",
+        netns,
+        "unshare",
+        "-m",
+        "sh",
+        "-c",
+        script,
+        "sh",
+        str(run_dir / "keepalived.conf"),
+    ]
+    proc = subprocess.Popen([*cmd, *pids], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    found: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the dump comes within ~0.2 s; keepalived -n runs until stopped
+            if "Password = " in line:
+                found.append(line.split("Password = ", 1)[1].rstrip("\n"))
+                if len(found) == want:
+                    break
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    return check.returncode, found
+
+
+def instances(passwords: list[str]) -> str:
+    """One rendered keepalived.conf per password, their vrrp_instance blocks in one file
+    (distinct router ids and VIPs), so one keepalived reads them all."""
+    head = ""
+    blocks = []
+    for i, password in enumerate(passwords):
+        conf = render_keepalived_conf(v2_no_watch(password), "lb-1", password)
+        head, block = conf.split("vrrp_instance ", 1)
+        block = block.replace("VI_51 {", f"VI_{i + 1} {{", 1).replace(
+            "virtual_router_id 51", f"virtual_router_id {i + 1}"
+        )
+        blocks.append("vrrp_instance " + block.replace("192.0.2.10/24", f"192.0.2.{100 + i}/24"))
+    return head + "".join(blocks)
+
+
+AUTH_CHARS = [chr(c) for c in range(0x21, 0x7F)] + list("$${}\\#!\"'~@_")
+
+
+@pytest.mark.netns
+@hypothesis.settings(
+    max_examples=6, deadline=None, suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture]
+)
+@hypothesis.given(
+    passwords=st.lists(
+        st.text(alphabet=st.sampled_from(AUTH_CHARS), min_size=1, max_size=8).filter(
+            lambda p: not auth_pass_problem(p)
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+@hypothesis.example(passwords=["a\\b", "$1", "$$", "a$", "'", "~x", "@x", "%d", "\\\\x", "ab$-", "12345678"])
+def test_every_accepted_auth_pass_is_read_back_exactly(
+    passwords: list[str], netns: str, tmp_path: Path
+) -> None:
+    code, read = keepalived_reads(netns, instances(passwords), tmp_path)
+    assert code == 0
+    assert read == passwords
+
+
+REFUSED = ["{a}", "a{b", "a}b", "$_PWD", "${_HASH}", "a#b", 'a"b', "a\\#b", "a!b"]
+
+
+@pytest.mark.netns
+def test_refused_auth_passes_are_misread_by_keepalived(netns: str, tmp_path: Path) -> None:
+    for password in REFUSED:
+        assert auth_pass_problem(password) is not None
+        conf = render_keepalived_conf(v2_no_watch("ok"), "lb-1", "ok").replace(
+            "auth_pass ok", f"auth_pass {password}"
+        )
+        code, read = keepalived_reads(netns, conf, tmp_path)
+        assert code != 0 or read != [password], password
