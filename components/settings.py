@@ -75,12 +75,13 @@ _IFNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,15}$")
 _BAD_IFNAMES = (".", "..", "all", "default", "lo")
 # Kubernetes IsEnvVarName; also a valid Secret data key.
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
-# distribution/reference (what Docker, containerd and the kubelet parse).
+# distribution/reference (what Docker, containerd and the kubelet parse); no IPv6
+# registry literals, which the versions podman 4.3 and older kubelets vendor refuse.
 _REF_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REF_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _REF_DOMAIN = rf"{_REF_DOMAIN_PART}(?:\.{_REF_DOMAIN_PART})*"
 _IMAGE_REF = re.compile(
-    rf"^(?P<name>(?:(?:{_REF_DOMAIN}|\[[a-fA-F0-9:]+\])(?::[0-9]+)?/)?{_REF_COMPONENT}(?:/{_REF_COMPONENT})*)"
+    rf"^(?P<name>(?:{_REF_DOMAIN}(?::[0-9]+)?/)?{_REF_COMPONENT}(?:/{_REF_COMPONENT})*)"
     r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
     r"(?:@(?P<digest>[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}))?$"
 )
@@ -164,7 +165,10 @@ def _show_collection(value: list[Any] | tuple[Any, ...] | dict[Any, Any], limit:
 
 
 def short_name(name: str, limit: int = 48) -> str:
-    """A key (host name, env name) in a key path, shortened like values."""
+    """A key (host name, env name) in a key path, shortened like values; quoted and
+    escaped if it holds anything unprintable, so a message stays one line."""
+    if not name.isprintable():
+        name = repr(name)
     return name if len(name) <= limit else f"{name[:_SHOW]}…"
 
 
@@ -225,7 +229,7 @@ def _strict_bool(value: Any) -> Any:
 
 
 def _dns_label(value: str) -> str:
-    if not _DNS1123_LABEL.match(value):
+    if not _DNS1123_LABEL.fullmatch(value):
         raise _fail(
             "dns",
             "{value} is not a DNS-1123 label (lower-case a-z, 0-9 and '-', "
@@ -237,7 +241,7 @@ def _dns_label(value: str) -> str:
 
 def _dns1035_label(value: str) -> str:
     # Service names: Kubernetes wants a DNS-1035 label (a letter first).
-    if not _DNS1035_LABEL.match(value):
+    if not _DNS1035_LABEL.fullmatch(value):
         raise _fail(
             "dns",
             "{value} is not a DNS-1035 label (lower-case a-z, 0-9 and '-', starting with a letter, "
@@ -248,13 +252,13 @@ def _dns1035_label(value: str) -> str:
 
 
 def _dns_name(value: str) -> str:
-    if len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
+    if len(value) > 253 or not _DNS_SUBDOMAIN.fullmatch(value):
         raise _fail("dns", "{value} is not a lower-case DNS name", value=value)
     return value
 
 
 def _hostname(value: str) -> str:
-    if len(value) > 253 or not _HOSTNAME.match(value):
+    if len(value) > 253 or not _HOSTNAME.fullmatch(value):
         raise _fail(
             "dns",
             "{value} is not a lower-case DNS host name (a wildcard only as the whole first label: "
@@ -265,7 +269,7 @@ def _hostname(value: str) -> str:
 
 
 def _ifname(value: str) -> str:
-    if not _IFNAME.match(value):
+    if not _IFNAME.fullmatch(value):
         raise _fail(
             "ifname",
             "{value} is not a Linux interface name (1-15 characters of A-Z a-z 0-9 _ . @ -)",
@@ -348,7 +352,7 @@ def _string(value: Any) -> Any:
 
 
 def _env_name(value: str) -> str:
-    if not _ENV_NAME.match(value) or len(value) > 253:
+    if not _ENV_NAME.fullmatch(value) or len(value) > 253:
         raise PydanticCustomError(
             "env",
             "not an environment variable name (letters, digits, '_', '-', '.', not starting with a digit)",
@@ -366,7 +370,7 @@ def _env_value(value: Any) -> Any:
 def _image(value: str) -> str:
     if not value:
         raise PydanticCustomError("image", "must not be empty")
-    m = _IMAGE_REF.match(value)
+    m = _IMAGE_REF.fullmatch(value)
     if m is None or len(m.group("name")) > _IMAGE_NAME_MAX:
         raise _fail(
             "image",
@@ -379,7 +383,7 @@ def _image(value: str) -> str:
 
 def quantity(text: str) -> Decimal | None:
     """The value of a Kubernetes quantity, or None when it is not one."""
-    m = _QUANTITY.match(text)
+    m = _QUANTITY.fullmatch(text)
     if m is None:
         return None
     suffix = m.group("suffix") or ""
@@ -891,7 +895,7 @@ def _host_problems(s: Settings) -> list[str]:
                 else ""
             )
             problems.append(f"{where}: {len(node)} characters; {who} may have at most {limit}{why}")
-        elif not _DNS_SUBDOMAIN.match(node):
+        elif not _DNS_SUBDOMAIN.fullmatch(node):
             problems.append(
                 f"{where}: not a Kubernetes node name (lower-case DNS subdomain: labels of a-z, 0-9 "
                 "and '-' joined by '.', each starting and ending alphanumeric)"
@@ -951,7 +955,7 @@ def _address_problems(s: Settings) -> list[str]:
 def _namespace_problems(s: Settings) -> list[str]:
     problems: list[str] = []
     for key, ns in (("namespace", s.namespace), ("edgeNamespace", s.edge_namespace)):
-        if ns is not None and _RESERVED_NAMESPACE.match(ns):
+        if ns is not None and _RESERVED_NAMESPACE.fullmatch(ns):
             problems.append(
                 f"{_key(key)}: {show(ns)} belongs to Kubernetes or Rancher (default, kube-*, cattle-*); "
                 "choose another"

@@ -6,13 +6,14 @@ import pulumi
 from pulumi.runtime import config as runtime_config
 from pydantic import SecretStr
 
-from components.settings import PROJECT, RANCHER, RawConfig, Settings, SettingsError, parse_settings
+from components.settings import RawConfig, Settings, SettingsError, parse_settings
 
 
 def raw_from_engine() -> RawConfig:
-    """Every `rancher-ha-lb:` and `rancher2:` key the engine gives the program."""
+    """Every key the engine gives the program: ours, and the others, so that a
+    misspelled namespace (`rancher_ha_lb:`) is an error rather than ignored."""
     merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
-    values = {k: str(v) for k, v in merged.items() if k.split(":", 1)[0] in (PROJECT, RANCHER)}
+    values = {k: str(v) for k, v in merged.items()}
     secret = {k for k in values if runtime_config.is_config_secret(k)}
     secret |= set(runtime_config.get_config_secret_keys_env()) & set(values)
     return RawConfig(values, frozenset(secret))

@@ -81,19 +81,19 @@ def stack_path(stack: str, config_file: str | None = None) -> Path:
 
 def plain_tag(value: str) -> str:
     """The tag YAML 1.2's core schema gives a plain (unquoted) scalar."""
-    if _NULL.match(value):
+    if _NULL.fullmatch(value):
         return NULL
-    if _BOOL.match(value):
+    if _BOOL.fullmatch(value):
         return BOOL
     if value == "<<":
         return MERGE
-    if _INT.match(value):
+    if _INT.fullmatch(value):
         return INT
-    if _LEADING_ZERO.match(value) or (
-        ("_" in value or value[:2] in ("0b", "0B")) and _YAML11_NUMBER.match(value)
+    if _LEADING_ZERO.fullmatch(value) or (
+        ("_" in value or value[:2] in ("0b", "0B")) and _YAML11_NUMBER.fullmatch(value)
     ):
         return AMBIGUOUS
-    if _FLOAT.match(value):
+    if _FLOAT.fullmatch(value):
         return FLOAT
     return STR
 
@@ -165,7 +165,7 @@ class _Walk:
         tag, value = node.tag, str(node.value)
         shown = value[:_SHOW_TEXT]
         if tag == AMBIGUOUS:
-            if _LEADING_ZERO.match(value):
+            if _LEADING_ZERO.fullmatch(value):
                 self.problems.append(
                     f"{path}: {shown} has a leading zero (YAML 1.1 reads it as octal, YAML 1.2 as decimal); "
                     "drop the zero or quote it"

@@ -387,6 +387,32 @@ CASES = [
         nested(SVC, [1, "name"], "shop"),
         [f"{P}services[1].name: 'shop' is also services[0]'s name"],
     ),
+    # A trailing newline: Python's `$` matches before it, the consumer does not.
+    Case(
+        "name: service name with newline",
+        nested(SVC, [0, "name"], "shop\n"),
+        [f"{P}services[0].name: 'shop\\n' is not a DNS-1035 label"],
+    ),
+    Case(
+        "name: namespace with newline",
+        setting("namespace", "web\n"),
+        [f"{P}namespace: 'web\\n' is not a DNS-1123 label"],
+    ),
+    Case(
+        "name: interface with newline",
+        nested("vip", ["interface"], "eth0\n"),
+        [f"{P}vip.interface: 'eth0\\n' is not a Linux interface name"],
+    ),
+    Case(
+        "name: hostname with newline",
+        nested(SVC, [0, "hostnames"], ["shop.lab.invalid\n"]),
+        [f"{P}services[0].hostnames[0]: 'shop.lab.invalid\\n' is not a lower-case DNS host name"],
+    ),
+    Case(
+        "name: host with newline",
+        nested("hosts", ["app-3\n"], {"role": "apps"}),
+        [f"{P}hosts.'app-3\\n': not a Kubernetes node name"],
+    ),
     Case(
         "name: edgeNamespace is namespace",
         setting("edgeNamespace", "web"),

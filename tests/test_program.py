@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pulumi
 import pytest
 from conftest import STACKS, rendered, settings_of, stack_raw, with_overrides
 
+from components.settings import RawConfig
 from halb.mockrun import FAKE_DIGEST, Recorded, Run, run_program
 
 DS = "kubernetes:apps/v1:DaemonSet"
@@ -264,3 +266,28 @@ def test_exports() -> None:
     cmds = run.exports["registrationCommands"]
     assert cmds["load-balancer"].endswith(" --label role=load-balancer")
     assert cmds["apps"].endswith(" --label role=apps")
+
+
+# --- the engine's config, as `pulumi up` hands it over -----------------------------------------
+
+
+def test_a_misspelled_namespace_stops_the_program(caplog: pytest.LogCaptureFixture) -> None:
+    lab = stack_raw("lab")
+    raw = RawConfig(
+        {**lab.values, "rancher_ha_lb:project": "shop", "kubernetes:context": "x"}, lab.secret_keys
+    )
+    with pytest.raises(pulumi.RunError):
+        run_program(raw, "lab")
+    assert caplog.messages[0] == (
+        "rancher_ha_lb:project: unknown namespace 'rancher_ha_lb'; did you mean rancher-ha-lb:project?"
+    )
+
+
+def test_a_secret_where_it_would_be_plain_text_stops_the_program(caplog: pytest.LogCaptureFixture) -> None:
+    lab = stack_raw("lab")
+    raw = RawConfig(lab.values, lab.secret_keys | {"rancher-ha-lb:hosts"})
+    with pytest.raises(pulumi.RunError):
+        run_program(raw, "lab")
+    assert caplog.messages[0].startswith(
+        "rancher-ha-lb:hosts: holds a secret, but this setting reaches the cluster in plain text; only"
+    )
