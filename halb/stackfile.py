@@ -103,12 +103,20 @@ class _TooDeep(yaml.YAMLError):
         super().__init__(f"line {line}: nested more than {MAX_DEPTH} levels deep")
 
 
+class _TooMany(yaml.YAMLError):
+    def __init__(self, line: int) -> None:
+        super().__init__(
+            f"line {line}: more than {MAX_NODES} values (a stack file may hold at most {MAX_NODES})"
+        )
+
+
 class _Loader(yaml.SafeLoader):
     """SafeLoader with YAML 1.2 scalars and a bounded nesting depth."""
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._depth = 0
+        self._nodes = 0
 
     def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
         if kind is ScalarNode and implicit[0]:
@@ -119,8 +127,13 @@ class _Loader(yaml.SafeLoader):
         # The composer recurses per level: refuse deep input before Python's stack does.
         self._depth += 1
         try:
+            event = self.peek_event()  # type: ignore[no-untyped-call]
             if self._depth > MAX_DEPTH:
-                raise _TooDeep(self.peek_event().start_mark.line + 1)  # type: ignore[no-untyped-call]
+                raise _TooDeep(event.start_mark.line + 1)
+            if not isinstance(event, yaml.AliasEvent):
+                self._nodes += 1
+                if self._nodes > MAX_NODES:  # stop composing now: this bounds the work too
+                    raise _TooMany(event.start_mark.line + 1)
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
@@ -266,7 +279,7 @@ class _Walk:
 
 
 def _yaml_problem(path: Path, text: str, err: yaml.YAMLError) -> str:
-    if isinstance(err, _TooDeep):
+    if isinstance(err, _TooDeep | _TooMany):
         return f"{path}: {err}"
     if isinstance(err, yaml.reader.ReaderError):
         line = text.count("\n", 0, err.position) + 1

@@ -826,6 +826,19 @@ TEXT_CASES = [
         [f"{P}services: YAML aliases expand it to more than 10000 values"],
     ),
     TextCase(
+        "size: too many values",
+        add("  kubernetes:x: [" + ", ".join(["1"] * 10_001) + "]\n"),
+        ["line 24: more than 10000 values (a stack file may hold at most 10000)"],
+    ),
+    TextCase(
+        "size: alias chain too deep",
+        add(
+            "  kubernetes:a0: &a0 [x]\n"
+            + "".join(f"  kubernetes:a{i}: &a{i} [*a{i - 1}]\n" for i in range(1, 40))
+        ),
+        ["kubernetes:a39: YAML aliases nest it more than 32 levels deep"],
+    ),
+    TextCase(
         "size: recursive alias",
         add("  kubernetes:x: &a [*a]\n"),
         ["kubernetes:x: a YAML alias inside its own anchor (a cycle)"],
