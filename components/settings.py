@@ -750,10 +750,24 @@ def _message(err: Any) -> str:
     return str(err["msg"])
 
 
-def _problems_from(exc: ValidationError, key_of: Mapping[str, str]) -> list[str]:
+def _hide_value(msg: str, value: Any) -> str:
+    """A message about a secret value, without the value."""
+    shown = f"{show(value)} "
+    if not msg.startswith(shown):
+        return msg
+    return msg[len(shown) :].removeprefix("is ") + " (secret: the value is not shown)"
+
+
+def _problems_from(exc: ValidationError, key_of: Mapping[str, str], secret_env: bool = False) -> list[str]:
+    errors = exc.errors()
+    # pydantic adds "too short after validation" when every item failed: noise
+    # beside the items' own errors.
+    failed_inside = {tuple(e["loc"][:n]) for e in errors for n in range(len(e["loc"]))}
     problems = []
-    for err in exc.errors():
+    for err in errors:
         loc = tuple(err["loc"])
+        if err["type"] == "too_short" and loc in failed_inside:
+            continue
         top = str(loc[0]) if loc else ""
         full_key = key_of.get(top, f"{PROJECT}:{top}")
         path = _path(full_key, loc[1:]) if loc else PROJECT
@@ -762,6 +776,8 @@ def _problems_from(exc: ValidationError, key_of: Mapping[str, str]) -> list[str]
             model = _model_at(loc)
             if model is not None:
                 msg += f"; expected one of: {_expected(model)}"
+        if secret_env and loc[:1] == ("services",) and "env" in loc[2:4]:
+            msg = _hide_value(msg, err.get("input"))
         problems.append(f"{path}: {msg}")
     return problems
 
@@ -833,7 +849,7 @@ def parse_settings(raw: RawConfig) -> Settings:
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        problems += _problems_from(exc, key_of)
+        problems += _problems_from(exc, key_of, secret_env=f"{PROJECT}:services" in raw.secret_keys)
         raise SettingsError(problems) from None
     if problems:
         raise SettingsError(problems)

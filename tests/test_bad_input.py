@@ -573,6 +573,11 @@ CASES = [
         [f"{P}services[0].replicas: 0 is not in 1..1000"],
     ),
     Case(
+        "value: every service wrong",
+        both(nested(SVC, [0, "port"], 0), nested(SVC, [1, "port"], 0)),
+        [f"{P}services[0].port: 0 is not in 1..65535", f"{P}services[1].port: 0 is not in 1..65535"],
+    ),
+    Case(
         "value: apiUrl not a URL",
         setting("rancher2:apiUrl", "rancher.example.com"),
         ["rancher2:apiUrl: 'rancher.example.com' does not match"],

@@ -12,7 +12,7 @@ import kubernetes_validate
 import yaml
 from conftest import ROOT, P, run_halb, stack_raw, with_overrides
 
-from components.settings import RawConfig, parse_settings
+from components.settings import RawConfig, SettingsError, parse_settings
 from halb.mockrun import run_program
 
 TOKEN, AUTH, REGISTRY = "tok-3f9a-secret", "au7hp4ss", "reg-pw-secret"
@@ -184,3 +184,23 @@ def test_secure_env_in_a_stack_file_renders_a_secret(tmp_path: Path) -> None:
     for doc in (secret, deploy):
         kubernetes_validate.validate(doc, "1.30", strict=True)
     assert "v1:ZGItcHc=" not in (out / "manifests.yaml").read_text() + result.stdout + result.stderr
+
+
+def test_messages_never_show_a_secret_env_value() -> None:
+    raw = env_raw(secret=True)
+    services = json.loads(raw.values[P + "services"])
+    services[0]["env"] = {"PIN": 904417, "TOKEN": "tok\0en", "FLAG": True}
+    services[1]["env"] = "sekrit-as-a-string"
+    bad = RawConfig({**raw.values, P + "services": json.dumps(services)}, raw.secret_keys)
+    try:
+        parse_settings(bad)
+    except SettingsError as err:
+        problems = err.problems
+    else:
+        raise AssertionError("accepted")
+    assert problems == [
+        f"{P}services[0].env.PIN: a number, not a string; quote it (secret: the value is not shown)",
+        f"{P}services[0].env.TOKEN: contains a NUL character (a process environment cannot hold one)",
+        f"{P}services[0].env.FLAG: a boolean, not a string; quote it (secret: the value is not shown)",
+        f"{P}services[1].env: not a mapping of keys to values (secret: the value is not shown)",
+    ]
