@@ -3,12 +3,11 @@
 The one schema for everything the program reads from a stack: the Pulumi
 program, the offline render and the lab all go through `parse_settings`, so
 a setting means the same thing everywhere. Every problem is reported with its
-config key path (`rancher-ha-lb:vip.routerId`) and what is allowed; values in
-messages are shortened, so a hostile value cannot flood the terminal.
+config key path (`rancher-ha-lb:vip.routerId`) and what is allowed.
 
-A value is accepted only when the daemon, Kubernetes or Linux will accept it
-the same way: names, addresses, image references and quantities are checked by
-the rules of whoever consumes them, not left to fail at deploy time.
+Single values are checked by their consumers' rules (components/values.py);
+here are the models, the reading of engine config (namespaces, which keys may
+be secret) and the rules that span fields.
 """
 
 from __future__ import annotations
@@ -16,16 +15,14 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import json
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -33,7 +30,34 @@ from pydantic import (
     SecretStr,
     ValidationError,
 )
-from pydantic_core import PydanticCustomError
+
+from components.values import (
+    Bool,
+    DnsLabel,
+    DnsName,
+    EnvName,
+    EnvValue,
+    Float,
+    HostAddress,
+    HostName,
+    IfName,
+    Image,
+    Int,
+    NonEmpty,
+    Port,
+    Quantity,
+    ServiceName,
+    Str,
+    VipAddress,
+    auth_pass_problem,
+    fail,
+    in_range,
+    is_dns_subdomain,
+    quantity,
+    short_name,
+    show,
+    strict_int,
+)
 
 PROJECT = "rancher-ha-lb"
 RANCHER = "rancher2"
@@ -59,55 +83,8 @@ SECRET_RULE = (
     f"values of {PROJECT}:services[].env may be secure"
 )
 
-# Kubernetes: DNS-1123 label (namespaces), DNS-1035 label (Service names),
-# DNS-1123 subdomain (node names).
-_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
-_DNS1123_LABEL = re.compile(rf"^{_LABEL}$")
-_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
-# A host name; a wildcard only as the whole first label (one label, as in
-# Kubernetes Ingress and TLS certificates).
-_HOSTNAME = re.compile(rf"^(\*\.)?{_LABEL}(\.{_LABEL})*$")
-# Linux IFNAMSIZ is 16 including the NUL; '/', ':', '%' and whitespace are refused.
-_IFNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,15}$")
-# The kernel refuses '.', '..', 'all' and 'default' (sysctl directories); a
-# VIP on 'lo' is never announced.
-_BAD_IFNAMES = (".", "..", "all", "default", "lo")
-# Kubernetes IsEnvVarName; also a valid Secret data key.
-_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
-# distribution/reference (what Docker, containerd and the kubelet parse); no IPv6
-# registry literals, which the versions podman 4.3 and older kubelets vendor refuse.
-_REF_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_REF_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_REF_DOMAIN = rf"{_REF_DOMAIN_PART}(?:\.{_REF_DOMAIN_PART})*"
-_IMAGE_REF = re.compile(
-    rf"^(?P<name>(?:{_REF_DOMAIN}(?::[0-9]+)?/)?{_REF_COMPONENT}(?:/{_REF_COMPONENT})*)"
-    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
-    r"(?:@(?P<digest>[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}))?$"
-)
-_IMAGE_NAME_MAX = 255
-# apimachinery resource.Quantity: number, then a binary, decimal or exponent suffix.
-_QUANTITY = re.compile(
-    r"^(?P<num>[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?[0-9]+)?$"
-)
-_SUFFIX = {
-    "": Decimal(1),
-    "n": Decimal("1e-9"),
-    "u": Decimal("1e-6"),
-    "m": Decimal("1e-3"),
-    "k": Decimal("1e3"),
-    "M": Decimal("1e6"),
-    "G": Decimal("1e9"),
-    "T": Decimal("1e12"),
-    "P": Decimal("1e15"),
-    "E": Decimal("1e18"),
-    **{s: Decimal(1024) ** (i + 1) for i, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))},
-}
-_QUANTITY_MAX = Decimal(2**63 - 1)
 # Namespaces every cluster already has, or Rancher manages.
 _RESERVED_NAMESPACE = re.compile(r"^(default|kube-.*|cattle-.*)$")
-_VIP_PREFIX = (8, 29)
-_SHOW = 40
 _MAX_DIGITS = 4000  # below Python's int/str conversion limit (4300)
 
 
@@ -119,325 +96,6 @@ class SettingsError(Exception):
         self.problems = problems
 
 
-def digits(value: int) -> int:
-    """Decimal digits of an int, without str(): that raises above 4300 digits."""
-    n = abs(value)
-    if n < 10:
-        return 1
-    d = int((n.bit_length() - 1) * math.log10(2)) + 1
-    return d + 1 if n >= 10**d else d
-
-
-def show(value: Any, limit: int = _SHOW) -> str:
-    """A value as messages print it: YAML's true/false/null, Python's repr, never long."""
-    if value is True or value is False:
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    if isinstance(value, int):
-        n = digits(value)
-        return str(value) if n <= 20 else f"a {n}-digit number"
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, str):
-        if len(value) <= limit:
-            return repr(value)
-        return f"{repr(value[:limit])[:-1]}…' ({len(value)} characters)"
-    if isinstance(value, list | tuple | dict):
-        return _show_collection(value, limit)
-    return f"<{type(value).__name__}>"
-
-
-def _show_collection(value: list[Any] | tuple[Any, ...] | dict[Any, Any], limit: int) -> str:
-    is_dict = isinstance(value, dict)
-    items = value.items() if isinstance(value, dict) else value
-    parts: list[str] = []
-    used = 2
-    for item in items:
-        text = f"{show(item[0], limit)}: {show(item[1], limit)}" if is_dict else show(item, limit)
-        if used + len(text) > 2 * limit:
-            parts.append("…")
-            break
-        parts.append(text)
-        used += len(text) + 2
-    body = ", ".join(parts)
-    return f"{{{body}}}" if is_dict else f"[{body}]"
-
-
-def short_name(name: str, limit: int = 48) -> str:
-    """A key (host name, env name) in a key path, shortened like values; quoted and
-    escaped if it holds anything unprintable, so a message stays one line."""
-    if not name.isprintable():
-        name = repr(name)
-    return name if len(name) <= limit else f"{name[:_SHOW]}…"
-
-
-def _fail(kind: str, message: str, **ctx: Any) -> PydanticCustomError:
-    # Formatted here with shortened values; no context is passed to pydantic,
-    # so braces in a user's value are never read as a template.
-    return PydanticCustomError(kind, message.format(**{k: show(v) for k, v in ctx.items()}))
-
-
-def _in_range(lo: int, hi: int) -> AfterValidator:
-    def check(value: int) -> int:
-        if not lo <= value <= hi:
-            raise _fail("range", "{value} is not in {lo}..{hi}", value=value, lo=lo, hi=hi)
-        return value
-
-    return AfterValidator(check)
-
-
-def _number_text(value: str) -> bool:
-    try:
-        float(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _strict_int(value: Any) -> Any:
-    # YAML `port: "80"`, `replicas: 1.5` or `routerId: true` are typos, not numbers to coerce.
-    if isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]{1,20}", value.strip()):
-        raise _fail("int", "{value} is a string, not a whole number; remove the quotes", value=value)
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail("int", "{value} is not a whole number", value=value)
-    return value
-
-
-def _strict_float(value: Any) -> Any:
-    if isinstance(value, str) and _number_text(value):
-        raise _fail("float", "{value} is a string, not a number; remove the quotes", value=value)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise _fail("float", "{value} is not a (finite) number", value=value)
-    return float(value)
-
-
-_YAML11_BOOLS = {"yes": True, "y": True, "on": True, "no": False, "n": False, "off": False}
-
-
-def _strict_bool(value: Any) -> Any:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        raise _fail("bool", "{value} is a string, not true or false; remove the quotes", value=value)
-    if isinstance(value, str) and value.lower() in _YAML11_BOOLS:
-        word = "true" if _YAML11_BOOLS[value.lower()] else "false"
-        raise _fail("bool", "{value} is not true or false (write " + word + ")", value=value)
-    raise _fail("bool", "{value} is not true or false", value=value)
-
-
-def _dns_label(value: str) -> str:
-    if not _DNS1123_LABEL.fullmatch(value):
-        raise _fail(
-            "dns",
-            "{value} is not a DNS-1123 label (lower-case a-z, 0-9 and '-', "
-            "starting and ending alphanumeric, at most 63 characters)",
-            value=value,
-        )
-    return value
-
-
-def _dns1035_label(value: str) -> str:
-    # Service names: Kubernetes wants a DNS-1035 label (a letter first).
-    if not _DNS1035_LABEL.fullmatch(value):
-        raise _fail(
-            "dns",
-            "{value} is not a DNS-1035 label (lower-case a-z, 0-9 and '-', starting with a letter, "
-            "ending alphanumeric, at most 63 characters)",
-            value=value,
-        )
-    return value
-
-
-def _dns_name(value: str) -> str:
-    if len(value) > 253 or not _DNS_SUBDOMAIN.fullmatch(value):
-        raise _fail("dns", "{value} is not a lower-case DNS name", value=value)
-    return value
-
-
-def _hostname(value: str) -> str:
-    if len(value) > 253 or not _HOSTNAME.fullmatch(value):
-        raise _fail(
-            "dns",
-            "{value} is not a lower-case DNS host name (a wildcard only as the whole first label: "
-            "*.example.com)",
-            value=value,
-        )
-    return value
-
-
-def _ifname(value: str) -> str:
-    if not _IFNAME.fullmatch(value):
-        raise _fail(
-            "ifname",
-            "{value} is not a Linux interface name (1-15 characters of A-Z a-z 0-9 _ . @ -)",
-            value=value,
-        )
-    if value in _BAD_IFNAMES:
-        raise _fail(
-            "ifname",
-            "{value} is not a usable interface name (Linux refuses '.', '..', 'all' and 'default'; "
-            "'lo' cannot carry a VIP)",
-            value=value,
-        )
-    return value
-
-
-def _host_address_class(addr: ipaddress.IPv4Address) -> str | None:
-    """Why `addr` cannot be a host's (or the VIP's) address on a LAN, or None."""
-    for kind, test in (
-        ("multicast", addr.is_multicast),
-        ("loopback", addr.is_loopback),
-        ("unspecified", addr.is_unspecified),
-        ("reserved", addr.is_reserved),
-    ):
-        if test:
-            return f"{addr} is a {kind} address, not a host's"
-    return None
-
-
-def _host_address(value: Any) -> Any:
-    if not isinstance(value, str):
-        return value
-    try:
-        addr = ipaddress.IPv4Address(value)
-    except ValueError:
-        raise _fail("ip", "{value} is not an IPv4 address", value=value) from None
-    why = _host_address_class(addr)
-    if why:
-        raise PydanticCustomError("ip", why)
-    return addr
-
-
-def _vip_address(value: Any) -> Any:
-    if not isinstance(value, str):
-        return value
-    if "/" not in value:
-        try:
-            ipaddress.IPv4Address(value)
-        except ValueError:
-            pass
-        else:
-            raise _fail(
-                "ip", "{value} has no prefix length; write a.b.c.d/n (e.g. " + value + "/24)", value=value
-            )
-    try:
-        iface = ipaddress.IPv4Interface(value)
-    except ValueError:
-        raise _fail("ip", "{value} is not an IPv4 address with prefix (a.b.c.d/n)", value=value) from None
-    lo, hi = _VIP_PREFIX
-    if not lo <= iface.network.prefixlen <= hi:
-        raise PydanticCustomError(
-            "ip",
-            f"prefix /{iface.network.prefixlen} is not allowed (/{lo}../{hi}: a subnet the VIP shares "
-            "with the load-balancer hosts; a shorter one puts a huge on-link route on every host)",
-        )
-    why = _host_address_class(iface.ip)
-    if why:
-        raise PydanticCustomError("ip", why)
-    return iface
-
-
-def _string(value: Any) -> Any:
-    """Strings only; a YAML number or boolean where text belongs gets a hint."""
-    if isinstance(value, str | SecretStr):
-        return value
-    if isinstance(value, bool):
-        raise _fail("str", "{value} is a boolean, not a string; quote it", value=value)
-    if isinstance(value, int | float):
-        raise _fail("str", "{value} is a number, not a string; quote it", value=value)
-    raise _fail("str", "{value} is not a string", value=value)
-
-
-def _env_name(value: str) -> str:
-    if not _ENV_NAME.fullmatch(value) or len(value) > 253:
-        raise PydanticCustomError(
-            "env",
-            "not an environment variable name (letters, digits, '_', '-', '.', not starting with a digit)",
-        )
-    return value
-
-
-def _env_value(value: Any) -> Any:
-    value = _string(value)
-    if isinstance(value, str) and "\0" in value:
-        raise PydanticCustomError("env", "contains a NUL character (a process environment cannot hold one)")
-    return value
-
-
-def _image(value: str) -> str:
-    if not value:
-        raise PydanticCustomError("image", "must not be empty")
-    m = _IMAGE_REF.fullmatch(value)
-    if m is None or len(m.group("name")) > _IMAGE_NAME_MAX:
-        raise _fail(
-            "image",
-            "{value} is not an image reference ([registry/]repository[:tag][@digest], "
-            "repository in lower case)",
-            value=value,
-        )
-    return value
-
-
-def quantity(text: str) -> Decimal | None:
-    """The value of a Kubernetes quantity, or None when it is not one."""
-    m = _QUANTITY.fullmatch(text)
-    if m is None:
-        return None
-    suffix = m.group("suffix") or ""
-    try:
-        if suffix[:1] in ("e", "E") and len(suffix) > 1:
-            exp = int(suffix[1:])
-            if abs(exp) > 100:
-                return None
-            return Decimal(m.group("num")).scaleb(exp)
-        return Decimal(m.group("num")) * _SUFFIX[suffix]
-    except (InvalidOperation, ValueError):
-        return None
-
-
-def _quantity(value: Any) -> Any:
-    # `cpu: 1` or `cpu: 0.5` in YAML are numbers; Kubernetes takes them as quantities.
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        if isinstance(value, float) and not math.isfinite(value):
-            raise _fail("quantity", "{value} is not a Kubernetes quantity", value=value)
-        if isinstance(value, int) and digits(value) > 20:
-            raise _fail("quantity", "{value} is too large for a Kubernetes quantity", value=value)
-        value = repr(value) if isinstance(value, float) else str(value)
-    value = _string(value)
-    amount = quantity(value)
-    if amount is None:
-        raise _fail(
-            "quantity",
-            "{value} is not a Kubernetes quantity (e.g. 100m, 0.5, 1; memory: 128Mi, 1Gi)",
-            value=value,
-        )
-    if amount < 0:
-        raise _fail("quantity", "{value} is negative", value=value)
-    if amount > _QUANTITY_MAX:
-        raise _fail("quantity", "{value} is too large for a Kubernetes quantity", value=value)
-    return value
-
-
-Int = Annotated[int, BeforeValidator(_strict_int)]
-Float = Annotated[float, BeforeValidator(_strict_float)]
-Bool = Annotated[bool, BeforeValidator(_strict_bool)]
-Str = Annotated[str, BeforeValidator(_string)]
-NonEmpty = Annotated[Str, Field(min_length=1)]
-Port = Annotated[Int, _in_range(1, 65535)]
-DnsLabel = Annotated[Str, AfterValidator(_dns_label)]
-DnsName = Annotated[Str, AfterValidator(_dns_name)]
-HostName = Annotated[Str, AfterValidator(_hostname)]
-Image = Annotated[Str, AfterValidator(_image)]
-Quantity = Annotated[str, BeforeValidator(_quantity)]
-EnvName = Annotated[str, AfterValidator(_env_name)]
-# A plain string as configured; parse_settings turns every value of a secret
-# `services` key into a SecretStr (the engine says only which key is secret).
-EnvValue = Annotated[str | SecretStr, BeforeValidator(_env_value)]
-
-
 class Role(StrEnum):
     LOAD_BALANCER = "load-balancer"
     APPS = "apps"
@@ -445,12 +103,12 @@ class Role(StrEnum):
 
 def _role(value: Any) -> Any:
     if value == "app":
-        raise _fail(
+        raise fail(
             "role",
             "'app' is not a role; did you mean 'apps'? (allowed: 'load-balancer', 'apps')",
         )
     if not isinstance(value, str) or value not in {r.value for r in Role}:
-        raise _fail("role", "{value} is not a role (allowed: 'load-balancer', 'apps')", value=value)
+        raise fail("role", "{value} is not a role (allowed: 'load-balancer', 'apps')", value=value)
     return value
 
 
@@ -462,17 +120,17 @@ class Host(_Model):
     """A cluster node: its role and, for load-balancer hosts, its VRRP address."""
 
     role: Annotated[Role, BeforeValidator(_role)]
-    address: Annotated[ipaddress.IPv4Address, BeforeValidator(_host_address)] | None = None
+    address: HostAddress | None = None
     # Election order on a cold start; distinct per host. Default: by name.
-    priority: Annotated[Int, _in_range(1, 254)] | None = None
+    priority: Annotated[Int, in_range(1, 254)] | None = None
 
 
 class Vip(_Model):
     """The virtual IP that keepalived moves between load-balancer hosts."""
 
-    address: Annotated[ipaddress.IPv4Interface, BeforeValidator(_vip_address)]
-    interface: Annotated[Str, AfterValidator(_ifname)] = "eth0"
-    router_id: Annotated[Int, _in_range(1, 255)] = Field(1, alias="routerId")
+    address: VipAddress
+    interface: IfName = "eth0"
+    router_id: Annotated[Int, in_range(1, 255)] = Field(1, alias="routerId")
 
     @property
     def ip(self) -> ipaddress.IPv4Address:
@@ -483,10 +141,10 @@ class Check(_Model):
     """The keepalived poll of this node's HAProxy health endpoint."""
 
     # keepalived's vrrp_script interval/timeout are whole seconds >= 1.
-    interval: Annotated[Int, _in_range(1, 3600)] = 1
-    timeout: Annotated[Int, _in_range(1, 3600)] = 1
-    fall: Annotated[Int, _in_range(1, 255)] = 1
-    rise: Annotated[Int, _in_range(1, 255)] = 2
+    interval: Annotated[Int, in_range(1, 3600)] = 1
+    timeout: Annotated[Int, in_range(1, 3600)] = 1
+    fall: Annotated[Int, in_range(1, 255)] = 1
+    rise: Annotated[Int, in_range(1, 255)] = 2
     # The event-driven watcher (images/keepalived/haproxy-watch) beside
     # keepalived: HAProxy's death is known in milliseconds, not at the next poll.
     watch: Bool = True
@@ -495,10 +153,10 @@ class Check(_Model):
 class Vrrp(_Model):
     """VRRP timers and transport; see docs on failover for the trade-off."""
 
-    version: Annotated[Literal[2, 3], BeforeValidator(_strict_int)] = 3
+    version: Annotated[Literal[2, 3], BeforeValidator(strict_int)] = 3
     advert_interval: Float = Field(0.05, alias="advertInterval")
     unicast: Bool = True
-    garp_refresh: Annotated[Int, _in_range(0, 86400)] = Field(60, alias="garpRefresh")
+    garp_refresh: Annotated[Int, in_range(0, 86400)] = Field(60, alias="garpRefresh")
     check: Check = Check()
 
 
@@ -514,10 +172,10 @@ class Resources(_Model):
 class Service(_Model):
     """One app service behind the load balancer."""
 
-    name: Annotated[Str, AfterValidator(_dns1035_label)]
+    name: ServiceName
     image: Image
     port: Port
-    replicas: Annotated[Int, _in_range(1, 1000)] = 2
+    replicas: Annotated[Int, in_range(1, 1000)] = 2
     hostnames: tuple[HostName, ...] = ()
     health_path: Annotated[Str, Field(pattern=r"^/\S*$")] = Field("/", alias="healthPath")
     env: dict[EnvName, EnvValue] = {}
@@ -540,7 +198,7 @@ class LoadBalancer(_Model):
     http_port: Port = Field(80, alias="httpPort")
     # Serves /healthz (keepalived and kubelet probes) and /metrics (Prometheus).
     stats_port: Port = Field(8404, alias="statsPort")
-    max_conn: Annotated[Int, _in_range(1, 1_000_000)] = Field(20000, alias="maxConn")
+    max_conn: Annotated[Int, in_range(1, 1_000_000)] = Field(20000, alias="maxConn")
     resources: Resources = Resources(cpu="200m", memory="128Mi", memory_limit="512Mi")
 
 
@@ -911,7 +569,7 @@ def _host_problems(s: Settings) -> list[str]:
                 else ""
             )
             problems.append(f"{where}: {len(node)} characters; {who} may have at most {limit}{why}")
-        elif not _DNS_SUBDOMAIN.fullmatch(node):
+        elif not is_dns_subdomain(node):
             problems.append(
                 f"{where}: not a Kubernetes node name (lower-case DNS subdomain: labels of a-z, 0-9 "
                 "and '-' joined by '.', each starting and ending alphanumeric)"
@@ -1044,27 +702,6 @@ def _resource_problems(s: Settings) -> list[str]:
                     f"{path}.{req_key}: {req} is more than {lim_key} {lim} (requests must not exceed limits)"
                 )
     return problems
-
-
-def auth_pass_problem(password: str) -> str | None:
-    """Why keepalived would not read `auth_pass <password>` as exactly this password.
-
-    keepalived 2.2.7's parser (lib/parser.c), on the unquoted word the renderer
-    writes: `#` and `!` start comments, `"` starts a quoted token, `{` and `}`
-    split the line into blocks, `\\` before `#`/`!` escapes them and at the
-    end of a line continues it, `$NAME` and `${NAME}` expand definitions
-    (`$_PWD`, `$_HASH`, ...). tests/test_renderers.py checks the rest against a
-    real keepalived: every password this accepts is read back exactly.
-    """
-    for i, c in enumerate(password):
-        after = password[i + 1 : i + 2]
-        if not "!" <= c <= "~" or c in '#!"{}':
-            return "character"
-        if c == "\\" and not after:
-            return "backslash"
-        if c == "$" and (after.isalpha() or after in ("_", "{")):
-            return "variable"
-    return None
 
 
 def _vrrp_problems(s: Settings) -> list[str]:

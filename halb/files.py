@@ -59,8 +59,9 @@ def _listed(out: Path) -> set[str] | None:
     return {str(f) for f in files}
 
 
-def _contents(out: Path, limit: int = 1000) -> tuple[set[str], set[str], list[str]]:
-    """Files, directories and anything else (symlinks, devices) below `out`, relative."""
+def _contents(out: Path, limit: int = 1000) -> tuple[set[str], set[str], list[str]] | None:
+    """Files, directories and anything else (symlinks, devices) below `out`, relative;
+    None if there are more than `limit` (far more than a render writes)."""
     files: set[str] = set()
     dirs: set[str] = set()
     other: list[str] = []
@@ -80,7 +81,7 @@ def _contents(out: Path, limit: int = 1000) -> tuple[set[str], set[str], list[st
             else:
                 files.add(rel)
         if len(files) + len(dirs) + len(other) > limit:
-            break
+            return None
     return files, dirs, other
 
 
@@ -112,7 +113,10 @@ def resolve_out(out: str) -> tuple[Path | None, str | None]:
 
 def _not_replaceable(out: Path) -> str | None:
     """Why the existing directory `out` must not be replaced by a render, or None."""
-    files, dirs, other = _contents(out)
+    contents = _contents(out)
+    if contents is None:
+        return "holds more files than a render writes; choose a new or empty directory"
+    files, dirs, other = contents
     if not files and not dirs and not other:
         return None
     listed = _listed(out)

@@ -20,22 +20,15 @@ import json
 import os
 import re
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from components.settings import (
-    PROJECT,
-    RANCHER,
-    RANCHER_KEYS,
-    SECRET_KEYS_ALLOWED,
-    SECRET_RULE,
-    RawConfig,
-    short_name,
-)
+from components.settings import PROJECT, RANCHER, RANCHER_KEYS, SECRET_KEYS_ALLOWED, SECRET_RULE, RawConfig
+from components.values import short_name
 
 REDACTED = "REDACTED"
 ROOT = Path(__file__).resolve().parent.parent
@@ -169,10 +162,11 @@ class _Walk:
     """One pass over the composed node graph, before anything is constructed:
     tags, keys, numbers, and every node's size and depth with aliases expanded."""
 
-    problems: list[str]
-    paths: dict[int, str]
-    sizes: dict[int, int]
-    depths: dict[int, int]
+    root: Node
+    problems: list[str] = field(default_factory=list)
+    paths: dict[int, str] = field(default_factory=dict)
+    sizes: dict[int, int] = field(default_factory=dict)
+    depths: dict[int, int] = field(default_factory=dict)
 
     def scalar(self, node: ScalarNode, path: str) -> None:
         tag, value = node.tag, str(node.value)
@@ -242,10 +236,9 @@ class _Walk:
             out.append((value_node, "" if (node is self.root and key == "config") else _child(path, key)))
         return out
 
-    def run(self, root: Node) -> None:
+    def run(self) -> None:
         """Depth-first and iterative (no recursion limit to hit)."""
-        self.root = root
-        stack: list[tuple[Node, str, bool]] = [(root, "", False)]
+        stack: list[tuple[Node, str, bool]] = [(self.root, "", False)]
         active: set[int] = set()
         kids: dict[int, list[Node]] = {}
         while stack:
@@ -358,8 +351,8 @@ def _compose(path: Path, text: str) -> tuple[Node | None, _Loader]:
 
 
 def _check(root: Node) -> None:
-    walk = _Walk([], {}, {}, {})
-    walk.run(root)
+    walk = _Walk(root)
+    walk.run()
     if walk.problems:
         raise StackFileError(walk.problems)
     size, depth = walk.sizes[id(root)], walk.depths[id(root)]

@@ -25,7 +25,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from components.haproxy_cfg import dns_backends, render_haproxy_cfg
-from components.settings import RawConfig, Settings, SettingsError, parse_settings, quantity
+from components.settings import RawConfig, Settings, SettingsError, parse_settings
+from components.values import quantity
 from halb.stackfile import StackFileError, load_stack_file
 
 LAB = (ROOT / "Pulumi.lab.yaml").read_text()

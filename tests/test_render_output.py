@@ -231,3 +231,13 @@ def test_render_leaves_no_event_loop_open_at_exit(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
+
+
+def test_a_huge_directory_is_refused(stacks: tuple[Path, Path], tmp_path: Path) -> None:
+    _, two = stacks
+    out = tmp_path / "out"
+    assert render(two, out) == 0
+    for i in range(1001):
+        (out / f"f{i}").write_text("")
+    assert render(two, out) == 2
+    assert len(list(out.iterdir())) == 1001 + 5

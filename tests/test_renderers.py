@@ -21,7 +21,8 @@ from components.haproxy_cfg import (
     render_haproxy_cfg,
 )
 from components.keepalived_conf import render_keepalived_conf
-from components.settings import Settings, auth_pass_problem, parse_settings
+from components.settings import Settings, parse_settings
+from components.values import auth_pass_problem
 
 
 def v2_auth_settings(password: str = "s3cret") -> Settings:
