@@ -210,25 +210,8 @@ def test_ctrl_c_during_render_is_quiet_and_all_or_nothing(delay: float, tmp_path
 def test_render_leaves_no_event_loop_open_at_exit(tmp_path: Path) -> None:
     """The cause of the rare 'Exception ignored ... Invalid file descriptor' at exit:
     event loops the mocks made, collected after their sockets at interpreter shutdown."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-W",
-            "always::ResourceWarning",
-            "-m",
-            "halb",
-            "render",
-            "--stack",
-            "lab",
-            "--out",
-            str(tmp_path / "out"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    env = {**os.environ, "PYTHONWARNINGS": "always::ResourceWarning"}
+    result = run_halb("render", "--stack", "lab", "--out", str(tmp_path / "out"), env=env)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
 
