@@ -38,14 +38,16 @@ from components.values import (
     EnvName,
     EnvValue,
     Float,
+    HealthPath,
     HostAddress,
     HostName,
     IfName,
     Image,
     Int,
-    NonEmpty,
+    OneLine,
     Port,
     Quantity,
+    RegistryHost,
     ServiceName,
     Str,
     VipAddress,
@@ -177,7 +179,7 @@ class Service(_Model):
     port: Port
     replicas: Annotated[Int, in_range(1, 1000)] = 2
     hostnames: tuple[HostName, ...] = ()
-    health_path: Annotated[Str, Field(pattern=r"^/\S*$")] = Field("/", alias="healthPath")
+    health_path: HealthPath = Field("/", alias="healthPath")
     env: dict[EnvName, EnvValue] = {}
     resources: Resources = Resources()
 
@@ -214,8 +216,8 @@ class KeepalivedImage(_Model):
 class Registry(_Model):
     """A private registry: push target for the build, pull secret for the pods."""
 
-    server: NonEmpty
-    username: NonEmpty
+    server: RegistryHost
+    username: OneLine
 
 
 class Rancher(_Model):
@@ -231,10 +233,10 @@ class Settings(_Model):
     """Everything one stack configures."""
 
     rancher: Rancher
-    cluster: NonEmpty
+    cluster: OneLine
     namespace: DnsLabel
     edge_namespace: DnsLabel | None = Field(None, alias="edgeNamespace")
-    project: NonEmpty | None = None
+    project: OneLine | None = None
     cluster_domain: DnsName = Field("cluster.local", alias="clusterDomain")
     hosts: dict[str, Host]
     vip: Vip

@@ -64,6 +64,11 @@ _SUFFIX = {
 }
 _QUANTITY_MAX = Decimal(2**63 - 1)
 _VIP_PREFIX = (8, 29)
+# A health-check path both HAProxy (unquoted in `option httpchk GET <path>`,
+# where # starts a comment and quotes and backslashes are syntax) and the
+# kubelet take as written.
+_HEALTH_PATH = re.compile(r"/[A-Za-z0-9._~!&+,;=:@/?-]*")
+_REGISTRY_HOST = re.compile(rf"{_REF_DOMAIN}(?::[0-9]{{1,5}})?")
 _SHOW = 40
 
 
@@ -114,8 +119,8 @@ def _show_collection(value: list[Any] | tuple[Any, ...] | dict[Any, Any], limit:
 
 def short_name(name: str, limit: int = 48) -> str:
     """A key (host name, env name) in a key path, shortened like values; quoted and
-    escaped if it holds anything unprintable, so a message stays one line."""
-    if not name.isprintable():
+    escaped if it is empty or holds anything unprintable, so a message stays one line."""
+    if not name or not name.isprintable():
         name = repr(name)
     return name if len(name) <= limit else f"{name[:_SHOW]}…"
 
@@ -299,6 +304,31 @@ def _string(value: Any) -> Any:
     raise fail("str", "{value} is not a string", value=value)
 
 
+def _one_line(value: str) -> str:
+    if not value.isprintable() or not value.strip() or len(value) > 253:
+        raise fail("name", "{value} is not a one-line name (printable, at most 253 characters)", value=value)
+    return value
+
+
+def _health_path(value: str) -> str:
+    if _HEALTH_PATH.fullmatch(value) is None or len(value) > 1024:
+        raise fail(
+            "path",
+            "{value} is not a URL path HAProxy and the kubelet both take (/, then A-Z a-z 0-9 "
+            "and . _ ~ ! & + , ; = : @ / ? -)",
+            value=value,
+        )
+    return value
+
+
+def _registry_host(value: str) -> str:
+    if _REGISTRY_HOST.fullmatch(value) is None:
+        raise fail(
+            "registry", "{value} is not a registry host[:port] (e.g. registry.example.com:5000)", value=value
+        )
+    return value
+
+
 def _env_name(value: str) -> str:
     if not _ENV_NAME.fullmatch(value) or len(value) > 253:
         raise PydanticCustomError(
@@ -374,6 +404,9 @@ Float = Annotated[float, BeforeValidator(_strict_float)]
 Bool = Annotated[bool, BeforeValidator(_strict_bool)]
 Str = Annotated[str, BeforeValidator(_string)]
 NonEmpty = Annotated[Str, Field(min_length=1)]
+OneLine = Annotated[Str, Field(min_length=1), AfterValidator(_one_line)]
+HealthPath = Annotated[Str, AfterValidator(_health_path)]
+RegistryHost = Annotated[Str, Field(min_length=1), AfterValidator(_registry_host)]
 Port = Annotated[Int, in_range(1, 65535)]
 DnsLabel = Annotated[Str, AfterValidator(_dns_label)]
 DnsName = Annotated[Str, AfterValidator(_dns_name)]

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from components.settings import RawConfig, SettingsError, parse_settings
+from components.values import show
 from halb.bench.failover import FAULTS as BENCH_FAULTS
 from halb.bench.failover import PROFILES as BENCH_PROFILES
 from halb.lab.lab import FAULTS as LAB_FAULTS
@@ -156,6 +158,8 @@ def _say(line: str) -> None:
 
 def _load_raw(stack: str, config_file: str | None) -> RawConfig | int:
     """Validated stack config, or the exit code after printing why not."""
+    if re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", stack) is None:
+        return _fail([f"--stack {show(stack)}: not a stack name (1-100 of A-Z a-z 0-9 _ . -)"])
     if config_file is None and stack not in known_stacks():
         return _fail([f"--stack {stack}: unknown stack (have: {', '.join(known_stacks())})"])
     try:

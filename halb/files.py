@@ -198,9 +198,16 @@ def write_render(out: Path, files: dict[str, str], stack: str) -> None:
         os.umask(umask)
         os.chmod(stage, 0o777 & ~umask)  # mkdtemp makes it 0700
         with _no_interrupt():
+            existed = out.exists()
             _swap_in(stage, out)
             swapped = True
-            shutil.rmtree(stage, ignore_errors=True)  # now the old render, if any
+            # `stage` now holds the old directory: checked again, as a file may
+            # have appeared in it since it was checked; then put back, not lost.
+            if existed and _not_replaceable(stage) is not None:
+                _swap_in(stage, out)
+                swapped = False
+                raise OSError(errno.EBUSY, "changed while the render was written")
+            shutil.rmtree(stage, ignore_errors=True)
     except BaseException:
         if stage is not None and not swapped:
             shutil.rmtree(stage, ignore_errors=True)

@@ -418,13 +418,17 @@ def _show_path(key: str, below: tuple[str | int, ...]) -> str:
 
 
 def _config_key(key: str) -> str | None:
-    """`ns:name`, also from the older `ns:config:name`; None if it is neither."""
+    """`ns:name`, also from the older `ns:config:name`; None if it is neither
+    (the Pulumi CLI refuses such a key). A key with no colon is passed on:
+    the settings say which namespace was meant."""
     parts = key.split(":")
-    if len(parts) <= 2:
-        return key
     if len(parts) == 3 and parts[1] == "config":
-        return f"{parts[0]}:{parts[2]}"
-    return None
+        parts = [parts[0], parts[2]]
+    if len(parts) == 1 and parts[0]:
+        return key
+    if len(parts) != 2 or not all(parts):
+        return None
+    return ":".join(parts)
 
 
 def _engine_form(node: Node | None, value: Any) -> str:
@@ -460,7 +464,7 @@ def load_stack_file(path: Path) -> RawConfig:
     for raw_key, value in config.items():
         key = _config_key(str(raw_key))
         if key is None:
-            problems.append(f"{short_name(str(raw_key))}: not a config key (namespace:name, one colon)")
+            problems.append(f"{short_name(str(raw_key))}: not a config key (namespace:name)")
             continue
         if key in values:
             problems.append(f"{key}: given twice (as {key} and as {short_name(str(raw_key))})")

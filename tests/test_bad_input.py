@@ -236,6 +236,12 @@ CASES = [
         raw_key("cluster", "lab"),
         ["cluster: no namespace (config keys are namespace:name); did you mean rancher-ha-lb:cluster?"],
     ),
+    Case(
+        "unknown: empty namespace",
+        raw_key(":cluster", "lab"),
+        [":cluster: not a config key (namespace:name)"],
+    ),
+    Case("unknown: empty key", raw_key("", "lab"), ["'': not a config key (namespace:name)"]),
     # --- addresses ----------------------------------------------------------------------
     Case(
         "address: bad CIDR",
@@ -469,6 +475,27 @@ CASES = [
         nested(SVC, [0, "env"], {"A": "x\0y"}),
         [f"{P}services[0].env.A: contains a NUL character"],
     ),
+    *[
+        Case(
+            f"name: {key} {value!r}",
+            setting(key, value),
+            [f"{P}{key}: {value!r} is not a one-line name (printable, at most 253 characters)"],
+        )
+        for key, value in (("project", "web\nx"), ("cluster", "lab\t"), ("project", " "))
+    ],
+    *[
+        Case(
+            f"name: healthPath {path!r}",
+            nested(SVC, [0, "healthPath"], path),
+            [f"{P}services[0].healthPath: {path!r} is not a URL path HAProxy and the kubelet both take"],
+        )
+        for path in ("/#x", '/"x', "/a'b", "/a\\b", "/a{b", "/\u00e9")
+    ],
+    Case(
+        "name: registry server",
+        setting("registry", {"server": "https://registry.example.com/x", "username": "ci"}),
+        [f"{P}registry.server: 'https://registry.example.com/x' is not a registry host[:port]"],
+    ),
     # --- images ---------------------------------------------------------------------
     Case("image: empty", nested(SVC, [0, "image"], ""), [f"{P}services[0].image: must not be empty"]),
     *[
@@ -585,7 +612,7 @@ CASES = [
     Case(
         "value: health path",
         nested(SVC, [0, "healthPath"], "healthz"),
-        [f"{P}services[0].healthPath: 'healthz' does not match"],
+        [f"{P}services[0].healthPath: 'healthz' is not a URL path HAProxy and the kubelet both take"],
     ),
     Case(
         "value: registry password alone",
@@ -792,7 +819,7 @@ TEXT_CASES = [
     TextCase(
         "structure: key with two colons",
         add("  rancher-ha-lb:vip:address: 192.0.2.10/24\n"),
-        ["rancher-ha-lb:vip:address: not a config key (namespace:name, one colon"],
+        ["rancher-ha-lb:vip:address: not a config key (namespace:name)"],
     ),
     # --- secrets only where they stay secret -----------------------------------------------
     TextCase(
@@ -866,9 +893,9 @@ def test_hostile_yaml(case: TextCase, tmp_path: Path, capsys: pytest.CaptureFixt
     path = tmp_path / "Pulumi.bad.yaml"
     path.write_text(case.edit(LAB))
     out = tmp_path / "out"
-    start = time.monotonic()
+    start = time.process_time()  # CPU time: other load on the machine does not count
     code, lines = render_errors(path, out, capsys)
-    assert time.monotonic() - start < 1.0
+    assert time.process_time() - start < 1.0
     assert code == 2, lines
     assert_exactly(lines, case.expect)
     assert not out.exists()
@@ -983,6 +1010,11 @@ CLI_CASES: list[tuple[str, list[str], str]] = [
         "out not empty",
         ["render", "--stack", "lab", "--out", "{tmp}"],
         "is not empty and holds no previous render",
+    ),
+    (
+        "stack name",
+        ["render", "--stack", "a\nb", "--config-file", "{tmp}/file", "--out", "{tmp}/o"],
+        "--stack 'a\\nb': not a stack name (1-100 of A-Z a-z 0-9 _ . -)",
     ),
     ("missing --out", ["render", "--stack", "lab"], "the following arguments are required: --out"),
     ("lab request count 0", ["lab", "request", "--count", "0"], "0 is not in 1..1000"),

@@ -79,7 +79,7 @@ PLACES = [
 
 
 def check_outcome(path: Path) -> None:
-    start = time.monotonic()
+    start = time.process_time()  # CPU time: other load on the machine does not count
     try:
         parse_settings(load_stack_file(path))
     except (StackFileError, SettingsError) as err:
@@ -88,7 +88,7 @@ def check_outcome(path: Path) -> None:
             key, sep, message = problem.partition(": ")
             assert sep and message and key, problem
             assert "\n" not in problem and len(problem) < 600, problem
-    assert time.monotonic() - start < 1.0
+    assert time.process_time() - start < 1.0
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -264,3 +264,21 @@ def test_raw_config_with_every_scalar_kind_never_crashes() -> None:
                 parse_settings(raw)
             except SettingsError as err:
                 assert all("\n" not in p and len(p) < 600 for p in err.problems), err.problems
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.text(st.sampled_from([*"/az09._~!&+,;=:@?-#'\"\\{$% ", "\n"]), min_size=1, max_size=12))
+@example(path="/healthz?full=1&x=y")
+def test_accepted_health_paths_make_a_valid_haproxy_cfg(path: str, tmp_path: Path) -> None:
+    s = accepted(services=[{**SERVICES[0], "healthPath": path}, SERVICES[1]])
+    if s is None:
+        return
+    require_root_tools("haproxy")
+    cfg = render_haproxy_cfg(s, dns_backends(s))
+    assert f"    option httpchk GET {path}\n" in cfg
+    file = tmp_path / f"{uuid.uuid4().hex}.cfg"
+    file.write_text(cfg)
+    result = subprocess.run(
+        ["haproxy", "-c", "-f", str(file)], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == 0 and "[WARNING]" not in result.stderr, result.stderr

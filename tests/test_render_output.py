@@ -224,3 +224,24 @@ def test_a_huge_directory_is_refused(stacks: tuple[Path, Path], tmp_path: Path) 
         (out / f"f{i}").write_text("")
     assert render(two, out) == 2
     assert len(list(out.iterdir())) == 1001 + 5
+
+
+def test_a_file_that_appears_during_the_render_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import halb.files
+    from halb.files import write_render
+
+    out = tmp_path / "out"
+    write_render(out, {"old.txt": "old"}, "lab")
+    real_swap = halb.files._swap_in
+
+    def swap_after_a_user_wrote(stage: Path, target: Path) -> None:
+        (target / "mine.txt").write_text("mine")
+        real_swap(stage, target)
+
+    monkeypatch.setattr(halb.files, "_swap_in", swap_after_a_user_wrote)
+    with pytest.raises(OSError, match="changed while the render was written"):
+        write_render(out, FILES, "lab")
+    assert (out / "mine.txt").read_text() == "mine" and (out / "old.txt").read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
