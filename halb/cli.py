@@ -116,9 +116,15 @@ def _choices(allowed: Sequence[str]) -> Callable[[str], list[str]]:
     return parse
 
 
+def one_line(text: str) -> str:
+    """`text` with anything unprintable escaped: a path or key with a newline in
+    it must not turn one problem into two lines."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _fail(problems: Sequence[str]) -> int:
     for line in problems:
-        print(f"error: {line}", file=sys.stderr)
+        print(f"error: {one_line(line)}", file=sys.stderr)
     return BAD_INPUT
 
 

@@ -1016,6 +1016,12 @@ CLI_CASES: list[tuple[str, list[str], str]] = [
         ["render", "--stack", "a\nb", "--config-file", "{tmp}/file", "--out", "{tmp}/o"],
         "--stack 'a\\nb': not a stack name (1-100 of A-Z a-z 0-9 _ . -)",
     ),
+    (
+        "config path with a newline",
+        ["render", "--stack", "x", "--config-file", "{tmp}/a\nb.yaml", "--out", "{tmp}/o"],
+        "a\\nb.yaml: no such stack file",
+    ),
+    ("out path with a newline", ["render", "--stack", "lab", "--out", "{tmp}/file/a\nb"], "a\\nb: "),
     ("missing --out", ["render", "--stack", "lab"], "the following arguments are required: --out"),
     ("lab request count 0", ["lab", "request", "--count", "0"], "0 is not in 1..1000"),
     ("lab fault kind", ["lab", "fault", "meteor"], "invalid choice: 'meteor'"),
@@ -1036,6 +1042,9 @@ def test_bad_cli_call(argv: list[str], expected: str, tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     assert expected in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+    assert all(
+        line.startswith(("error: ", "usage: ", "  ", "python -m halb")) for line in result.stderr.splitlines()
+    )
     assert not (tmp_path / "o").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling", "file"]
     assert (tmp_path / "file").read_text() == "x"
