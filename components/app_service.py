@@ -2,7 +2,8 @@
 
 Creates: a Deployment (required node affinity role=apps, preferred spread
 over hosts: the seed's "should not have service X"), a headless Service so
-HAProxy resolves every pod, and a PodDisruptionBudget (maxUnavailable 1).
+HAProxy resolves every pod, a PodDisruptionBudget (maxUnavailable 1), and,
+when the service has secret env values, a Secret the pod reads them from.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class AppService(pulumi.ComponentResource):
         match = selector(svc.name)
         child = pulumi.ResourceOptions(parent=self)
         probe_http: k8s.core.v1.HTTPGetActionArgsDict = {"path": svc.health_path, "port": "http"}
+        env = self._env(name, svc, args.namespace, meta_labels, child)
         spec: k8s.apps.v1.DeploymentSpecArgsDict = {
             "replicas": svc.replicas,
             "selector": {"match_labels": match},
@@ -83,7 +85,7 @@ class AppService(pulumi.ComponentResource):
                             "name": svc.name,
                             "image": svc.image,
                             "ports": [{"name": "http", "container_port": svc.port}],
-                            "env": [{"name": k, "value": v} for k, v in sorted(svc.env.items())],
+                            "env": env,
                             "readiness_probe": {
                                 "http_get": probe_http,
                                 "period_seconds": 5,
@@ -137,3 +139,34 @@ class AppService(pulumi.ComponentResource):
         )
         self.service_name = service.metadata.apply(lambda m: m.name or svc.name)
         self.register_outputs({"service_name": self.service_name})
+
+    @staticmethod
+    def _env(
+        name: str,
+        svc: Service,
+        namespace: pulumi.Input[str],
+        meta_labels: dict[str, str],
+        child: pulumi.ResourceOptions,
+    ) -> list[k8s.core.v1.EnvVarArgsDict]:
+        """Plain values as literals; secret ones only through a Secret, never in the Deployment."""
+        env: dict[str, k8s.core.v1.EnvVarArgsDict] = {
+            k: {"name": k, "value": v} for k, v in svc.plain_env.items()
+        }
+        secret_env = svc.secret_env
+        if secret_env:
+            # No metadata.name: Pulumi names it `<name>-env-<random>`, and as a
+            # Secret's data is immutable to the kubernetes provider, a changed
+            # value is a new Secret with a new name, so the Deployment rolls.
+            secret = k8s.core.v1.Secret(
+                f"{name}-env",
+                metadata={"namespace": namespace, "labels": meta_labels},
+                type="Opaque",
+                string_data=pulumi.Output.secret(secret_env),
+                opts=child,
+            )
+            for k in secret_env:
+                env[k] = {
+                    "name": k,
+                    "value_from": {"secret_key_ref": {"name": secret.metadata.name, "key": k}},
+                }
+        return [env[k] for k in sorted(env)]

@@ -147,9 +147,16 @@ def render_haproxy_cfg(s: Settings, backends: Mapping[str, Backend]) -> str:
         f"    bind 0.0.0.0:{lb.http_port}",
         "    http-request set-var(txn.host) req.hdr(host),field(1,:),lower",
     ]
-    for svc in s.services:
-        for host in svc.hostnames:
+    routes = [(host, svc) for svc in s.services for host in svc.hostnames]
+    # Exact names first, so `a.example.com` beats `*.example.com`; a wildcard
+    # stands for exactly one label, as in Ingress and TLS certificates.
+    for host, svc in routes:
+        if not host.startswith("*."):
             lines.append(f"    use_backend {backend_name(svc)} if {{ var(txn.host) -m str {host} }}")
+    for host, svc in routes:
+        if host.startswith("*."):
+            pattern = "^[^.]+[.]" + host[2:].replace(".", "[.]") + "$"
+            lines.append(f"    use_backend {backend_name(svc)} if {{ var(txn.host) -m reg '{pattern}' }}")
     lines += [f"    default_backend {backend_name(s.services[0])}", ""]
     lines += [
         f"backend {DRAIN_BACKEND}",

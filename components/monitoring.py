@@ -25,7 +25,8 @@ import yaml
 
 from components.k8s import labels, resources, selector
 from components.keepalived_conf import NOTIFY_FIFO, WATCH_DIR, WATCH_FILE, instance_name
-from components.settings import Settings, duration_seconds
+from components.settings import Settings
+from components.values import duration_seconds
 
 EXPORTER = "vrrp-exporter"
 EXPORTER_BIN = f"/usr/local/bin/{EXPORTER}"

@@ -4,10 +4,15 @@ The one schema for everything the program reads from a stack: the Pulumi
 program, the offline render and the lab all go through `parse_settings`, so
 a setting means the same thing everywhere. Every problem is reported with its
 config key path (`rancher-ha-lb:vip.routerId`) and what is allowed.
+
+Single values are checked by their consumers' rules (components/values.py);
+here are the models, the reading of engine config (namespaces, which keys may
+be secret) and the rules that span fields.
 """
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
 import re
@@ -26,7 +31,40 @@ from pydantic import (
     SecretStr,
     ValidationError,
 )
-from pydantic_core import PydanticCustomError
+
+from components.values import (
+    Bool,
+    DnsLabel,
+    DnsName,
+    Duration,
+    EnvName,
+    EnvValue,
+    Float,
+    HealthPath,
+    HostAddress,
+    HostName,
+    IfName,
+    Image,
+    Int,
+    LabelKey,
+    LabelValue,
+    OneLine,
+    Port,
+    Quantity,
+    RegistryHost,
+    ServiceName,
+    Str,
+    VipAddress,
+    auth_pass_problem,
+    duration_seconds,
+    fail,
+    in_range,
+    is_dns_subdomain,
+    quantity,
+    short_name,
+    show,
+    strict_int,
+)
 
 PROJECT = "rancher-ha-lb"
 RANCHER = "rancher2"
@@ -35,19 +73,26 @@ RANCHER = "rancher2"
 # settings); any other `rancher2:` key is the provider's business, not ours.
 RANCHER_KEYS = ("apiUrl", "tokenKey", "insecure", "caCerts")
 SECRET_PROJECT_KEYS = ("vrrpAuthPass", "registryPassword")
-
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_DNS_NAME = re.compile(r"^(\*\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-# Linux IFNAMSIZ is 16 including the NUL; '/', ':' and whitespace are refused.
-_IFNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,15}$")
-_K8S_NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
-# Prometheus durations as prometheus-operator and rule files take them: 1h30m, 15s, 500ms.
-_PROM_DURATION = re.compile(
-    r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$"
+# Project keys whose value is a plain string: taken as the engine gives it, so
+# `cluster: 2024` or `namespace: no` mean the text, as for `pulumi config get`.
+STRING_PROJECT_KEYS = ("cluster", "namespace", "edgeNamespace", "project", "clusterDomain")
+# The only keys that may hold a `secure:` value: everything else reaches the
+# cluster (labels, ConfigMaps, manifests) in plain text. `services` may hold
+# secrets only in its `env` values, which then go through a Kubernetes Secret.
+SECRET_KEYS_ALLOWED = (
+    f"{RANCHER}:tokenKey",
+    f"{PROJECT}:vrrpAuthPass",
+    f"{PROJECT}:registryPassword",
+    f"{PROJECT}:services",
 )
-_DURATION_UNITS = (365 * 86400, 7 * 86400, 86400, 3600, 60, 1, 0.001)
-_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
-_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+SECRET_RULE = (
+    f"only {RANCHER}:tokenKey, {PROJECT}:vrrpAuthPass, {PROJECT}:registryPassword and "
+    f"values of {PROJECT}:services[].env may be secure"
+)
+
+# Namespaces every cluster already has, or Rancher manages.
+_RESERVED_NAMESPACE = re.compile(r"^(default|kube-.*|cattle-.*)$")
+_MAX_DIGITS = 4000  # below Python's int/str conversion limit (4300)
 
 
 class SettingsError(Exception):
@@ -58,109 +103,6 @@ class SettingsError(Exception):
         self.problems = problems
 
 
-def _fail(kind: str, message: str, **ctx: Any) -> PydanticCustomError:
-    # Formatted here (pydantic's templates know no !r); no context is passed,
-    # so braces in a user's value are never read as a template.
-    return PydanticCustomError(kind, message.format(**ctx))
-
-
-def _in_range(lo: int, hi: int) -> AfterValidator:
-    def check(value: int) -> int:
-        if not lo <= value <= hi:
-            raise _fail("range", "{value} is not in {lo}..{hi}", value=value, lo=lo, hi=hi)
-        return value
-
-    return AfterValidator(check)
-
-
-def _strict_int(value: Any) -> Any:
-    # YAML `port: "80"` or `replicas: 1.5` are typos, not numbers to coerce.
-    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-        raise _fail("int", "{value!r} is not a whole number", value=value)
-    if isinstance(value, float):
-        return int(value)
-    return value
-
-
-def _dns_label(value: str) -> str:
-    if not _DNS1123_LABEL.match(value):
-        raise _fail(
-            "dns",
-            "{value!r} is not a DNS-1123 label (lower-case a-z, 0-9 and '-', "
-            "starting and ending alphanumeric, at most 63 characters)",
-            value=value,
-        )
-    return value
-
-
-def _dns_name(value: str) -> str:
-    if len(value) > 253 or not _DNS_NAME.match(value):
-        raise _fail("dns", "{value!r} is not a lower-case DNS host name", value=value)
-    return value
-
-
-def _ifname(value: str) -> str:
-    if not _IFNAME.match(value):
-        raise _fail(
-            "ifname",
-            "{value!r} is not a Linux interface name (1-15 characters of A-Z a-z 0-9 _ . @ -)",
-            value=value,
-        )
-    return value
-
-
-def duration_seconds(text: str) -> float:
-    """Seconds in a Prometheus duration ('1m30s' -> 90); ValueError if it is not one."""
-    m = _PROM_DURATION.match(text)
-    if not text or m is None:
-        raise ValueError(f"{text!r} is not a Prometheus duration")
-    return sum(int(g) * unit for g, unit in zip(m.groups(), _DURATION_UNITS, strict=True) if g)
-
-
-def _duration(value: str) -> str:
-    try:
-        seconds = duration_seconds(value)
-    except ValueError:
-        seconds = 0
-    if seconds <= 0:
-        raise _fail(
-            "duration",
-            "{value!r} is not a positive Prometheus duration (e.g. 15s, 10m, 1h30m)",
-            value=value,
-        )
-    return value
-
-
-def _label_key(value: str) -> str:
-    prefix, _, name = value.rpartition("/")
-    if not _LABEL_NAME.match(name) or (prefix and (len(prefix) > 253 or not _DNS_NAME.match(prefix))):
-        raise _fail(
-            "label",
-            "{value!r} is not a Kubernetes label key ([prefix/]name, name up to 63 of A-Z a-z 0-9 - _ .)",
-            value=value,
-        )
-    return value
-
-
-def _label_value(value: str) -> str:
-    if not _LABEL_VALUE.match(value):
-        raise _fail(
-            "label",
-            "{value!r} is not a Kubernetes label value (up to 63 of A-Z a-z 0-9 - _ ., alphanumeric ends)",
-            value=value,
-        )
-    return value
-
-
-Int = Annotated[int, BeforeValidator(_strict_int)]
-Port = Annotated[Int, _in_range(1, 65535)]
-DnsLabel = Annotated[str, AfterValidator(_dns_label)]
-DnsName = Annotated[str, AfterValidator(_dns_name)]
-Duration = Annotated[str, AfterValidator(_duration)]
-LabelKey = Annotated[str, AfterValidator(_label_key)]
-LabelValue = Annotated[str, AfterValidator(_label_value)]
-
-
 class Role(StrEnum):
     LOAD_BALANCER = "load-balancer"
     APPS = "apps"
@@ -168,12 +110,12 @@ class Role(StrEnum):
 
 def _role(value: Any) -> Any:
     if value == "app":
-        raise _fail(
+        raise fail(
             "role",
             "'app' is not a role; did you mean 'apps'? (allowed: 'load-balancer', 'apps')",
         )
     if not isinstance(value, str) or value not in {r.value for r in Role}:
-        raise _fail("role", "{value!r} is not a role (allowed: 'load-balancer', 'apps')", value=value)
+        raise fail("role", "{value} is not a role (allowed: 'load-balancer', 'apps')", value=value)
     return value
 
 
@@ -185,17 +127,17 @@ class Host(_Model):
     """A cluster node: its role and, for load-balancer hosts, its VRRP address."""
 
     role: Annotated[Role, BeforeValidator(_role)]
-    address: ipaddress.IPv4Address | None = None
+    address: HostAddress | None = None
     # Election order on a cold start; distinct per host. Default: by name.
-    priority: Annotated[Int, _in_range(1, 254)] | None = None
+    priority: Annotated[Int, in_range(1, 254)] | None = None
 
 
 class Vip(_Model):
     """The virtual IP that keepalived moves between load-balancer hosts."""
 
-    address: ipaddress.IPv4Interface
-    interface: Annotated[str, AfterValidator(_ifname)] = "eth0"
-    router_id: Annotated[Int, _in_range(1, 255)] = Field(1, alias="routerId")
+    address: VipAddress
+    interface: IfName = "eth0"
+    router_id: Annotated[Int, in_range(1, 255)] = Field(1, alias="routerId")
 
     @property
     def ip(self) -> ipaddress.IPv4Address:
@@ -206,13 +148,13 @@ class Check(_Model):
     """The keepalived poll of this node's HAProxy health endpoint."""
 
     # keepalived's vrrp_script interval/timeout are whole seconds >= 1.
-    interval: Annotated[Int, _in_range(1, 3600)] = 1
-    timeout: Annotated[Int, _in_range(1, 3600)] = 1
-    fall: Annotated[Int, _in_range(1, 255)] = 1
-    rise: Annotated[Int, _in_range(1, 255)] = 2
+    interval: Annotated[Int, in_range(1, 3600)] = 1
+    timeout: Annotated[Int, in_range(1, 3600)] = 1
+    fall: Annotated[Int, in_range(1, 255)] = 1
+    rise: Annotated[Int, in_range(1, 255)] = 2
     # The event-driven watcher (images/keepalived/haproxy-watch) beside
     # keepalived: HAProxy's death is known in milliseconds, not at the next poll.
-    watch: bool = True
+    watch: Bool = True
 
 
 class Handoff(_Model):
@@ -221,18 +163,16 @@ class Handoff(_Model):
     # The peers' steering listeners (UDP, on each node's own address).
     port: Port = 9166
     # How long connections begun on the old node keep being served there.
-    drain_seconds: Annotated[float, Field(ge=0.0, le=300.0, allow_inf_nan=False)] = Field(
-        2.0, alias="drainSeconds"
-    )
+    drain_seconds: Annotated[Float, Field(ge=0.0, le=300.0)] = Field(2.0, alias="drainSeconds")
 
 
 class Vrrp(_Model):
     """VRRP timers and transport; see docs on failover for the trade-off."""
 
-    version: Literal[2, 3] = 3
-    advert_interval: float = Field(0.05, alias="advertInterval", allow_inf_nan=False)
-    unicast: bool = True
-    garp_refresh: Annotated[Int, _in_range(0, 86400)] = Field(60, alias="garpRefresh")
+    version: Annotated[Literal[2, 3], BeforeValidator(strict_int)] = 3
+    advert_interval: Float = Field(0.05, alias="advertInterval")
+    unicast: Bool = True
+    garp_refresh: Annotated[Int, in_range(0, 86400)] = Field(60, alias="garpRefresh")
     check: Check = Check()
     # The VRRP exporter beside keepalived (images/keepalived/vrrp-exporter);
     # 9165 is the port keepalived exporters customarily use.
@@ -243,15 +183,15 @@ class Vrrp(_Model):
 class Resources(_Model):
     """Requests and limits for one container (Kubernetes quantities)."""
 
-    cpu: str = "100m"
-    memory: str = "128Mi"
-    cpu_limit: str | None = Field(None, alias="cpuLimit")
-    memory_limit: str = Field("256Mi", alias="memoryLimit")
+    cpu: Quantity = "100m"
+    memory: Quantity = "128Mi"
+    cpu_limit: Quantity | None = Field(None, alias="cpuLimit")
+    memory_limit: Quantity = Field("256Mi", alias="memoryLimit")
 
 
 def _replicas(value: int) -> int:
     if not 2 <= value <= 1000:
-        raise _fail(
+        raise fail(
             "range",
             "{value} is not in 2..1000 (every service runs on 2+ hosts: with one replica, "
             "each restart or node drain is an outage)",
@@ -263,23 +203,32 @@ def _replicas(value: int) -> int:
 class Service(_Model):
     """One app service behind the load balancer."""
 
-    name: DnsLabel
-    image: Annotated[str, Field(min_length=1)]
+    name: ServiceName
+    image: Image
     port: Port
     replicas: Annotated[Int, AfterValidator(_replicas)] = 2
-    hostnames: tuple[DnsName, ...] = ()
-    health_path: Annotated[str, Field(pattern=r"^/\S*$")] = Field("/", alias="healthPath")
-    env: dict[str, str] = {}
+    hostnames: tuple[HostName, ...] = ()
+    health_path: HealthPath = Field("/", alias="healthPath")
+    env: dict[EnvName, EnvValue] = {}
     resources: Resources = Resources()
+
+    @property
+    def plain_env(self) -> dict[str, str]:
+        return {k: v for k, v in self.env.items() if isinstance(v, str)}
+
+    @property
+    def secret_env(self) -> dict[str, str]:
+        """Values that must reach the pod through a Kubernetes Secret."""
+        return {k: v.get_secret_value() for k, v in self.env.items() if isinstance(v, SecretStr)}
 
 
 class Toleration(_Model):
     """A taint the edge pods tolerate: dedicated LB hosts are often tainted to
     keep other workloads off them."""
 
-    key: Annotated[str, Field(min_length=1, max_length=316)] | None = None
+    key: Annotated[Str, Field(min_length=1, max_length=316)] | None = None
     operator: Literal["Equal", "Exists"] = "Equal"
-    value: Annotated[str, Field(max_length=63)] | None = None
+    value: Annotated[Str, Field(max_length=63)] | None = None
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
 
 
@@ -288,13 +237,13 @@ class LoadBalancer(_Model):
 
     # Built from images/haproxy (Debian's HAProxy 2.6) and pushed as `image`
     # when `build` is true; `false` runs `image` as is.
-    image: str = "registry.example.com/edge/haproxy:2.6.12"
-    build: bool = True
+    image: Image = "registry.example.com/edge/haproxy:2.6.12"
+    build: Bool = True
     http_port: Port = Field(80, alias="httpPort")
     # Serves /healthz (keepalived and kubelet probes) and /metrics (Prometheus),
     # on the node's own address and loopback only, never on the VIP.
     stats_port: Port = Field(8404, alias="statsPort")
-    max_conn: Annotated[Int, _in_range(1, 1_000_000)] = Field(20000, alias="maxConn")
+    max_conn: Annotated[Int, in_range(1, 1_000_000)] = Field(20000, alias="maxConn")
     resources: Resources = Resources(cpu="200m", memory="128Mi", memory_limit="512Mi")
     # Taints of the load-balancer hosts that the edge pod tolerates.
     tolerations: tuple[Toleration, ...] = ()
@@ -303,10 +252,17 @@ class LoadBalancer(_Model):
 class KeepalivedImage(_Model):
     """Where the keepalived image comes from."""
 
-    image: str = "registry.example.com/edge/keepalived:2.2.7"
+    image: Image = "registry.example.com/edge/keepalived:2.2.7"
     # True: build images/keepalived and push it as `image`. False: use as is.
-    build: bool = True
+    build: Bool = True
     resources: Resources = Resources(cpu="20m", memory="32Mi", memory_limit="64Mi")
+
+
+class Registry(_Model):
+    """A private registry: push target for the build, pull secret for the pods."""
+
+    server: RegistryHost
+    username: OneLine
 
 
 class Monitoring(_Model):
@@ -318,7 +274,7 @@ class Monitoring(_Model):
     Prometheus that selects by label (kube-prometheus-stack's `release: ...`).
     """
 
-    enabled: bool = False
+    enabled: Bool = False
     scrape_interval: Duration = Field("15s", alias="scrapeInterval")
     # "A failover happened" stays firing this long after a host became MASTER.
     failover_window: Duration = Field("10m", alias="failoverWindow")
@@ -326,30 +282,23 @@ class Monitoring(_Model):
     labels: dict[LabelKey, LabelValue] = {}
 
 
-class Registry(_Model):
-    """A private registry: push target for the build, pull secret for the pods."""
-
-    server: Annotated[str, Field(min_length=1)]
-    username: Annotated[str, Field(min_length=1)]
-
-
 class Rancher(_Model):
     """The `rancher2:` provider settings this program passes on."""
 
-    api_url: Annotated[str, Field(pattern=r"^https?://\S+$")] = Field(alias="apiUrl")
+    api_url: Annotated[Str, Field(pattern=r"^https?://\S+$")] = Field(alias="apiUrl")
     token_key: SecretStr | None = Field(None, alias="tokenKey")
-    insecure: bool = False
-    ca_certs: str | None = Field(None, alias="caCerts")
+    insecure: Bool = False
+    ca_certs: Str | None = Field(None, alias="caCerts")
 
 
 class Settings(_Model):
     """Everything one stack configures."""
 
     rancher: Rancher
-    cluster: Annotated[str, Field(min_length=1)]
+    cluster: OneLine
     namespace: DnsLabel
     edge_namespace: DnsLabel | None = Field(None, alias="edgeNamespace")
-    project: str | None = None
+    project: OneLine | None = None
     cluster_domain: DnsName = Field("cluster.local", alias="clusterDomain")
     hosts: dict[str, Host]
     vip: Vip
@@ -360,7 +309,7 @@ class Settings(_Model):
     monitoring: Monitoring = Monitoring()
     registry: Registry | None = None
     # The platform images are built for (`docker build --platform`).
-    image_platform: Annotated[str, Field(pattern=r"^linux/(amd64|arm64|arm/v7|ppc64le|s390x)$")] = Field(
+    image_platform: Annotated[Str, Field(pattern=r"^linux/(amd64|arm64|arm/v7|ppc64le|s390x)$")] = Field(
         "linux/amd64", alias="imagePlatform"
     )
     vrrp_auth_pass: SecretStr | None = Field(None, alias="vrrpAuthPass")
@@ -412,12 +361,39 @@ class RawConfig:
     secret_keys: frozenset[str] = frozenset()
 
 
+class _UndecodableError(Exception):
+    """A config value JSON cannot turn into data this program can hold."""
+
+
+def _json_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_DIGITS:
+        raise _UndecodableError(
+            f"holds a {len(text.lstrip('-'))}-digit number (at most {_MAX_DIGITS} digits)"
+        )
+    return int(text)
+
+
 def _decode(value: str) -> Any:
-    # Structured config arrives JSON-encoded; plain strings stay strings.
+    """Structured config arrives JSON-encoded; plain strings stay strings."""
     try:
-        return json.loads(value)
+        return json.loads(value, parse_int=_json_int)
     except (json.JSONDecodeError, TypeError):
         return value
+    except RecursionError:
+        raise _UndecodableError("is nested too deeply") from None
+
+
+def _decode_string(value: str) -> Any:
+    """A plain-text key: the text itself, unless it is a JSON mapping or list."""
+    if value[:1] in ("{", "["):
+        decoded = _decode(value)
+        if isinstance(decoded, dict | list):
+            return decoded
+    return value
+
+
+def _decode_bool(value: str) -> Any:
+    return {"true": True, "false": False}.get(value, value)
 
 
 def _path(prefix: str, loc: tuple[int | str, ...]) -> str:
@@ -425,10 +401,12 @@ def _path(prefix: str, loc: tuple[int | str, ...]) -> str:
     for i, part in enumerate(loc):
         if isinstance(part, int):
             out += f"[{part}]"
+        elif part == "[key]":
+            continue  # pydantic's marker for "the key itself", already in the path
         elif i == 0 and prefix.endswith(":"):
-            out += str(part)
+            out += short_name(str(part))
         else:
-            out += f".{part}"
+            out += f".{short_name(str(part))}"
     return out
 
 
@@ -476,33 +454,47 @@ def _message(err: Any) -> str:
     if kind == "extra_forbidden":
         return "unknown key"
     if kind in {"int_type", "int_parsing"}:
-        return f"{value!r} is not a whole number"
+        return f"{show(value)} is not a whole number"
     if kind in {"float_type", "float_parsing", "finite_number"}:
-        return f"{value!r} is not a (finite) number"
+        return f"{show(value)} is not a (finite) number"
     if kind in {"bool_type", "bool_parsing"}:
-        return f"{value!r} is not true or false"
+        return f"{show(value)} is not true or false"
     if kind in {"string_type"}:
-        return f"{value!r} is not a string"
+        return f"{show(value)} is not a string"
     if kind in {"dict_type", "model_type", "model_attributes_type"}:
-        return f"{value!r} is not a mapping of keys to values"
+        return f"{show(value)} is not a mapping of keys to values"
     if kind in {"tuple_type", "list_type"}:
-        return f"{value!r} is not a list"
+        return f"{show(value)} is not a list"
     if kind == "literal_error":
-        return f"{value!r} is not allowed ({err['ctx']['expected']})"
+        return f"{show(value)} is not allowed ({err['ctx']['expected']})"
     if kind == "too_short":
         return "must not be empty"
     if kind == "string_pattern_mismatch":
-        return f"{value!r} does not match {err['ctx']['pattern']}"
+        return f"{show(value)} does not match {err['ctx']['pattern']}"
     if kind.startswith("ip_v4"):
         what = "an IPv4 address with prefix (a.b.c.d/n)" if "interface" in kind else "an IPv4 address"
-        return f"{value!r} is not {what}"
+        return f"{show(value)} is not {what}"
     return str(err["msg"])
 
 
-def _problems_from(exc: ValidationError, key_of: Mapping[str, str]) -> list[str]:
+def _hide_value(msg: str, value: Any) -> str:
+    """A message about a secret value, without the value."""
+    shown = f"{show(value)} "
+    if not msg.startswith(shown):
+        return msg
+    return msg[len(shown) :].removeprefix("is ") + " (secret: the value is not shown)"
+
+
+def _problems_from(exc: ValidationError, key_of: Mapping[str, str], secret_env: bool = False) -> list[str]:
+    errors = exc.errors()
+    # pydantic adds "too short after validation" when every item failed: noise
+    # beside the items' own errors.
+    failed_inside = {tuple(e["loc"][:n]) for e in errors for n in range(len(e["loc"]))}
     problems = []
-    for err in exc.errors():
+    for err in errors:
         loc = tuple(err["loc"])
+        if err["type"] == "too_short" and loc in failed_inside:
+            continue
         top = str(loc[0]) if loc else ""
         full_key = key_of.get(top, f"{PROJECT}:{top}")
         path = _path(full_key, loc[1:]) if loc else PROJECT
@@ -511,8 +503,30 @@ def _problems_from(exc: ValidationError, key_of: Mapping[str, str]) -> list[str]
             model = _model_at(loc)
             if model is not None:
                 msg += f"; expected one of: {_expected(model)}"
+        if secret_env and loc[:1] == ("services",) and "env" in loc[2:4]:
+            msg = _hide_value(msg, err.get("input"))
         problems.append(f"{path}: {msg}")
     return problems
+
+
+def _namespace_problem(full_key: str, known: frozenset[str]) -> str | None:
+    """A key outside our namespaces: another provider's (fine) or a typo of ours."""
+    ns, sep, key = full_key.partition(":")
+    if not sep:
+        key = full_key
+        guess = f"{PROJECT}:{key}" if key in known else (f"{RANCHER}:{key}" if key in RANCHER_KEYS else None)
+        hint = f"; did you mean {guess}?" if guess else f"; e.g. {PROJECT}:{short_name(key)}"
+        return f"{short_name(full_key)}: no namespace (config keys are namespace:name){hint}"
+    if ns in (PROJECT, RANCHER):
+        return None
+    folded = re.sub(r"[^a-z0-9]", "", ns.lower())
+    candidates = {re.sub(r"[^a-z0-9]", "", n): n for n in (PROJECT, RANCHER)}
+    match = candidates.get(folded) or next(
+        iter(difflib.get_close_matches(ns.lower(), (PROJECT, RANCHER), n=1, cutoff=0.75)), None
+    )
+    if match is None:
+        return None  # other providers' settings (kubernetes:, docker:) are theirs
+    return f"{short_name(full_key)}: unknown namespace {show(ns)}; did you mean {match}:{short_name(key)}?"
 
 
 def parse_settings(raw: RawConfig) -> Settings:
@@ -524,34 +538,66 @@ def parse_settings(raw: RawConfig) -> Settings:
     known_fields = {v: k for k, v in _FIELD_KEYS.items()}
 
     for full_key, value in sorted(raw.values.items()):
+        wrong_ns = _namespace_problem(full_key, frozenset(known_fields))
+        if wrong_ns:
+            problems.append(wrong_ns)
+            continue
         ns, _, key = full_key.partition(":")
-        if ns == RANCHER:
-            if key in RANCHER_KEYS:
-                rancher[key] = value if key in ("tokenKey", "caCerts") else _decode(value)
+        if ns not in (PROJECT, RANCHER) or (ns == RANCHER and key not in RANCHER_KEYS):
             continue
-        if ns != PROJECT:
-            continue  # other providers' settings (kubernetes:, docker:) are theirs
-        if key not in known_fields:
-            problems.append(f"{full_key}: unknown key; expected one of: {', '.join(sorted(known_fields))}")
+        if ns == PROJECT and key not in known_fields:
+            problems.append(
+                f"{short_name(full_key)}: unknown key; expected one of: {', '.join(sorted(known_fields))}"
+            )
             continue
-        if key in SECRET_PROJECT_KEYS:
-            data[key] = value
-        else:
-            data[key] = _decode(value)
-        key_of[known_fields[key]] = f"{full_key}"
-        key_of[key] = f"{full_key}"
+        if full_key in raw.secret_keys and full_key not in SECRET_KEYS_ALLOWED:
+            problems.append(
+                f"{full_key}: holds a secret, but this setting reaches the cluster in plain text; "
+                f"{SECRET_RULE}"
+            )
+            continue
+        try:
+            if ns == RANCHER:
+                rancher[key] = _decode_bool(value) if key == "insecure" else value
+                continue
+            if key in SECRET_PROJECT_KEYS:
+                data[key] = value
+            elif key in STRING_PROJECT_KEYS:
+                data[key] = _decode_string(value)
+            else:
+                data[key] = _decode(value)
+        except _UndecodableError as why:
+            problems.append(f"{full_key}: {why}")
+            continue
+        key_of[known_fields[key]] = full_key
+        key_of[key] = full_key
 
     data["rancher"] = rancher
-    # Pydantic reports missing rancher keys under 'rancher'; map them to rancher2:KEY.
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        problems += _problems_from(exc, key_of)
+        problems += _problems_from(exc, key_of, secret_env=f"{PROJECT}:services" in raw.secret_keys)
         raise SettingsError(problems) from None
+    if problems:
+        raise SettingsError(problems)
+    if f"{PROJECT}:services" in raw.secret_keys:
+        settings = _secret_env(settings)
     problems += _semantic_problems(settings)
     if problems:
         raise SettingsError(problems)
     return settings
+
+
+def _secret_env(s: Settings) -> Settings:
+    """A secret `services` key: the engine does not say which leaf was `secure:`,
+    and only env values may be (see SECRET_RULE), so every env value is a secret."""
+    services = tuple(
+        svc.model_copy(
+            update={"env": {k: v if isinstance(v, SecretStr) else SecretStr(v) for k, v in svc.env.items()}}
+        )
+        for svc in s.services
+    )
+    return s.model_copy(update={"services": services})
 
 
 def _key(name: str) -> str:
@@ -560,6 +606,17 @@ def _key(name: str) -> str:
 
 def _semantic_problems(s: Settings) -> list[str]:
     """Rules that span fields: the design's invariants."""
+    return [
+        *_host_problems(s),
+        *_address_problems(s),
+        *_namespace_problems(s),
+        *_service_problems(s),
+        *_resource_problems(s),
+        *_vrrp_problems(s),
+    ]
+
+
+def _host_problems(s: Settings) -> list[str]:
     problems: list[str] = []
     lb, apps = s.lb_nodes, s.app_nodes
     if len(lb) < 2:
@@ -570,69 +627,128 @@ def _semantic_problems(s: Settings) -> list[str]:
     if not apps:
         problems.append(f"{_key('hosts')}: no 'apps' host; at least 1 is needed to run services")
     for node in s.hosts:
-        if not _K8S_NODE_NAME.match(node):
-            problems.append(f"{_key('hosts')}.{node}: not a Kubernetes node name (lower-case DNS subdomain)")
+        where = f"{_key('hosts')}.{short_name(node)}"
+        # An LB host's config is the Secret key `<node>.conf`: at most 253 characters.
+        limit = 248 if s.hosts[node].role == Role.LOAD_BALANCER else 253
+        if len(node) > limit:
+            who = "a load-balancer host's name" if limit == 248 else "a node name"
+            why = (
+                " (its keepalived config is the Secret key '<node>.conf', at most 253)"
+                if limit == 248
+                else ""
+            )
+            problems.append(f"{where}: {len(node)} characters; {who} may have at most {limit}{why}")
+        elif not is_dns_subdomain(node):
+            problems.append(
+                f"{where}: not a Kubernetes node name (lower-case DNS subdomain: labels of a-z, 0-9 "
+                "and '-' joined by '.', each starting and ending alphanumeric)"
+            )
+    prios: dict[int, str] = {}
+    for node in lb:
+        p = s.priority(node)
+        where = f"{_key('hosts')}.{short_name(node)}.priority"
+        if not 1 <= p <= 254:
+            problems.append(f"{where}: default {p} is not in 1..254; set it")
+        if p in prios:
+            problems.append(
+                f"{where}: {p} is also {short_name(prios[p])}'s; priorities must "
+                "be distinct so the cold-start election is not arbitrary"
+            )
+        prios[p] = node
+    return problems
 
+
+def _address_problems(s: Settings) -> list[str]:
+    problems: list[str] = []
     net = s.vip.address.network
     seen: dict[ipaddress.IPv4Address, str] = {}
-    for node in lb:
+    for node in s.lb_nodes:
         host = s.hosts[node]
-        where = f"{_key('hosts')}.{node}.address"
+        where = f"{_key('hosts')}.{short_name(node)}.address"
         if host.address is None:
             problems.append(f"{where}: missing (required for load-balancer hosts: VRRP peers)")
             continue
         if host.address in seen:
-            problems.append(f"{where}: {host.address} is also the address of {seen[host.address]}")
-        seen[host.address] = node
+            problems.append(
+                f"{where}: {host.address} is also the address of {short_name(seen[host.address])}"
+            )
+        seen.setdefault(host.address, node)
         if host.address not in net:
             problems.append(f"{where}: {host.address} is outside the VIP's subnet {net}")
         if host.address == s.vip.ip:
             problems.append(f"{where}: {host.address} is the VIP itself; use another address")
         if host.address in (net.network_address, net.broadcast_address):
             problems.append(f"{where}: {host.address} is the subnet's network/broadcast address")
-    for node in apps:
+    # Apps hosts after the load-balancer hosts, so the apps host is the one blamed.
+    for node in s.app_nodes:
         addr = s.hosts[node].address
-        if addr is not None and addr == s.vip.ip:
-            problems.append(f"{_key('hosts')}.{node}.address: {addr} is the VIP itself")
-    if s.vip.ip in (net.network_address, net.broadcast_address) and net.prefixlen < 31:
+        where = f"{_key('hosts')}.{short_name(node)}.address"
+        if addr is None:
+            continue
+        if addr == s.vip.ip:
+            problems.append(f"{where}: {addr} is the VIP itself")
+        elif addr in seen:
+            problems.append(f"{where}: {addr} is also the address of {short_name(seen[addr])}")
+        seen.setdefault(addr, node)
+    if s.vip.ip in (net.network_address, net.broadcast_address):
         problems.append(f"{_key('vip')}.address: {s.vip.address} is the subnet's network/broadcast address")
+    return problems
 
-    prios: dict[int, str] = {}
-    for node in lb:
-        p = s.priority(node)
-        if not 1 <= p <= 254:
-            problems.append(f"{_key('hosts')}.{node}.priority: default {p} is not in 1..254; set it")
-        if p in prios:
+
+def _namespace_problems(s: Settings) -> list[str]:
+    problems: list[str] = []
+    for key, ns in (("namespace", s.namespace), ("edgeNamespace", s.edge_namespace)):
+        if ns is not None and _RESERVED_NAMESPACE.fullmatch(ns):
             problems.append(
-                f"{_key('hosts')}.{node}.priority: {p} is also {prios[p]}'s; priorities must "
-                "be distinct so the cold-start election is not arbitrary"
+                f"{_key(key)}: {show(ns)} belongs to Kubernetes or Rancher (default, kube-*, cattle-*); "
+                "choose another"
             )
-        prios[p] = node
+    if s.edge_namespace is None and len(s.edge_ns) > 63:
+        problems.append(
+            f"{_key('namespace')}: the default edgeNamespace '{short_name(s.edge_ns)}' would have "
+            f"{len(s.edge_ns)} characters (at most 63); set edgeNamespace or shorten namespace"
+        )
+    if s.edge_ns == s.namespace:
+        problems.append(
+            f"{_key('edgeNamespace')}: {show(s.edge_ns)} is also the apps namespace; the edge tier "
+            "needs its own (privileged) one"
+        )
+    return problems
 
+
+def _service_problems(s: Settings) -> list[str]:
+    problems: list[str] = []
     names: dict[str, int] = {}
     hostnames: dict[str, str] = {}
-    lb_ports = {s.load_balancer.http_port, s.load_balancer.stats_port}
     for i, svc in enumerate(s.services):
+        where = f"{_key('services')}[{i}]"
         if svc.name in names:
-            problems.append(
-                f"{_key('services')}[{i}].name: {svc.name!r} is also services[{names[svc.name]}]'s name"
-            )
+            problems.append(f"{where}.name: {show(svc.name)} is also services[{names[svc.name]}]'s name")
         names.setdefault(svc.name, i)
+        if i > 0 and not svc.hostnames:
+            problems.append(
+                f"{where}.hostnames: empty; only the first service (the default backend) can do without "
+                "hostnames, any other would never be reached"
+            )
         for h in svc.hostnames:
             if h in hostnames:
-                problems.append(
-                    f"{_key('services')}[{i}].hostnames: {h!r} is already routed to {hostnames[h]!r}"
-                )
+                problems.append(f"{where}.hostnames: {show(h)} is already routed to {show(hostnames[h])}")
             hostnames.setdefault(h, svc.name)
-    if len(lb_ports) < 2:
-        problems.append(
-            f"{_key('loadBalancer')}.statsPort: {s.load_balancer.stats_port} is also the httpPort"
-        )
+    problems += _edge_problems(s)
+    return problems
+
+
+def _edge_problems(s: Settings) -> list[str]:
+    """The edge pod's ports (one host network), images, tolerations, monitoring."""
+    problems: list[str] = []
+    lb = s.load_balancer
+    lb_ports = {lb.http_port, lb.stats_port}
+    if lb.http_port == lb.stats_port:
+        problems.append(f"{_key('loadBalancer')}.statsPort: {lb.stats_port} is also the httpPort")
     if s.vrrp.metrics_port in lb_ports:
-        # One host network: the exporter and HAProxy cannot share a port.
         problems.append(
             f"{_key('vrrp')}.metricsPort: {s.vrrp.metrics_port} is also HAProxy's "
-            f"{'httpPort' if s.vrrp.metrics_port == s.load_balancer.http_port else 'statsPort'}; "
+            f"{'httpPort' if s.vrrp.metrics_port == lb.http_port else 'statsPort'}; "
             "pick a free port (default 9165)"
         )
     if s.vrrp.handoff.port in lb_ports | {s.vrrp.metrics_port}:
@@ -640,6 +756,17 @@ def _semantic_problems(s: Settings) -> list[str]:
             f"{_key('vrrp')}.handoff.port: {s.vrrp.handoff.port} is taken by another edge port "
             "(httpPort, statsPort, metricsPort); pick a free one (default 9166)"
         )
+    for key, img in (("keepalived", s.keepalived), ("loadBalancer", s.load_balancer)):
+        if img.build and "@" in img.image:
+            problems.append(
+                f"{_key(key)}.image: a digest cannot be a push target; with build: true give repository[:tag]"
+            )
+    for i, tol in enumerate(lb.tolerations):
+        where = f"{_key('loadBalancer')}.tolerations[{i}]"
+        if tol.operator == "Exists" and tol.value is not None:
+            problems.append(f"{where}.value: must be empty with operator Exists")
+        if tol.operator == "Equal" and tol.key is None:
+            problems.append(f"{where}.key: required with operator Equal (or use operator Exists)")
     mon = s.monitoring
     scrape, window = duration_seconds(mon.scrape_interval), duration_seconds(mon.failover_window)
     if window < 2 * scrape:
@@ -648,7 +775,38 @@ def _semantic_problems(s: Settings) -> list[str]:
             f"{_key('monitoring')}.failoverWindow: {mon.failover_window} is shorter than two "
             f"scrapeIntervals ({mon.scrape_interval}); a failover could never be seen"
         )
+    return problems
 
+
+def _resource_problems(s: Settings) -> list[str]:
+    """Kubernetes refuses a container whose requests exceed its limits."""
+    where = [(f"{_key('services')}[{i}].resources", svc.resources) for i, svc in enumerate(s.services)]
+    where += [
+        (f"{_key('loadBalancer')}.resources", s.load_balancer.resources),
+        (f"{_key('keepalived')}.resources", s.keepalived.resources),
+    ]
+    problems: list[str] = []
+    for path, r in where:
+        mem = quantity(r.memory)
+        if mem is not None and mem != mem.to_integral_value():
+            problems.append(
+                f"{path}.memory: {show(r.memory)} is {mem.normalize():f} bytes; "
+                f"did you mean {r.memory[:-1]}Mi?"
+            )
+        pairs = [("memory", r.memory, "memoryLimit", r.memory_limit)]
+        if r.cpu_limit is not None:
+            pairs.append(("cpu", r.cpu, "cpuLimit", r.cpu_limit))
+        for req_key, req, lim_key, lim in pairs:
+            req_v, lim_v = quantity(req), quantity(lim)
+            if req_v is not None and lim_v is not None and req_v > lim_v:
+                problems.append(
+                    f"{path}.{req_key}: {req} is more than {lim_key} {lim} (requests must not exceed limits)"
+                )
+    return problems
+
+
+def _vrrp_problems(s: Settings) -> list[str]:
+    problems: list[str] = []
     vr = s.vrrp
     adv = Decimal(str(vr.advert_interval))
     if vr.version == 2 and (adv != adv.to_integral_value() or not 1 <= adv <= 255):
@@ -666,30 +824,24 @@ def _semantic_problems(s: Settings) -> list[str]:
             f"{_key('vrrp')}.check.timeout: {vr.check.timeout} is longer than check.interval "
             f"{vr.check.interval}; checks would overlap"
         )
-
     if s.vrrp_auth_pass is not None:
-        length = len(s.vrrp_auth_pass.get_secret_value())
+        password = s.vrrp_auth_pass.get_secret_value()
         if vr.version != 2:
             problems.append(
                 f"{_key('vrrpAuthPass')}: VRRPv3 has no authentication; remove it or set "
                 f"{_key('vrrp')}.version to 2"
             )
-        if any(c in "#!\"'" or not "!" <= c <= "~" for c in s.vrrp_auth_pass.get_secret_value()):
+        if auth_pass_problem(password):
             problems.append(
-                f"{_key('vrrpAuthPass')}: only printable ASCII without spaces or # ! \" ' "
-                "(keepalived reads # and ! as comments)"
+                f'{_key("vrrpAuthPass")}: only printable ASCII without spaces, # ! " {{ or }}, '
+                "not ending in \\, and no $ before a letter, _ or { (keepalived reads # and ! as comments, "
+                "braces as blocks, a final \\ as a line continuation and $NAME as a variable)"
             )
-        if not 1 <= length <= 8:
+        if not 1 <= len(password) <= 8:
             problems.append(
-                f"{_key('vrrpAuthPass')}: {length} characters; keepalived allows 1..8 "
+                f"{_key('vrrpAuthPass')}: {len(password)} characters; keepalived allows 1..8 "
                 "(longer ones are cut and fail `keepalived -t`)"
             )
-    for i, tol in enumerate(s.load_balancer.tolerations):
-        where = f"{_key('loadBalancer')}.tolerations[{i}]"
-        if tol.operator == "Exists" and tol.value is not None:
-            problems.append(f"{where}.value: must be empty with operator Exists")
-        if tol.operator == "Equal" and tol.key is None:
-            problems.append(f"{where}.key: required with operator Equal (or use operator Exists)")
     if s.registry is None and s.registry_password is not None:
         problems.append(
             f"{_key('registryPassword')}: set without {_key('registry')}; "

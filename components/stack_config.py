@@ -8,7 +8,7 @@ import pulumi
 from pulumi.runtime import config as runtime_config
 from pydantic import SecretStr
 
-from components.settings import PROJECT, RANCHER, RawConfig, Settings, SettingsError, parse_settings
+from components.settings import RANCHER, RawConfig, Settings, SettingsError, parse_settings
 
 # The rancher2 provider's fallback for `rancher2:tokenKey`; the program needs
 # the same token for the cluster's kubeconfig.
@@ -17,9 +17,10 @@ TOKEN_KEY = f"{RANCHER}:tokenKey"
 
 
 def raw_from_engine() -> RawConfig:
-    """Every `rancher-ha-lb:` and `rancher2:` key the engine gives the program."""
+    """Every key the engine gives the program: ours, and the others, so that a
+    misspelled namespace (`rancher_ha_lb:`) is an error rather than ignored."""
     merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
-    values = {k: str(v) for k, v in merged.items() if k.split(":", 1)[0] in (PROJECT, RANCHER)}
+    values = {k: str(v) for k, v in merged.items()}
     secret = {k for k in values if runtime_config.is_config_secret(k)}
     secret |= set(runtime_config.get_config_secret_keys_env()) & set(values)
     if TOKEN_KEY not in values and os.environ.get(TOKEN_ENV):

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from components.settings import RawConfig, SettingsError, parse_settings
+from components.values import show
 from halb.bench.failover import FAULTS as BENCH_FAULTS
 from halb.bench.failover import PROFILES as BENCH_PROFILES
 from halb.lab.faults import FAULTS as LAB_FAULTS
@@ -47,7 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("render", help="render a stack's manifests and daemon configs offline")
     r.add_argument("--stack", required=True, help="stack name: reads Pulumi.<stack>.yaml")
     r.add_argument("--config-file", help="read this stack file instead of Pulumi.<stack>.yaml")
-    r.add_argument("--out", required=True, type=Path, help="directory to write into")
+    r.add_argument(
+        "--out",
+        required=True,
+        help="directory to write into: new, empty, or a previous render (replaced whole)",
+    )
 
     lab = sub.add_parser("lab", help="the stack's load-balancer tier for real, in network namespaces")
     lsub = lab.add_subparsers(dest="lab_command", required=True, parser_class=_Parser)
@@ -111,31 +117,45 @@ def _choices(allowed: Sequence[str]) -> Callable[[str], list[str]]:
     return parse
 
 
+def one_line(text: str) -> str:
+    """`text` with anything unprintable escaped: a path or key with a newline in
+    it must not turn one problem into two lines."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _fail(problems: Sequence[str]) -> int:
     for line in problems:
-        print(f"error: {line}", file=sys.stderr)
+        print(f"error: {one_line(line)}", file=sys.stderr)
     return BAD_INPUT
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from halb.files import check_writable, write_files
+    try:
+        return _render(args)
+    except KeyboardInterrupt:
+        print("interrupted; the output directory is unchanged or holds the whole render", file=sys.stderr)
+        return 130
+
+
+def _render(args: argparse.Namespace) -> int:
+    from halb.files import resolve_out, write_render
 
     raw = _load_raw(args.stack, args.config_file)
     if isinstance(raw, int):
         return raw
-    why = check_writable(args.out)
-    if why is not None:
-        return _fail([why])
+    out, why = resolve_out(args.out)
+    if out is None:
+        return _fail([why or f"--out {args.out}: cannot write there"])
     from halb.render import render_files  # imports Pulumi: only for valid input
 
     files = render_files(raw, args.stack)
     try:
-        write_files(args.out, files)
+        write_render(out, files, args.stack)
     except OSError as err:
-        return _fail([f"--out {args.out}: cannot write ({err.strerror})"])
+        return _fail([f"--out {args.out}: cannot write ({err.strerror}); nothing was changed"])
     print(f"rendered stack {args.stack} into {args.out}:")
     for rel in sorted(files):
-        print(f"  {args.out / rel}")
+        print(f"  {Path(args.out) / rel}")
     return 0
 
 
@@ -145,13 +165,15 @@ def _say(line: str) -> None:
 
 def _load_raw(stack: str, config_file: str | None) -> RawConfig | int:
     """Validated stack config, or the exit code after printing why not."""
+    if re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", stack) is None:
+        return _fail([f"--stack {show(stack)}: not a stack name (1-100 of A-Z a-z 0-9 _ . -)"])
     if config_file is None and stack not in known_stacks():
         return _fail([f"--stack {stack}: unknown stack (have: {', '.join(known_stacks())})"])
     try:
         raw = load_stack_file(stack_path(stack, config_file))
         parse_settings(raw)
     except StackFileError as err:
-        return _fail([str(err)])
+        return _fail(err.problems)
     except SettingsError as err:
         return _fail(err.problems)
     return raw

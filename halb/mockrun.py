@@ -12,6 +12,7 @@ several runs is one cluster across several `pulumi up`s.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import runpy
 import sys
@@ -27,7 +28,7 @@ from pulumi.runtime import rpc
 from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs, Mocks
 from pulumi.runtime.settings import SETTINGS, get_root_resource, set_root_resource
 from pulumi.runtime.stack import run_pulumi_func
-from pulumi.runtime.sync_await import _sync_await
+from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
 from components.settings import PROJECT, RawConfig, SettingsError, parse_settings
 from components.stack_config import TOKEN_ENV
@@ -56,6 +57,8 @@ class Recorded:
     dependencies: list[str]
     inputs: dict[str, Any] = field(default_factory=dict)
     secret_paths: list[str] = field(default_factory=list)
+    # What the provider returned: inputs plus what it computed or minted.
+    outputs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -94,6 +97,12 @@ def _plain(value: Any, path: str, secrets: list[str]) -> Any:
     return value
 
 
+def autoname(name: str) -> str:
+    """What pulumi-kubernetes names an object given no metadata.name: `<name>-<8 random
+    characters>`; here derived from the name, so a render is reproducible."""
+    return f"{name}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
 class RecordingMocks(Mocks):
     """Answer like Rancher and Kubernetes would (`halb.mockcluster`): echo the inputs
     as outputs plus what a provider computes; refuse, create or mint where they do."""
@@ -104,6 +113,12 @@ class RecordingMocks(Mocks):
     def new_resource(self, args: MockResourceArgs) -> tuple[str, dict[str, Any]]:
         inputs = _plain(args.inputs, "", [])
         outputs = dict(args.inputs)
+        meta = outputs.get("metadata")
+        k8s_object = args.typ.startswith("kubernetes:") and not args.typ.endswith("Patch")
+        if k8s_object and isinstance(meta, dict) and not meta.get("name"):
+            # The provider names an object that has none (a Secret whose content
+            # changes gets a new name, and its pods roll).
+            outputs["metadata"] = {**meta, "name": autoname(args.name)}
         if args.resource_id and args.typ == NODE:  # a read (Node.get)
             return args.resource_id, self.rancher.read_node(args.resource_id)
         if args.typ == "pulumi:providers:rancher2":
@@ -145,21 +160,34 @@ class RecordingMonitor(MockMonitor):
         super().__init__(mocks)
         self.recorded: list[Recorded] = []
         self._lock = threading.Lock()
-
+        # Pulumi calls the monitor from executor threads, and the mock monitor
+        # gives each thread its own event loop; closed after the run (unclosed,
+        # they print "Exception ignored ... Invalid file descriptor" at exit).
+        self.loops: set[asyncio.AbstractEventLoop] = set()
         self.reads: list[Recorded] = []
-        self._lock = threading.Lock()
+
+    def _track_loop(self) -> None:
+        loop = _ensure_event_loop()  # type: ignore[no-untyped-call]
+        with self._lock:
+            self.loops.add(loop)
+
+    def Invoke(self, request: Any) -> Any:  # noqa: N802 (gRPC name)
+        self._track_loop()
+        return super().Invoke(request)  # type: ignore[no-untyped-call]
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC name)
+        self._track_loop()
         response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
-        self._record(self.recorded, request, request.object, response.urn, list(request.dependencies))
+        self._record(self.recorded, request, request.object, response, list(request.dependencies))
         return response
 
     def ReadResource(self, request: Any) -> Any:  # noqa: N802 (gRPC name)
+        self._track_loop()
         response = super().ReadResource(request)  # type: ignore[no-untyped-call]
-        self._record(self.reads, request, request.properties, response.urn, list(request.dependencies))
+        self._record(self.reads, request, request.properties, response, list(request.dependencies))
         return response
 
-    def _record(self, into: list[Recorded], request: Any, props: Any, urn: str, deps: list[str]) -> None:
+    def _record(self, into: list[Recorded], request: Any, props: Any, response: Any, deps: list[str]) -> None:
         secrets: list[str] = []
         inputs = _plain(rpc.deserialize_properties(props), "", secrets)
         with self._lock:
@@ -167,15 +195,21 @@ class RecordingMonitor(MockMonitor):
                 Recorded(
                     type=request.type,
                     name=request.name,
-                    urn=urn,
+                    urn=response.urn,
                     parent=request.parent or None,
                     custom=bool(getattr(request, "custom", True)),
                     provider=request.provider or None,
                     dependencies=deps,
                     inputs=inputs,
                     secret_paths=secrets,
+                    # A registration answers with `object`, a read with `properties`.
+                    outputs=_plain(rpc.deserialize_properties(_answer(response)), "", []),
                 )
             )
+
+
+def _answer(response: Any) -> Any:
+    return response.object if hasattr(response, "object") else response.properties
 
 
 def stack_rancher(raw: RawConfig) -> Rancher:
@@ -218,6 +252,9 @@ def run_program(
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     rancher = rancher if rancher is not None else stack_rancher(raw)
+    # A loop of this run's own, made before the mocks bind anything to one.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     mocks = RecordingMocks(rancher)
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_all_config(dict(raw.values), sorted(raw.secret_keys))
@@ -244,9 +281,20 @@ def run_program(
         except BaseException:
             _settle_rpcs()
             raise
+        finally:
+            _close_loops(loop, monitor.loops)
     run = Run(list(monitor.recorded), exports, secret_exports, list(monitor.reads), rancher)
     _delete_vanished(rancher, run)
     return run
+
+
+def _close_loops(main: asyncio.AbstractEventLoop, others: set[asyncio.AbstractEventLoop]) -> None:
+    """Join the executor threads, then close their loops and this run's own."""
+    main.run_until_complete(main.shutdown_default_executor())
+    for loop in others - {main}:
+        loop.close()
+    main.close()
+    asyncio.set_event_loop(None)
 
 
 def _settle_rpcs() -> None:

@@ -38,6 +38,9 @@ def _manifest(r: Recorded) -> dict[str, Any] | None:
     if not r.type.startswith(K8S_PREFIX) or r.type.startswith("pulumi:providers"):
         return None
     doc = dict(r.inputs)
+    minted = r.outputs.get("metadata", {}).get("name")
+    if isinstance(doc.get("metadata"), dict) and not doc["metadata"].get("name") and minted:
+        doc["metadata"] = {**doc["metadata"], "name": minted}  # auto-named by the provider
     kind = str(doc.get("kind", ""))
     if kind.endswith(PATCH_SUFFIX):
         # A server-side-apply patch: the partial object it applies.

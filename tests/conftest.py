@@ -20,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from components.settings import RawConfig, Settings, parse_settings  # noqa: E402
+from components.settings import SECRET_KEYS_ALLOWED, RawConfig, Settings, parse_settings  # noqa: E402
 from halb.mockrun import Run, run_program  # noqa: E402
 from halb.stackfile import load_stack_file, stack_path  # noqa: E402
 
@@ -33,7 +33,10 @@ def stack_raw(stack: str) -> RawConfig:
 
 
 def with_overrides(raw: RawConfig, secret: bool = False, **changes: Any) -> RawConfig:
-    """`raw` with project keys replaced (None removes); values as YAML would give them."""
+    """`raw` with project keys replaced (None removes); values as YAML would give them.
+
+    secret=True marks the changed keys that may be secret (SECRET_KEYS_ALLOWED)
+    as the engine would, had they been set with `pulumi config set --secret`."""
     values = dict(raw.values)
     secrets = set(raw.secret_keys)
     for short, value in changes.items():
@@ -42,7 +45,7 @@ def with_overrides(raw: RawConfig, secret: bool = False, **changes: Any) -> RawC
             values.pop(key, None)
             continue
         values[key] = value if isinstance(value, str) else json.dumps(value)
-        if secret:
+        if secret and key in SECRET_KEYS_ALLOWED:
             secrets.add(key)
     return RawConfig(values, frozenset(secrets))
 

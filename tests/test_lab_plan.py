@@ -8,7 +8,7 @@ import pytest
 from conftest import lab_value, settings_of, stack_raw, with_overrides
 
 from components.haproxy_cfg import service_fqdn
-from components.settings import parse_settings
+from components.settings import SettingsError, parse_settings
 from halb.lab.measure import outage
 from halb.lab.probe import Attempt
 from halb.lab.topology import LabPlanError, place_replicas, plan_lab
@@ -83,11 +83,13 @@ def test_refuses_host_outside_test_nets() -> None:
     assert "hosts.app-1.address: 10.0.0.5 must be in the VIP's subnet 192.0.2.0/24" in err.value.problems[0]
 
 
-def test_refuses_an_apps_host_on_a_load_balancers_address() -> None:
+def test_an_apps_host_on_a_load_balancers_address_is_refused_by_the_settings() -> None:
     hosts = lab_value("hosts")
     hosts["app-1"] = {"role": "apps", "address": "192.0.2.11"}
-    with pytest.raises(LabPlanError, match=r"192\.0\.2\.11 is also lb-1's"):
-        plan_lab(parse_settings(with_overrides(stack_raw("lab"), hosts=hosts)))
+    with pytest.raises(
+        SettingsError, match=r"hosts\.app-1\.address: 192\.0\.2\.11 is also the address of lb-1"
+    ):
+        parse_settings(with_overrides(stack_raw("lab"), hosts=hosts))
 
 
 def test_apps_hosts_without_address_get_free_ones() -> None:

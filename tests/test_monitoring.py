@@ -29,7 +29,8 @@ from components.monitoring import (
     rules_file,
     scrape_jobs,
 )
-from components.settings import Settings, SettingsError, duration_seconds, parse_settings
+from components.settings import Settings, SettingsError, parse_settings
+from components.values import duration_seconds
 from halb.render import manifests
 
 CR = "kubernetes:monitoring.coreos.com/v1:"
@@ -86,7 +87,7 @@ def test_defaults() -> None:
         ),
         (
             {"monitoring": {"labels": {"-bad": "x"}}},
-            "rancher-ha-lb:monitoring.labels.-bad.[key]: '-bad' is not a Kubernetes label key",
+            "rancher-ha-lb:monitoring.labels.-bad: '-bad' is not a Kubernetes label key",
         ),
         (
             {"monitoring": {"dashboardsNamespace": "Cattle"}},

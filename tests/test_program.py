@@ -510,3 +510,28 @@ def test_removing_a_host_after_its_node_is_gone_recreates_it_as_the_readme_warns
     del rancher.nodes["app-2"]
     run_program(prod_without("app-2"), "prod", rancher)
     assert rancher.nodes["app-2"].ghost and rancher.nodes["app-2"].labels == {}
+
+
+# --- the engine's config, as `pulumi up` hands it over -----------------------------------------
+
+
+def test_a_misspelled_namespace_stops_the_program(caplog: pytest.LogCaptureFixture) -> None:
+    lab = stack_raw("lab")
+    raw = RawConfig(
+        {**lab.values, "rancher_ha_lb:project": "shop", "kubernetes:context": "x"}, lab.secret_keys
+    )
+    with pytest.raises(pulumi.RunError):
+        run_program(raw, "lab")
+    assert caplog.messages[0] == (
+        "rancher_ha_lb:project: unknown namespace 'rancher_ha_lb'; did you mean rancher-ha-lb:project?"
+    )
+
+
+def test_a_secret_where_it_would_be_plain_text_stops_the_program(caplog: pytest.LogCaptureFixture) -> None:
+    lab = stack_raw("lab")
+    raw = RawConfig(lab.values, lab.secret_keys | {"rancher-ha-lb:hosts"})
+    with pytest.raises(pulumi.RunError):
+        run_program(raw, "lab")
+    assert caplog.messages[0].startswith(
+        "rancher-ha-lb:hosts: holds a secret, but this setting reaches the cluster in plain text; only"
+    )

@@ -5,10 +5,15 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
+import time
+import uuid
 from pathlib import Path
 
+import hypothesis
 import pytest
 from conftest import STACKS, require_root_tools, settings_of, stack_raw, with_overrides
+from hypothesis import strategies as st
 
 from components.haproxy_cfg import (
     StaticBackend,
@@ -18,6 +23,7 @@ from components.haproxy_cfg import (
 )
 from components.keepalived_conf import render_keepalived_conf
 from components.settings import Settings, parse_settings
+from components.values import auth_pass_problem
 
 
 def v2_auth_settings(password: str = "s3cret") -> Settings:
@@ -231,3 +237,205 @@ def test_haproxy_check_catches_a_broken_cfg(tmp_path: Path) -> None:
     )
     result = haproxy_check(broken, tmp_path)
     assert result.returncode != 0 and "be_nope" in result.stderr
+
+
+# --- wildcard hostnames: routed by a real HAProxy -----------------------------------------
+
+WILD_SERVICES = [
+    {"name": "shop", "image": "ghcr.io/example/shop:1", "port": 8080, "hostnames": ["shop.lab.invalid"]},
+    {"name": "blog", "image": "ghcr.io/example/blog:1", "port": 8081,
+     "hostnames": ["*.blog.lab.invalid", "blog.lab.invalid"]},
+    {"name": "api", "image": "ghcr.io/example/api:1", "port": 8082,
+     "hostnames": ["*.api.lab.invalid", "a.blog.lab.invalid"]},
+]  # fmt: skip
+# Host header -> the service that must answer (shop is the default backend).
+ROUTES = {
+    "shop.lab.invalid": "shop",
+    "blog.lab.invalid": "blog",
+    "x.blog.lab.invalid": "blog",
+    "X.Blog.Lab.Invalid:80": "blog",
+    "a.blog.lab.invalid": "api",  # an exact name beats a wildcard
+    "q.api.lab.invalid": "api",
+    "x.y.blog.lab.invalid": "shop",  # a wildcard is one label
+    ".blog.lab.invalid": "shop",
+    "xblog.lab.invalid": "shop",
+    "blog.lab.invalid.evil": "shop",
+    "unknown.invalid": "shop",
+}
+
+
+def wild_settings() -> Settings:
+    return parse_settings(with_overrides(stack_raw("lab"), services=WILD_SERVICES))
+
+
+def test_wildcards_after_exact_names_matching_one_label(tmp_path: Path) -> None:
+    cfg = render_haproxy_cfg(wild_settings(), dns_backends(wild_settings()))
+    result = haproxy_check(cfg, tmp_path)
+    assert result.returncode == 0 and "[WARNING]" not in result.stderr, result.stderr
+    rules = [line.strip() for line in cfg.splitlines() if "use_backend" in line]
+    assert rules == [
+        "use_backend be_shop if { var(txn.host) -m str shop.lab.invalid }",
+        "use_backend be_blog if { var(txn.host) -m str blog.lab.invalid }",
+        "use_backend be_api if { var(txn.host) -m str a.blog.lab.invalid }",
+        "use_backend be_blog if { var(txn.host) -m reg '^[^.]+[.]blog[.]lab[.]invalid$' }",
+        "use_backend be_api if { var(txn.host) -m reg '^[^.]+[.]api[.]lab[.]invalid$' }",
+    ]
+
+
+APP = """
+import http.server, sys
+name = sys.argv[1]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = name.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[2])), H).serve_forever()
+"""
+
+
+@pytest.mark.netns
+def test_real_haproxy_routes_wildcards_by_host(netns: str, tmp_path: Path) -> None:
+    require_root_tools("haproxy", "curl")
+    s = wild_settings()
+    backends = {svc.name: StaticBackend((StaticServer("a", "127.0.0.1", svc.port),)) for svc in s.services}
+    (tmp_path / "haproxy.cfg").write_text(render_haproxy_cfg(s, backends))
+    (tmp_path / "app.py").write_text(APP)
+    subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
+    in_ns = ["ip", "netns", "exec", netns]
+    procs = [
+        subprocess.Popen([*in_ns, sys.executable, str(tmp_path / "app.py"), svc.name, str(svc.port)])
+        for svc in s.services
+    ]
+    procs.append(subprocess.Popen([*in_ns, "haproxy", "-db", "-f", str(tmp_path / "haproxy.cfg")]))
+    try:
+        answers: dict[str, str] = {}
+        deadline = time.monotonic() + 10
+        for host in ROUTES:
+            while True:
+                result = subprocess.run(
+                    [*in_ns, "curl", "-s", "--max-time", "1", "-H", f"Host: {host}", "http://127.0.0.1:80/"],
+                    capture_output=True, text=True, timeout=5, check=False,
+                )  # fmt: skip
+                if result.returncode == 0 and result.stdout in ("shop", "blog", "api"):
+                    answers[host] = result.stdout
+                    break
+                assert time.monotonic() < deadline, f"no answer for {host}: {result}"
+                time.sleep(0.1)
+        assert answers == ROUTES
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=10)
+
+
+# --- vrrpAuthPass: what the validator accepts is what keepalived reads ------------------------
+
+
+def v2_no_watch(password: str) -> Settings:
+    # No track_file: a real keepalived would create its file (init_file) on the host.
+    raw = with_overrides(
+        stack_raw("lab"),
+        secret=True,
+        vrrp={"version": 2, "advertInterval": 1, "check": {"watch": False}},
+        vrrpAuthPass=password,
+    )
+    return parse_settings(raw)
+
+
+def keepalived_reads(netns: str, conf: str, tmp: Path) -> tuple[int, list[str]]:
+    """`keepalived -t` exit code, and the passwords a running keepalived dumps (-d), in order."""
+    run_dir = tmp / uuid.uuid4().hex[:8]
+    run_dir.mkdir()
+    check = keepalived_check(netns, conf, run_dir)
+    if check.returncode != 0:
+        return check.returncode, []
+    want = conf.count("auth_pass ")
+    pids = [f"{flag}{run_dir / name}" for flag, name in (("-p", "k.pid"), ("-r", "v.pid"), ("-c", "c.pid"))]
+    # Its own mount namespace with a private /run: nothing it writes lands on the host.
+    script = 'mount -t tmpfs none /run && exec keepalived -n -l -d -P -f "$@"'
+    cmd = [
+        "ip",
+        "netns",
+        "exec",
+        netns,
+        "unshare",
+        "-m",
+        "sh",
+        "-c",
+        script,
+        "sh",
+        str(run_dir / "keepalived.conf"),
+    ]
+    proc = subprocess.Popen([*cmd, *pids], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    found: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the dump comes within ~0.2 s; keepalived -n runs until stopped
+            if "Password = " in line:
+                found.append(line.split("Password = ", 1)[1].rstrip("\n"))
+                if len(found) == want:
+                    break
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    return check.returncode, found
+
+
+def instances(passwords: list[str]) -> str:
+    """One rendered keepalived.conf per password, their vrrp_instance blocks in one file
+    (distinct router ids and VIPs), so one keepalived reads them all."""
+    head = ""
+    blocks = []
+    for i, password in enumerate(passwords):
+        conf = render_keepalived_conf(v2_no_watch(password), "lb-1", password)
+        head, block = conf.split("vrrp_instance ", 1)
+        block = block.replace("VI_51 {", f"VI_{i + 1} {{", 1).replace(
+            "virtual_router_id 51", f"virtual_router_id {i + 1}"
+        )
+        blocks.append("vrrp_instance " + block.replace("192.0.2.10/24", f"192.0.2.{100 + i}/24"))
+    return head + "".join(blocks)
+
+
+AUTH_CHARS = [chr(c) for c in range(0x21, 0x7F)] + list("$${}\\#!\"'~@_")
+
+
+@pytest.mark.netns
+@hypothesis.settings(
+    max_examples=6, deadline=None, suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture]
+)
+@hypothesis.given(
+    passwords=st.lists(
+        st.text(alphabet=st.sampled_from(AUTH_CHARS), min_size=1, max_size=8).filter(
+            lambda p: not auth_pass_problem(p)
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+@hypothesis.example(passwords=["a\\b", "$1", "$$", "a$", "'", "~x", "@x", "%d", "\\\\x", "ab$-", "12345678"])
+def test_every_accepted_auth_pass_is_read_back_exactly(
+    passwords: list[str], netns: str, tmp_path: Path
+) -> None:
+    code, read = keepalived_reads(netns, instances(passwords), tmp_path)
+    assert code == 0
+    assert read == passwords
+
+
+REFUSED = ["{a}", "a{b", "a}b", "$_PWD", "${_HASH}", "a#b", 'a"b', "a\\#b", "a!b"]
+
+
+@pytest.mark.netns
+def test_refused_auth_passes_are_misread_by_keepalived(netns: str, tmp_path: Path) -> None:
+    for password in REFUSED:
+        assert auth_pass_problem(password) is not None
+        conf = render_keepalived_conf(v2_no_watch("ok"), "lb-1", "ok").replace(
+            "auth_pass ok", f"auth_pass {password}"
+        )
+        code, read = keepalived_reads(netns, conf, tmp_path)
+        assert code != 0 or read != [password], password

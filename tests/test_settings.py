@@ -108,13 +108,13 @@ def test_vip_without_prefix_or_bad() -> None:
     assert "vip.address: 'nope' is not an IPv4 address with prefix" in one(vip={**VIP, "address": "nope"})
 
 
-def test_service_name_not_dns_1123() -> None:
+def test_service_name_not_dns_1035() -> None:
     msg = one(services=[{**SERVICES[0], "name": "Shop_1"}, SERVICES[1]])
-    assert msg.startswith("rancher-ha-lb:services[0].name: 'Shop_1' is not a DNS-1123 label")
+    assert msg.startswith("rancher-ha-lb:services[0].name: 'Shop_1' is not a DNS-1035 label")
 
 
 def test_duplicate_service_names() -> None:
-    msg = one(services=[SERVICES[0], {**SERVICES[1], "name": "shop", "hostnames": []}])
+    msg = one(services=[SERVICES[0], {**SERVICES[1], "name": "shop"}])
     assert msg == "rancher-ha-lb:services[1].name: 'shop' is also services[0]'s name"
 
 

@@ -21,9 +21,11 @@ scalars = (
     st.none()
     | st.booleans()
     | st.integers(-(2**40), 2**40)
+    | st.integers(-(10**400), 10**400)
     | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(max_size=24)
     | st.sampled_from(["load-balancer", "apps", "app", "192.0.2.10/24", "192.0.2.11", "eth0", "shop"])
+    | st.sampled_from(["yes", "no", "8080", "true", "2024-01-01", "1_0:00", "100m", "*.x.invalid", "{a}"])
 )
 values = st.recursive(
     scalars,
@@ -42,6 +44,7 @@ def check(raw: RawConfig) -> None:
         for problem in err.problems:
             key, sep, message = problem.partition(": ")
             assert sep and message, problem
+            assert "\n" not in problem and len(problem) < 600, problem
             assert key.startswith(("rancher-ha-lb:", "rancher2:")), problem
         return
     assert isinstance(result, Settings)
