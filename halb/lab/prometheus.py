@@ -27,6 +27,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -243,14 +244,20 @@ def _get_alerts(url: str, timeout: float) -> list[dict[str, Any]]:
     return alerts
 
 
-def watch(url: str, duration: float, interval: float) -> dict[str, Any]:
+def watch(
+    url: str,
+    duration: float,
+    interval: float,
+    now: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
     """Every alert instance (labels + activeAt) seen in `duration` seconds."""
     seen: dict[str, dict[str, Any]] = {}
     polls = errors = 0
     last_error = ""
-    end = time.monotonic() + min(duration, MAX_WATCH_S)
+    end = now() + min(duration, MAX_WATCH_S)
     for _ in range(int(min(duration, MAX_WATCH_S) / interval) + 2):
-        t = time.monotonic()
+        t = now()
         if t > end:
             break
         try:
@@ -258,7 +265,7 @@ def watch(url: str, duration: float, interval: float) -> dict[str, Any]:
         except (OSError, ValueError, KeyError) as err:
             errors, last_error = errors + 1, str(err)
             active = []
-        t_seen = time.monotonic()
+        t_seen = now()
         polls += 1
         for a in active:
             labels = dict(a.get("labels", {}))
@@ -272,7 +279,7 @@ def watch(url: str, duration: float, interval: float) -> dict[str, Any]:
             if state in entry and entry[state] is None:
                 entry[state] = t_seen
             entry["last_t"] = t_seen
-        time.sleep(max(0.0, interval - (time.monotonic() - t)))
+        sleep(max(0.0, interval - (now() - t)))
     return {"polls": polls, "errors": errors, "last_error": last_error, "alerts": list(seen.values())}
 
 
