@@ -61,20 +61,6 @@ def alert_states(lab: Lab, name: str) -> list[str]:
     return [a["state"] for a in lab.prometheus.alerts() if a["labels"]["alertname"] == name]
 
 
-def settled(lab: Lab) -> bool:
-    st = [n for n in lab.status()["nodes"] if n["role"] == "load-balancer"]
-    return sum(n["holds_vip"] for n in st) == 1 and all(n["vrrp_state"] in ("MASTER", "BACKUP") for n in st)
-
-
-@pytest.fixture
-def healthy(lab: Lab) -> Iterator[Lab]:
-    """One MASTER and one BACKUP before and after each test."""
-    assert wait_until(lambda: settled(lab), 45, poll=0.2), lab.status()
-    yield lab
-    inject(lab, "restore", None)
-    assert wait_until(lambda: settled(lab), 45, poll=0.2), lab.status()
-
-
 def test_after_up_one_host_is_master_and_holds_the_vip(healthy: Lab) -> None:
     lab = healthy
     views: list[dict[str, Any]] = []
