@@ -16,10 +16,11 @@ from components.settings import parse_settings
 from halb.bench import failover
 from halb.bench.failover import FAULT_ALERTS, Report, RunResult, first_alert, profile_raw, summary, table
 from halb.cli import print_status
-from halb.lab import prometheus
+from halb.lab import alertwatch
+from halb.lab.alertwatch import fired_after
 from halb.lab.base import LabError
 from halb.lab.metrics import parse, view
-from halb.lab.prometheus import LabPrometheus, fired_after, rule_groups
+from halb.lab.prometheus import LabPrometheus, rule_groups
 from halb.lab.topology import plan_lab
 from halb.render import manifests
 
@@ -122,8 +123,8 @@ def test_watch_records_when_each_alert_was_first_pending_and_firing(monkeypatch:
             raise item
         return item
 
-    monkeypatch.setattr(prometheus, "_get_alerts", get)
-    out = prometheus.watch("http://192.0.2.252:9090", 20, 1, now=lambda: next(clock), sleep=lambda _: None)
+    monkeypatch.setattr(alertwatch, "_get_alerts", get)
+    out = alertwatch.watch("http://192.0.2.252:9090", 20, 1, now=lambda: next(clock), sleep=lambda _: None)
     assert out["errors"] == 1 and out["last_error"] == "connection refused" and out["polls"] >= 5
     split, failover = out["alerts"]
     assert split["name"] == "HalbVipMultipleHolders" and split["pending_t"] < split["firing_t"]

@@ -31,12 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from components.settings import RawConfig
+from halb.lab.alertwatch import AlertWatch, fired_after
 from halb.lab.base import LabError, wait_until
 from halb.lab.faults import inject
 from halb.lab.handoff import handoff
 from halb.lab.lab import Lab
 from halb.lab.measure import outage
-from halb.lab.prometheus import AlertWatch, fired_after
 from halb.lab.state import locked
 from halb.lab.teardown import teardown
 from halb.stackfile import load_stack_file, stack_path

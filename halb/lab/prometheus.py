@@ -7,42 +7,30 @@ evaluates the rule groups of the rendered PrometheusRule: what the cluster's
 Prometheus loads. Its TSDB is in the lab's directory; its UI and API are on
 <prometheus address>:9090, reachable from the client namespace (and from
 its own on 127.0.0.1). Started by `Lab.up` as a supervised process, so the
-journal has it and `lab down` stops it with the rest.
-
-    python -m halb.lab.prometheus watch --url URL --duration S [--interval 0.1]
-
-polls URL/api/v1/alerts (from the client namespace, during a benchmark run)
-and prints one JSON document at the end: every alert seen, with the first
-CLOCK_MONOTONIC times it was seen pending and firing, so the caller can line
-them up with the moment it injected a fault.
+journal has it and `lab down` stops it with the rest. The benchmark's alert
+watcher (halb/lab/alertwatch.py) polls it from the client namespace.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
 import sys
-import time
-import urllib.parse
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from components.monitoring import prometheus_config
+from halb.lab.alertwatch import AlertWatch
 from halb.lab.base import LabError, Out, in_ns, run, wait_until
-from halb.lab.probe import Background
 from halb.lab.topology import PROMETHEUS_PORT, LabPlan
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_S = 30.0
 API_TIMEOUT_S = 2.0
 RULE_KIND = "PrometheusRule"
-MAX_WATCH_S = 600.0
 
 
 def rule_groups(manifests: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -53,18 +41,6 @@ def rule_groups(manifests: list[dict[str, Any]]) -> dict[str, list[dict[str, Any
             meta = doc.get("metadata", {})
             out[f"{meta.get('namespace', 'default')}-{meta['name']}"] = doc["spec"]["groups"]
     return out
-
-
-def fired_after(alerts: list[dict[str, Any]], t0: float) -> dict[str, float]:
-    """alertname -> seconds from t0 until it was first seen firing, for alerts
-    that were not firing before t0 (one already firing is not the fault's)."""
-    out: dict[str, float] = {}
-    for a in alerts:
-        t = a.get("firing_t")
-        if isinstance(t, (int, float)) and t >= t0:
-            name = str(a["name"])
-            out[name] = round(min(out.get(name, t - t0), t - t0), 4)
-    return dict(sorted(out.items(), key=lambda kv: kv[1]))
 
 
 class LabPrometheus:
@@ -212,93 +188,8 @@ class LabPrometheus:
     def start_watch(self, duration: float, interval: float = 0.1) -> AlertWatch:
         """The alert watcher, in the client namespace, for `duration` seconds."""
         cmd = [
-            sys.executable, "-m", "halb.lab.prometheus", "watch", "--url", str(self.plan.prometheus_url),
+            sys.executable, "-m", "halb.lab.alertwatch", "--url", str(self.plan.prometheus_url),
             "--duration", str(duration), "--interval", str(interval),
         ]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         return AlertWatch(in_ns(self.plan.client_netns, *cmd), duration, env)
-
-
-class AlertWatch(Background):
-    what = "the alert watcher"
-
-    def alerts(self, grace_s: float = 10.0) -> list[dict[str, Any]]:
-        data, err = self.result(grace_s)
-        if not isinstance(data, dict) or not isinstance(data.get("alerts"), list):
-            raise LabError(f"alert watcher failed: {err.strip()}")
-        alerts: list[dict[str, Any]] = data["alerts"]
-        return alerts
-
-
-# --- the watcher ------------------------------------------------------------------------
-
-
-# The lab's addresses are never behind a proxy a user's environment names.
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _get_alerts(url: str, timeout: float) -> list[dict[str, Any]]:
-    with _DIRECT.open(f"{url}/api/v1/alerts", timeout=timeout) as resp:
-        body = json.load(resp)
-    alerts: list[dict[str, Any]] = body["data"]["alerts"]
-    return alerts
-
-
-def watch(
-    url: str,
-    duration: float,
-    interval: float,
-    now: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
-) -> dict[str, Any]:
-    """Every alert instance (labels + activeAt) seen in `duration` seconds."""
-    seen: dict[str, dict[str, Any]] = {}
-    polls = errors = 0
-    last_error = ""
-    end = now() + min(duration, MAX_WATCH_S)
-    for _ in range(int(min(duration, MAX_WATCH_S) / interval) + 2):
-        t = now()
-        if t > end:
-            break
-        try:
-            active = _get_alerts(url, min(interval * 5, 2.0))
-        except (OSError, ValueError, KeyError) as err:
-            errors, last_error = errors + 1, str(err)
-            active = []
-        t_seen = now()
-        polls += 1
-        for a in active:
-            labels = dict(a.get("labels", {}))
-            key = json.dumps([labels, a.get("activeAt")], sort_keys=True)
-            entry = seen.setdefault(
-                key,
-                {"name": labels.get("alertname"), "labels": labels, "active_at": a.get("activeAt"),
-                 "pending_t": None, "firing_t": None},
-            )  # fmt: skip
-            state = f"{a.get('state')}_t"
-            if state in entry and entry[state] is None:
-                entry[state] = t_seen
-            entry["last_t"] = t_seen
-        sleep(max(0.0, interval - (now() - t)))
-    return {"polls": polls, "errors": errors, "last_error": last_error, "alerts": list(seen.values())}
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m halb.lab.prometheus")
-    sub = p.add_subparsers(dest="command", required=True)
-    w = sub.add_parser("watch", help="poll /api/v1/alerts; one JSON document at the end")
-    w.add_argument("--url", required=True, help="http://ADDRESS:9090")
-    w.add_argument("--duration", type=float, required=True)
-    w.add_argument("--interval", type=float, default=0.1)
-    args = p.parse_args(argv)
-    if args.interval <= 0:
-        p.error("--interval must be positive")
-    json.dump(
-        watch(urllib.parse.urljoin(args.url, "/").rstrip("/"), args.duration, args.interval), sys.stdout
-    )
-    sys.stdout.write("\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
