@@ -79,8 +79,8 @@ LAB_FAULT = {
 }
 UNDO = {"host-crash": "restore", "link-down": "link-up"}
 # The alerts that tell an operator of each fault (components/monitoring.py);
-# the first of them to fire counts. A host's alerts wait 4 scrapes, so a
-# container the kubelet restarts at once may come back before they fire.
+# the first of them to fire counts. A host's alerts wait four scrape
+# intervals: a container the kubelet restarts at once may be back before.
 FAULT_ALERTS = {
     "host-crash": ("HalbVipFailover", "HalbEdgeHostsMissing", "HalbHaproxyDown"),
     "lb-death": ("HalbHaproxyDown", "HalbVipFailover", "HalbVrrpFault"),
@@ -304,6 +304,7 @@ class Bench:
         result = outage(attempts, fault_t)
         unplugged = {master} if fault == "host-crash" else set()
         live = [n for n in lab.vip_holders() if n not in unplugged]
+        alert, alert_s = first_alert(fault, alerts or {})
         run_result = RunResult(
             profile=profile,
             fault=fault,
@@ -315,9 +316,10 @@ class Bench:
             master_before=master,
             served_by=live[0] if len(live) == 1 else None,
             converge_s=monitor.converged_after(heal_t) if heal_t is not None else None,
+            alert=alert,
+            alert_s=alert_s,
             alerts_s=alerts,
         )
-        run_result.alert, run_result.alert_s = first_alert(fault, alerts or {})
         if fault in UNDO:
             inject(lab, UNDO[fault], master)
         return run_result

@@ -48,6 +48,7 @@ class LabPrometheus:
         self.plan = plan
         self.dir = lab_dir / "prometheus"
         self.log = lab_dir / "logs" / "prometheus.log"
+        self.groups = 0  # rule groups `prepare` wrote
 
     @property
     def enabled(self) -> bool:
@@ -73,6 +74,7 @@ class LabPrometheus:
             path = rules / f"{name}.yaml"
             path.write_text(yaml.safe_dump({"groups": groups}, sort_keys=False, width=1000))
             files.append(str(path))
+            self.groups += len(groups)
         # The edge DaemonSet runs on the load-balancer hosts (its node affinity).
         targets = {n.name: str(n.address) for n in self.plan.lb_nodes}
         config = self.dir / "prometheus.yml"
@@ -95,7 +97,7 @@ class LabPrometheus:
         """Bounded: ready, its rules loaded, and every target scraped once."""
         if not self.enabled:
             return
-        want = sum(len(g) for g in rule_groups(self._manifests()).values())
+        want = self.groups
         state: dict[str, Any] = {}
 
         def ready() -> bool:
@@ -105,8 +107,11 @@ class LabPrometheus:
             except LabError as err:
                 state["why"] = str(err)
                 return False
-            down = [f"{t['labels'].get('job')} {t['labels'].get('node')}: {t['health']}" for t in targets]
-            down = [d for d, t in zip(down, targets, strict=True) if t["health"] != "up"]
+            down = [
+                f"{t['labels'].get('job')} {t['labels'].get('node')}: {t['health']}"
+                for t in targets
+                if t["health"] != "up"
+            ]
             state["why"] = (
                 f"targets not up: {', '.join(down)}" if down else f"{len(groups)} of {want} rule groups"
             )
@@ -117,10 +122,6 @@ class LabPrometheus:
                 f"Prometheus not ready after {READY_S:g} s ({state.get('why')})\n" + self._log_tail()
             )
         out(f"Prometheus ready: {self.plan.prometheus_url} (from the client namespace)")
-
-    def _manifests(self) -> list[dict[str, Any]]:
-        text = (self.dir.parent / "render" / "manifests.yaml").read_text()
-        return [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
 
     def _log_tail(self, lines: int = 12) -> str:
         try:
@@ -136,18 +137,8 @@ class LabPrometheus:
             raise LabError("the lab has no Prometheus: the stack's monitoring.enabled is false")
         url = f"http://127.0.0.1:{PROMETHEUS_PORT}/api/v1/{path}"
         args = [a for k, v in params.items() for a in ("--data-urlencode", f"{k}={v}")]
-        cmd = in_ns(
-            self.plan.prometheus_netns,
-            "curl",
-            "-sS",
-            "--noproxy",
-            "*",
-            "-G",
-            "--max-time",
-            str(timeout),
-            *args,
-            url,
-        )
+        curl = ["curl", "-sS", "--noproxy", "*", "-G", "--max-time", str(timeout), *args, url]
+        cmd = in_ns(self.plan.prometheus_netns, *curl)
         result = run(cmd, timeout=timeout + 5, check=False)
         if result.returncode != 0:
             raise LabError(f"Prometheus did not answer {path}: {result.stderr.strip()}")
