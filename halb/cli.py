@@ -173,7 +173,7 @@ def print_status(status: dict[str, Any]) -> None:
     prom = status.get("prometheus")
     if prom:
         firing = prom.get("firing")
-        alerts = ", ".join(firing) if firing else "none" if firing is not None else prom.get("error")
+        alerts = ", ".join(firing) if firing else "none" if firing is not None else f"? ({prom.get('error')})"
         print(f"  Prometheus {prom['url']} (netns {prom['netns']}); alerts firing: {alerts}")
 
 
