@@ -190,7 +190,14 @@ def print_status(status: dict[str, Any]) -> None:
             f"  {n['name']:<10} load-balancer  {n['address']:<15} {n['vrrp_state']:<8} {vip:<10}"
             f"keepalived {n['keepalived_pid'] or '-'}  haproxy {n['haproxy_pid'] or '-'}"
         )
+        if n.get("vrrp_source") not in (None, "exporter", "crashed host"):
+            print(f"  {'':<10} VRRP state from the {n['vrrp_source']}")
     print(f"  client netns {status['client_netns']}")
+    prom = status.get("prometheus")
+    if prom:
+        firing = prom.get("firing")
+        alerts = ", ".join(firing) if firing else "none" if firing is not None else f"? ({prom.get('error')})"
+        print(f"  Prometheus {prom['url']} (netns {prom['netns']}); alerts firing: {alerts}")
 
 
 def _lab_errors(action: Callable[[], int], interrupted: str = "interrupted") -> int:

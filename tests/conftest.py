@@ -128,6 +128,28 @@ def running_lab(raw: RawConfig | None = None, stack: str = "lab") -> Iterator[An
             teardown(prefix, lambda _: None)
 
 
+def lab_settled(lab: Any) -> bool:
+    """One MASTER and one BACKUP, one VIP holder, HAProxy running on every LB host."""
+    states = sorted(lab.vrrp_state(n.name) for n in lab.plan.lb_nodes)
+    served = all(lab.daemon_pid(n.name, "haproxy") for n in lab.plan.lb_nodes)
+    return states == ["BACKUP", "MASTER"] and len(lab.vip_holders()) == 1 and served
+
+
+@pytest.fixture
+def healthy(lab: Any) -> Iterator[Any]:
+    """The module's `lab` settled before and after the test (a test's faults restored).
+
+    A container restart may be in the kubelet's back-off (10 s, then 20 s):
+    the bound covers two of them."""
+    from halb.lab.base import wait_until
+    from halb.lab.faults import inject
+
+    assert wait_until(lambda: lab_settled(lab), 45, poll=0.2), lab.status()
+    yield lab
+    inject(lab, "restore", None)
+    assert wait_until(lambda: lab_settled(lab), 45, poll=0.2), lab.status()
+
+
 def root_netns_snapshot() -> dict[str, str]:
     """What the lab must never change in the root network namespace."""
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import LAB_TOOLS, require_root_tools, run_halb
 
-from halb.bench.failover import RunResult, VipMonitor, ratios, summary
+from halb.bench.failover import FAULT_ALERTS, RunResult, VipMonitor, ratios, summary
 
 pytestmark = pytest.mark.netns
 
@@ -35,9 +35,14 @@ def test_smoke_run_writes_every_field_with_sane_values(tmp_path: Path) -> None:
     assert 0 <= run["failed"] < 25 and run["total"] > 100
     assert 0 <= run["two_holders_s"] < 1.0
     assert run["served_by"] in ("lb-1", "lb-2") and run["served_by"] != run["master_before"]
+    # The lab's Prometheus, polled from the client namespace: the first of lb-death's alerts.
+    assert data["machine"]["alerts"] == {"poll_s": 0.1, "scrape_interval": "500ms", "failover_window": "2s"}
+    assert run["alert"] in FAULT_ALERTS["lb-death"] and run["alerts_s"][run["alert"]] == run["alert_s"]
+    assert 0 < run["alert_s"] < 5
     (row,) = data["summary"]
     assert row["outage_s"]["min"] <= row["outage_s"]["median"] <= row["outage_s"]["max"]
     assert "| lb-death | project | 1 |" in md.read_text()
+    assert f"| {run['alert']} {run['alert_s'] * 1000:.0f} (1/1) |" in md.read_text()
     assert "[" in result.stderr and "1/1" in result.stderr  # progress
 
 

@@ -20,6 +20,7 @@ def test_plan_of_the_lab_stack() -> None:
         "halb-abc123~switch",
         "halb-abc123~client",
         "halb-abc123~dns",
+        "halb-abc123~prom",
         "halb-abc123-app-1",
         "halb-abc123-app-2",
         "halb-abc123-lb-1",
@@ -28,15 +29,28 @@ def test_plan_of_the_lab_stack() -> None:
     assert str(plan.vip) == "192.0.2.10" and plan.interface == "eth0"
     assert plan.client_address == ipaddress.IPv4Address("192.0.2.254")
     assert plan.dns_address == ipaddress.IPv4Address("192.0.2.253")
+    # The lab stack enables monitoring: the lab runs a Prometheus of its own.
+    assert plan.prometheus_address == ipaddress.IPv4Address("192.0.2.252")
+    assert plan.prometheus_url == "http://192.0.2.252:9090"
     assert [str(n.address) for n in plan.lb_nodes] == ["192.0.2.11", "192.0.2.12"]
     assert len({n.port for n in plan.nodes}) == len(plan.nodes)
     assert plan.node("lb-1").labels == {"role": "load-balancer", "kubernetes.io/hostname": "lb-1"}
+
+
+def test_no_prometheus_namespace_or_address_without_monitoring() -> None:
+    with_prom = plan_lab(settings_of("lab"), "halb", "x")
+    plan = plan_lab(parse_settings(with_overrides(stack_raw("lab"), monitoring=None)), "halb", "x")
+    assert plan.prometheus_netns is None and plan.prometheus_address is None and plan.prometheus_url is None
+    assert plan.namespaces == [ns for ns in with_prom.namespaces if ns != "halb-x~prom"]
+    # Its address goes back to the replicas' pool.
+    assert ipaddress.IPv4Address("192.0.2.252") in {r.address for r in plan.replicas}
 
 
 def test_a_host_named_like_a_lab_namespace_cannot_collide() -> None:
     hosts = lab_value("hosts")
     hosts["switch"] = {"role": "apps"}
     hosts["client"] = {"role": "apps"}
+    hosts["prom"] = {"role": "apps"}
     plan = plan_lab(parse_settings(with_overrides(stack_raw("lab"), hosts=hosts)), "halb", "x")
     assert len(set(plan.namespaces)) == len(plan.namespaces)
 
@@ -105,7 +119,7 @@ def test_refuses_a_subnet_too_small_for_the_lab() -> None:
     hosts = {"lb-1": {"role": lb, "address": "192.0.2.1"}, "lb-2": {"role": lb, "address": "192.0.2.2"},
              "app-1": {"role": "apps"}}  # fmt: skip
     raw = with_overrides(stack_raw("lab"), hosts=hosts, vip={"address": "192.0.2.3/29", "routerId": 51})
-    with pytest.raises(LabPlanError, match=r"needs 7 free addresses in 192\.0\.2\.0/29"):
+    with pytest.raises(LabPlanError, match=r"needs 8 free addresses in 192\.0\.2\.0/29 .*, Prometheus\)"):
         plan_lab(parse_settings(raw))
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import running_lab, stack_raw, with_overrides
+from conftest import lab_settled, running_lab, stack_raw, with_overrides
 
 from halb.lab.base import wait_until
 from halb.lab.faults import inject, lab_images
@@ -37,20 +37,6 @@ CAP_BITS = {"NET_BIND_SERVICE": 10, "NET_BROADCAST": 11, "NET_ADMIN": 12, "NET_R
 def lab() -> Iterator[Lab]:
     with running_lab() as the_lab:
         yield the_lab
-
-
-def settled(lab: Lab) -> bool:
-    states = sorted(lab.vrrp_state(n.name) for n in lab.plan.lb_nodes)
-    served = all(lab.daemon_pid(n.name, "haproxy") for n in lab.plan.lb_nodes)
-    return states == ["BACKUP", "MASTER"] and len(lab.vip_holders()) == 1 and served
-
-
-@pytest.fixture
-def healthy(lab: Lab) -> Iterator[Lab]:
-    assert wait_until(lambda: settled(lab), 45, poll=0.2), lab.status()
-    yield lab
-    inject(lab, "restore", None)
-    assert wait_until(lambda: settled(lab), 45, poll=0.2), lab.status()
 
 
 def manifest(lab: Lab) -> dict[str, Any]:
@@ -277,7 +263,7 @@ def with_edited_pod(lab: Lab, node: str, edit: Callable[[dict[str, Any]], None])
 def restore_pod(lab: Lab, node: str) -> None:
     lab.pods.delete(node)
     lab.pods.start(node, lab_images(lab), lambda _: None)
-    assert wait_until(lambda: settled(lab), 45, poll=0.2), lab.status()
+    assert wait_until(lambda: lab_settled(lab), 45, poll=0.2), lab.status()
 
 
 def keepalived_log(lab: Lab, node: str) -> str:

@@ -50,7 +50,7 @@ def problems(**changes: Any) -> list[str]:
 
 
 def test_defaults() -> None:
-    s = settings_of("lab")
+    s = lab(monitoring=None)
     assert s.vrrp.metrics_port == 9165
     m = s.monitoring
     assert (m.enabled, m.scrape_interval, m.failover_window, m.dashboards_namespace, m.labels) == (
@@ -211,7 +211,18 @@ def test_exporter_args_parse_in_the_exporter() -> None:
 
 
 def test_no_monitoring_objects_unless_enabled() -> None:
-    assert not [r for r in rendered("lab").resources if r.type.startswith(CR) or "Monitoring" in r.type]
+    from halb.mockrun import run_program
+
+    run = run_program(with_overrides(stack_raw("lab"), monitoring=None), "lab")
+    assert not [r for r in run.resources if r.type.startswith(CR) or "Monitoring" in r.type]
+
+
+def test_the_lab_stack_monitors_with_alerts_within_seconds() -> None:
+    """The lab's own Prometheus scrapes every 500 ms: VIP alerts wait 1 s, host alerts 2 s."""
+    s = settings_of("lab")
+    assert s.monitoring.enabled and s.monitoring.scrape_interval == "500ms"
+    fors = {r["alert"]: r.get("for") for g in alert_rules(s) for r in g["rules"]}
+    assert fors["HalbVipMultipleHolders"] == "1s" and fors["HalbHaproxyDown"] == "2s"
 
 
 def test_monitoring_component_creates_podmonitors_rules_and_dashboard() -> None:
@@ -300,7 +311,8 @@ def test_every_alert_says_what_to_do() -> None:
             assert rule["labels"]["namespace"] == "web-edge"
 
 
-S = settings_of("lab")
+# The cases are written for the default 15 s scrapes (the lab stack's are 500 ms).
+S = lab(monitoring=None)
 V = job(S, "halb-vrrp")
 H = job(S, "halb-haproxy")
 VIP = str(S.vip.ip)

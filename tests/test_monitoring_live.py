@@ -21,13 +21,13 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, require_root_tools, settings_of
 from test_monitoring import all_exprs, haproxy_metric_names
-from test_vrrp_exporter import Samples, parse
 
 from components.haproxy_cfg import StaticBackend, StaticServer, render_haproxy_cfg
 from components.keepalived import CAPABILITIES
 from components.keepalived_conf import NOTIFY_FIFO, WATCH_FILE, render_keepalived_conf
 from components.monitoring import exporter_args
 from halb.lab.base import wait_until as lab_wait_until
+from halb.lab.metrics import Samples, parse
 
 pytestmark = pytest.mark.netns
 

@@ -26,9 +26,9 @@ from typing import Any
 import pytest
 from conftest import ROOT
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from halb.lab.base import wait_until
+from halb.lab.metrics import Samples, parse
 
 SCRIPT = ROOT / "images" / "keepalived" / "vrrp-exporter"
 KEEPALIVED_FLAGS = os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW
@@ -47,23 +47,11 @@ def load_exporter() -> ModuleType:
 ve = load_exporter()
 
 
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
 def samples(exporter: Any) -> Samples:
     """/metrics as the HTTP handler would serve it, parsed back."""
     registry = CollectorRegistry()
     registry.register(exporter)
     return parse(generate_latest(registry).decode())
-
-
-def parse(text: str) -> Samples:
-    """Exposition text -> {(name, sorted labels): value}."""
-    out = {}
-    for family in text_string_to_metric_families(text):  # type: ignore[no-untyped-call]
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
 
 
 def value(exporter: Any, name: str, **labels: str) -> float | None:

@@ -7,8 +7,11 @@ For each profile a lab is brought up from the lab stack with that profile's
 VRRP timers. Each run: a client probe opens a new TCP connection to the VIP
 every 20 ms (200 ms timeout); 1 s in, a fault is injected (its time taken in
 this process, right before the action); VIP additions and removals are
-followed with `ip monitor` in every load-balancer namespace. Then the lab is
-restored and left to settle before the next run.
+followed with `ip monitor` in every load-balancer namespace, and the lab's
+Prometheus's /api/v1/alerts is polled from the client namespace: the time
+from the fault to the first of the fault's alerts firing. Then the lab is
+restored and left to settle (one VIP holder, no alert active) before the
+next run.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from components.settings import RawConfig
+from halb.lab.alertwatch import AlertWatch, fired_after
 from halb.lab.base import LabError, wait_until
 from halb.lab.faults import inject
 from halb.lab.handoff import handoff
@@ -82,6 +86,22 @@ LAB_FAULT = {
     "keepalived-kill": "kill-keepalived",
 }
 UNDO = {"host-crash": "restore", "link-down": "link-up"}
+# The alerts that tell an operator of each fault (components/monitoring.py);
+# the first of them to fire counts. A host's alerts wait four scrape
+# intervals: a container the kubelet restarts at once may be back before.
+FAULT_ALERTS = {
+    "host-crash": ("HalbVipFailover", "HalbEdgeHostsMissing", "HalbHaproxyDown"),
+    "lb-death": ("HalbHaproxyDown", "HalbVipFailover", "HalbVrrpFault"),
+    "link-down": ("HalbVipFailover", "HalbEdgeHostsMissing", "HalbHaproxyDown"),
+    "keepalived-kill": ("HalbKeepalivedDown", "HalbVipFailover", "HalbVipMultipleHolders"),
+    "handoff": ("HalbVipFailover",),
+    "split-brain": ("HalbVipMultipleHolders",),
+}
+ALERT_POLL_S = 0.1
+# A failover alert stays firing for failoverWindow; runs come ~10 s apart and
+# the next one must see its own. When it fires does not depend on the window
+# (`increase() > 0` once the new MASTER's counter is scraped).
+BENCH_MONITORING = {"failoverWindow": "2s"}
 
 
 @dataclass
@@ -96,6 +116,9 @@ class RunResult:
     master_before: str
     served_by: str | None
     converge_s: float | None = None  # split-brain: heal to one VIP holder
+    alert: str | None = None  # the first of FAULT_ALERTS[fault] to fire
+    alert_s: float | None = None  # fault to that alert firing
+    alerts_s: dict[str, float] | None = None  # every alert that fired after the fault (None: no Prometheus)
 
 
 @dataclass
@@ -158,6 +181,9 @@ def profile_raw(profile: str) -> RawConfig:
     values = dict(base.values)
     for key, value in PROFILES[profile].items():
         values[f"rancher-ha-lb:{key}"] = json.dumps(value)
+    monitoring = json.loads(values.get("rancher-ha-lb:monitoring", "{}"))
+    if monitoring.get("enabled"):
+        values["rancher-ha-lb:monitoring"] = json.dumps({**monitoring, **BENCH_MONITORING})
     return RawConfig(values, base.secret_keys)
 
 
@@ -231,6 +257,12 @@ class VipMonitor:
         return total
 
 
+def first_alert(fault: str, alerts: dict[str, float]) -> tuple[str | None, float | None]:
+    """The first of the fault's alerts to fire after it, and when (None: none did)."""
+    fired = sorted((s, name) for name, s in alerts.items() if name in FAULT_ALERTS[fault])
+    return (fired[0][1], fired[0][0]) if fired else (None, None)
+
+
 Progress = Callable[[int, int, str], None]
 
 
@@ -256,6 +288,11 @@ class Bench:
 
         if not wait_until(ok, SETTLE_TIMEOUT_S, poll=0.2):
             raise LabError(f"lab did not settle in {SETTLE_TIMEOUT_S:g} s: {lab.status()}")
+        if lab.prometheus.enabled and not wait_until(
+            lambda: not lab.prometheus.alerts(), SETTLE_TIMEOUT_S, 0.2
+        ):
+            active = [a["labels"]["alertname"] for a in lab.prometheus.alerts()]
+            raise LabError(f"alerts still active {SETTLE_TIMEOUT_S:g} s after a run: {', '.join(active)}")
         time.sleep(0.5)  # let ARP caches and HAProxy checks catch up too
 
     def one(self, lab: Lab, profile: str, fault: str, run: int) -> RunResult:
@@ -265,7 +302,10 @@ class Bench:
         monitor.start()
         window = LEAD_S + WINDOW_S[profile] + (PARTITION_S if fault == "split-brain" else 0.0)
         probe = lab.start_probe(100_000, PROBE_INTERVAL_S, PROBE_TIMEOUT_S, window)
+        watch: AlertWatch | None = None
         try:
+            if lab.prometheus.enabled:
+                watch = lab.prometheus.start_watch(window, ALERT_POLL_S)
             time.sleep(LEAD_S)
             fault_t = time.monotonic()
             heal_t = None
@@ -279,13 +319,17 @@ class Bench:
             else:
                 inject(lab, LAB_FAULT[fault], master)
             attempts = probe.attempts(grace_s=30)
+            alerts = fired_after(watch.alerts(grace_s=30), fault_t) if watch else None
         finally:
             probe.stop()
             monitor.stop()
+            if watch:
+                watch.stop()
         end_t = time.monotonic()
         result = outage(attempts, fault_t)
         unplugged = {master} if fault == "host-crash" else set()
         live = [n for n in lab.vip_holders() if n not in unplugged]
+        alert, alert_s = first_alert(fault, alerts or {})
         run_result = RunResult(
             profile=profile,
             fault=fault,
@@ -297,6 +341,9 @@ class Bench:
             master_before=master,
             served_by=live[0] if len(live) == 1 else None,
             converge_s=monitor.converged_after(heal_t) if heal_t is not None else None,
+            alert=alert,
+            alert_s=alert_s,
+            alerts_s=alerts,
         )
         if fault in UNDO:
             inject(lab, UNDO[fault], master)
@@ -306,6 +353,13 @@ class Bench:
         prefix = bench_prefix()
         lab = Lab.create(profile_raw(profile), "lab", prefix)
         report.settings[profile] = lab.plan.settings.vrrp.model_dump(by_alias=True)
+        if lab.plan.prometheus_netns:
+            mon = lab.plan.settings.monitoring
+            report.machine["alerts"] = {
+                "poll_s": ALERT_POLL_S,
+                "scrape_interval": mon.scrape_interval,
+                "failover_window": mon.failover_window,
+            }
         try:
             with locked(prefix, lambda _: None, "bench"):
                 lab.up(lambda _: None)
@@ -371,9 +425,29 @@ def summary(runs: list[RunResult]) -> list[dict[str, Any]]:
                 "converge_s": _stats([r.converge_s for r in rs if r.converge_s is not None])
                 if any(r.converge_s is not None for r in rs)
                 else None,
+                **_alert_summary(rs),
             }
         )
     return rows
+
+
+def _alert_summary(rs: list[RunResult]) -> dict[str, Any]:
+    alerted = [r for r in rs if r.alert is not None and r.alert_s is not None]
+    names = statistics.multimode([r.alert for r in alerted]) if alerted else []
+    return {
+        "alert_watched": any(r.alerts_s is not None for r in rs),
+        "alert": "/".join(sorted(str(n) for n in names)) or None,
+        "alerted": len(alerted),
+        "alert_s": _stats([float(r.alert_s) for r in alerted if r.alert_s is not None]) if alerted else None,
+    }
+
+
+def _alert_cell(row: dict[str, Any]) -> str:
+    if not row["alert_watched"]:
+        return "no Prometheus"
+    if row["alert_s"] is None:
+        return f"none fired (0/{row['runs']})"
+    return f"{row['alert']} {row['alert_s']['median'] * 1000:.0f} ({row['alerted']}/{row['runs']})"
 
 
 def ratios(rows: list[dict[str, Any]]) -> dict[str, float | None]:
@@ -390,9 +464,10 @@ def table(report: Report) -> str:
     ratio = ratios(rows)
     head = (
         "| fault | profile | runs | outage min / median / max (ms) | failed requests median (max) "
-        "| two VIP holders median (ms) | served by the other host | seed / project |"
+        "| two VIP holders median (ms) | served by the other host | first alert, median ms from the fault "
+        "(runs alerted) | seed / project |"
     )
-    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         o, f, t = r["outage_s"], r["failed"], r["two_holders_s"]
         rat = ratio.get(r["fault"]) if r["profile"] == "seed" else None
@@ -406,7 +481,7 @@ def table(report: Report) -> str:
             f"| {r['fault']} | {r['profile']} | {r['runs']} "
             f"| {o['min'] * 1000:.0f} / {o['median'] * 1000:.0f} / {o['max'] * 1000:.0f} "
             f"| {f['median']:g} ({f['max']:g}) | {t['median'] * 1000:.0f} "
-            f"| {r['served_by_other']}/{r['runs']} | {rat_s} |"
+            f"| {r['served_by_other']}/{r['runs']} | {_alert_cell(r)} | {rat_s} |"
         )
     for r in rows:
         if r["converge_s"] is not None:

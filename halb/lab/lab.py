@@ -31,10 +31,12 @@ from halb.lab.base import LabError, LabInputError, Out, in_ns, run, wait_until
 from halb.lab.images import ensure_image
 from halb.lab.journal import Journal, same_process
 from halb.lab.limits import nofile_for
+from halb.lab.metrics import VrrpView, exporter_view
 from halb.lab.network import Network
 from halb.lab.podman import PodmanError, available
 from halb.lab.pods import Pods, image_dirs
 from halb.lab.probe import Attempt, ProbeError, ProbeRun
+from halb.lab.prometheus import LabPrometheus
 from halb.lab.state import LabState, lab_dir
 from halb.lab.topology import LabPlan, LabPlanError, plan_lab
 
@@ -53,6 +55,7 @@ class Lab:
         self.journal = Journal(self.dir / "journal.jsonl")
         self.net = Network(plan, self.journal)
         self.pods = Pods(plan, self.dir, self.journal)
+        self.prometheus = LabPrometheus(plan, self.dir)
 
     @classmethod
     def create(cls, raw: RawConfig, stack: str, prefix: str) -> Lab:
@@ -100,6 +103,7 @@ class Lab:
         try:
             self._render(out)
             specs = self.pods.specs()  # refuse what the lab cannot run before making anything
+            prometheus = self.prometheus.prepare(self.pods.manifests())
             images = self._images(out, {c.image for _, s in specs for c in s.containers})
             ids = f"{self.plan.prefix}-{self.plan.lab_id}"
             out(f"creating {len(self.plan.namespaces)} network namespaces ({ids}-*)")
@@ -107,6 +111,9 @@ class Lab:
             out("starting the cluster DNS stand-in and the app replicas")
             self._start_dns()
             self._start_apps()
+            if prometheus and self.plan.prometheus_netns:
+                out(f"starting Prometheus ({self.plan.prometheus_url} from the client namespace)")
+                self._spawn(self.plan.prometheus_netns, "prometheus", prometheus)
             for r in self.plan.replicas:
                 self._wait_http(r.node, str(r.address), r.port, f"app {r.service} replica {r.index}")
             # The first node alone, then the rest: with nopreempt the first
@@ -120,6 +127,7 @@ class Lab:
             for n in rest:
                 self.pods.start(n.name, images, out)
             self._wait_ready(out, started)
+            self.prometheus.wait_ready(out)
         except BaseException:
             out("failed: removing what was created")
             teardown(self.plan.prefix, lambda _: None)
@@ -238,9 +246,18 @@ class Lab:
         return self.pods.container_pid(node, container)
 
     def vrrp_state(self, node: str) -> str:
-        """keepalived's last state in its running container's log."""
+        return self.vrrp(node).state
+
+    def vrrp(self, node: str) -> VrrpView:
+        """keepalived's state as the node's vrrp-exporter reports it (what a
+        cluster's Prometheus sees); keepalived's log only when it does not answer."""
         if node in self.state.crashed:
-            return "DOWN"
+            return VrrpView("DOWN", "crashed host")
+        view, why = exporter_view(self.plan, node)
+        return view or VrrpView(self._log_state(node), f"keepalived log ({why})")
+
+    def _log_state(self, node: str) -> str:
+        """keepalived's last state in its running container's log."""
         if self.daemon_pid(node, "keepalived") is None:
             return "STOPPED"
         try:
@@ -263,12 +280,15 @@ class Lab:
         nodes = []
         for n in self.plan.nodes:
             lb = n.role is Role.LOAD_BALANCER
+            vrrp = self.vrrp(n.name) if lb else None
             entry: dict[str, Any] = {
                 "name": n.name,
                 "role": n.role.value,
                 "netns": n.netns,
                 "address": str(n.address),
-                "vrrp_state": self.vrrp_state(n.name) if lb else None,
+                "vrrp_state": vrrp.state if vrrp else None,
+                "vrrp_source": vrrp.source if vrrp else None,
+                "become_master_total": vrrp.become_master_total if vrrp else None,
                 "holds_vip": self.holds_vip(n.name) if lb else False,
                 "keepalived_pid": self.daemon_pid(n.name, "keepalived") if lb else None,
                 "haproxy_pid": self.daemon_pid(n.name, "haproxy") if lb else None,
@@ -287,6 +307,7 @@ class Lab:
             "vip": str(self.plan.vip),
             "url": self.plan.url,
             "client_netns": self.plan.client_netns,
+            "prometheus": self.prometheus.status(),
             "nodes": nodes,
         }
 

@@ -1,7 +1,7 @@
 """The lab's network: namespaces, a bridge, links; cutting and mending them.
 
-A switch namespace holds a bridge; every host, the client and the DNS get a
-veth pair, one end a bridge port, the other named like the stack's
+A switch namespace holds a bridge; every host, the client, the DNS and
+Prometheus get a veth pair, one end a bridge port, the other named like the stack's
 interface inside their namespace. Nothing is added to the root namespace.
 Each namespace is journalled before it is made, with its inode after.
 """
@@ -58,6 +58,8 @@ class Network:
         hosts = [(n.netns, n.port, n.address, p.interface) for n in p.nodes]
         hosts.append((p.client_netns, "pc", p.client_address, "eth0"))
         hosts.append((p.dns_netns, "pd", p.dns_address, "eth0"))
+        if p.prometheus_netns and p.prometheus_address:
+            hosts.append((p.prometheus_netns, "pp", p.prometheus_address, "eth0"))
         for ns, port, addr, ifname in hosts:
             ip("-n", sw, "link", "add", port, "type", "veth", "peer", "name", ifname, "netns", ns)
             ip("-n", sw, "link", "set", port, "master", "br0", "up")

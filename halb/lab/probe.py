@@ -16,6 +16,7 @@ import json
 import sys
 import time
 from dataclasses import asdict, dataclass
+from typing import Any
 
 MAX_COUNT = 100_000
 MAX_DURATION_S = 600.0
@@ -111,8 +112,10 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
-class ProbeRun:
-    """A probe started in the background; `attempts()` waits for its JSON."""
+class Background:
+    """A lab tool started in the background that prints one JSON document at its end."""
+
+    what = "the tool"
 
     def __init__(self, cmd: list[str], duration: float, env: dict[str, str]) -> None:
         import subprocess
@@ -120,24 +123,38 @@ class ProbeRun:
         self.duration = duration
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
-    def attempts(self, grace_s: float) -> list[Attempt]:
-        """Every attempt, once the probe ends (bounded: its duration + grace_s)."""
+    def result(self, grace_s: float) -> tuple[Any, str]:
+        """(its JSON or None, its stderr), once it ends (bounded: its duration + grace_s)."""
         import subprocess
 
         try:
             out, err = self.proc.communicate(timeout=self.duration + grace_s)
         except subprocess.TimeoutExpired:
             self.stop()
-            raise ProbeError(f"the probe did not finish within {self.duration + grace_s:g} s") from None
+            raise ProbeError(f"{self.what} did not finish within {self.duration + grace_s:g} s") from None
         try:
-            return [Attempt(**a) for a in json.loads(out)["attempts"]]
-        except (ValueError, KeyError, TypeError):
-            raise ProbeError(f"probe failed: {err.strip()}") from None
+            return json.loads(out), err
+        except ValueError:
+            return None, err
 
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+class ProbeRun(Background):
+    """A probe started in the background; `attempts()` waits for its JSON."""
+
+    what = "the probe"
+
+    def attempts(self, grace_s: float) -> list[Attempt]:
+        """Every attempt, once the probe ends (bounded: its duration + grace_s)."""
+        data, err = self.result(grace_s)
+        try:
+            return [Attempt(**a) for a in data["attempts"]]
+        except (KeyError, TypeError):
+            raise ProbeError(f"probe failed: {err.strip()}") from None
 
 
 class ProbeError(Exception):

@@ -1,7 +1,8 @@
 """The lab's plan, derived purely from a stack's Settings.
 
 One network namespace per host of the stack, a switch namespace with a
-bridge, a client namespace and a cluster-DNS namespace. Load-balancer hosts
+bridge, a client namespace, a cluster-DNS namespace and, when the stack
+enables monitoring, a Prometheus namespace (halb/lab/prometheus.py). Load-balancer hosts
 run the edge pod from the rendered manifests; apps hosts run the stand-in app,
 one replica per address (as pods have their own IPs), placed like the
 Deployment's anti-affinity spreads them. The DNS stand-in answers each
@@ -23,6 +24,7 @@ ROLE_LABEL = "role"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 # Linux names a network namespace by a file in /run/netns: at most 255 bytes.
 MAX_NETNS = 255
+PROMETHEUS_PORT = 9090
 
 
 class LabPlanError(Exception):
@@ -68,6 +70,10 @@ class LabPlan:
     dns_address: ipaddress.IPv4Address
     nodes: tuple[LabNode, ...]
     replicas: tuple[Replica, ...]
+    # Only when the stack's monitoring is enabled, as the cluster's Prometheus
+    # scrapes the tier only then.
+    prometheus_netns: str | None = None
+    prometheus_address: ipaddress.IPv4Address | None = None
 
     @property
     def vip(self) -> ipaddress.IPv4Address:
@@ -96,8 +102,16 @@ class LabPlan:
         return f"http://{self.vip}:{self.settings.load_balancer.http_port}/"
 
     @property
+    def prometheus_url(self) -> str | None:
+        """Prometheus's web UI and API, as the client namespace reaches it."""
+        if self.prometheus_address is None:
+            return None
+        return f"http://{self.prometheus_address}:{PROMETHEUS_PORT}"
+
+    @property
     def namespaces(self) -> list[str]:
-        return [self.switch_netns, self.client_netns, self.dns_netns, *(n.netns for n in self.nodes)]
+        prom = [self.prometheus_netns] if self.prometheus_netns else []
+        return [self.switch_netns, self.client_netns, self.dns_netns, *prom, *(n.netns for n in self.nodes)]
 
     def dns_records(self) -> dict[str, list[str]]:
         """What the cluster DNS answers: each headless Service -> its pods' addresses."""
@@ -160,12 +174,14 @@ def plan_lab(s: Settings, prefix: str = "halb", lab_id: str = "0") -> LabPlan:
         if len(netns_name(prefix, lab_id, name)) > MAX_NETNS:
             problems.append(f"rancher-ha-lb:hosts.{name}: too long a name for a lab network namespace")
     placed = place_replicas(s)
-    need = sum(1 for n in s.hosts if n not in addresses) + len(placed) + 2  # + client, DNS
+    prom = s.monitoring.enabled
+    need = sum(1 for n in s.hosts if n not in addresses) + len(placed) + 2 + prom  # + client, DNS
     free = [a for a in reversed(list(net.hosts())) if a not in used]
     if len(free) < need:
         problems.append(
             f"rancher-ha-lb:vip.address: the lab needs {need} free addresses in {net} "
-            f"(hosts without one, {len(placed)} app replicas, a client, DNS); it has {len(free)}"
+            f"(hosts without one, {len(placed)} app replicas, a client, DNS"
+            f"{', Prometheus' if prom else ''}); it has {len(free)}"
         )
     if problems:
         raise LabPlanError(problems)
@@ -174,6 +190,7 @@ def plan_lab(s: Settings, prefix: str = "halb", lab_id: str = "0") -> LabPlan:
         if name not in addresses:
             addresses[name] = next(pool)
     client, dns = next(pool), next(pool)
+    prometheus = next(pool) if prom else None
     replicas = tuple(Replica(svc, node, port, i, next(pool)) for svc, node, port, i in placed)
     nodes = tuple(
         LabNode(
@@ -196,4 +213,6 @@ def plan_lab(s: Settings, prefix: str = "halb", lab_id: str = "0") -> LabPlan:
         dns_address=dns,
         nodes=nodes,
         replicas=replicas,
+        prometheus_netns=f"{prefix}-{lab_id}~prom" if prom else None,
+        prometheus_address=prometheus,
     )
