@@ -25,6 +25,11 @@ HARD_STOP_AFTER_S = 30
 # would move the VIP; HAProxy's manual says `grace` must not be used with
 # processes that are reloaded.
 DRAIN_BACKEND = "be_halb_drain"
+# Servers found by DNS keep their addresses across a hitless reload: the
+# haproxy-reload sidecar saves `show servers state` here first, the new worker
+# starts from it (`init-addr last`). Without it, a new worker's servers have
+# no address until the resolvers answer, and requests meet a 503.
+SERVER_STATE_FILE = "/run/haproxy/server-state"
 DRAIN_SERVER = "serving"
 
 
@@ -80,7 +85,7 @@ def _servers(b: Backend) -> list[str]:
     if isinstance(b, DnsBackend):
         return [
             f"    server-template pod {b.slots} {b.fqdn}:{b.port} {opts} "
-            f"resolvers {RESOLVERS} resolve-prefer ipv4 init-addr none"
+            f"resolvers {RESOLVERS} resolve-prefer ipv4 init-addr last,none"
         ]
     return [f"    server {srv.name} {srv.address}:{srv.port} {opts}" for srv in b.servers]
 
@@ -102,8 +107,10 @@ def render_haproxy_cfg(s: Settings, backends: Mapping[str, Backend]) -> str:
         "    log stdout format raw local0 info",
         f"    maxconn {lb.max_conn}",
         f"    hard-stop-after {HARD_STOP_AFTER_S}s",
+        f"    server-state-file {SERVER_STATE_FILE}",
         "",
         "defaults",
+        "    load-server-state-from-file global",
         "    mode http",
         "    log global",
         "    option httplog",

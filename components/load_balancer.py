@@ -10,7 +10,13 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.haproxy_cfg import HOST_IP_ENV, dns_backends, render_haproxy_cfg, vip_leave_s
+from components.haproxy_cfg import (
+    HOST_IP_ENV,
+    SERVER_STATE_FILE,
+    dns_backends,
+    render_haproxy_cfg,
+    vip_leave_s,
+)
 from components.k8s import host_ip_env, resources
 from components.keepalived_conf import HANDOFF_DONE_FILE, HANDOFF_STARTED_FILE, WATCH_DIR
 from components.settings import Settings
@@ -114,6 +120,8 @@ def reload_container(s: Settings, image: pulumi.Input[str]) -> k8s.core.v1.Conta
             MASTER_SOCKET,
             "--status",
             RELOAD_STATUS,
+            "--state-file",
+            SERVER_STATE_FILE,
         ],
         # The config's `.if defined(HOST_IP)` must see what HAProxy sees.
         "env": [host_ip_env(HOST_IP_ENV)],

@@ -6,10 +6,14 @@
     python -m halb lab request [--count N] [--service NAME]
     python -m halb lab fault KIND [--node NAME]
     python -m halb lab handoff
+    python -m halb lab apply [--stack NAME | --config-file PATH]
+    python -m halb lab drain NODE | uncordon NODE
     python -m halb lab down
     python -m halb demo
     python -m halb bench failover [--runs N] [--json FILE] [--markdown FILE] [--chart FILE]
         [--faults F,...] [--profiles P,...] [--load-seconds S]
+    python -m halb bench changes [--runs N] [--changes C,...] [--modes M,...] [--json FILE]
+        [--markdown FILE] [--chart FILE]
 
 Exit codes: 0 done, 1 the lab could not do it (message says why), 2 bad
 input (settings, flags, paths) with one line per problem and nothing written
@@ -28,6 +32,8 @@ from typing import Any
 
 from components.settings import RawConfig, SettingsError, parse_settings
 from components.values import show
+from halb.bench.changes import CHANGES as BENCH_CHANGES
+from halb.bench.changes import MODES as BENCH_MODES
 from halb.bench.failover import FAULTS as BENCH_FAULTS
 from halb.bench.failover import PROFILES as BENCH_PROFILES
 from halb.lab.faults import FAULTS as LAB_FAULTS
@@ -69,6 +75,13 @@ def _parser() -> argparse.ArgumentParser:
     fl.add_argument("kind", choices=LAB_FAULTS)
     fl.add_argument("--node", help="load-balancer host to hit")
     lsub.add_parser("handoff", help="planned move of the VIP to another LB host, no failed request")
+    ap = lsub.add_parser("apply", help="change the running lab to a stack, as `pulumi up` would")
+    ap.add_argument("--stack", default="lab", help="stack name (default: lab)")
+    ap.add_argument("--config-file", help="read this stack file instead of Pulumi.<stack>.yaml")
+    dr = lsub.add_parser("drain", help="evict a load-balancer host's edge pod (preStop hands the VIP over)")
+    dr.add_argument("node")
+    un = lsub.add_parser("uncordon", help="let the edge pod run on a drained host again")
+    un.add_argument("node")
     lsub.add_parser("down", help="remove every namespace and process of the lab")
     sub.add_parser("demo", help="lab up, requests, MASTER host crash with measured outage, lab down")
 
@@ -86,6 +99,17 @@ def _parser() -> argparse.ArgumentParser:
     fo.add_argument("--profiles", type=_choices(list(BENCH_PROFILES)), default=["project", "nowatch", "seed"],
                     help="comma-separated, from: project,nowatch,seed,fast "
                          "(default: project,nowatch,seed)")  # fmt: skip
+    ch = bsub.add_parser("changes", help="failed requests and VIP moves while the lab is changed")
+    ch.add_argument(
+        "--runs", type=_bounded(1, 50), default=5, help="runs per change and mode (1..50, default 5)"
+    )
+    ch.add_argument("--json", type=Path, help="write every run and the summary as JSON")
+    ch.add_argument("--markdown", type=Path, help="write the table as markdown")
+    ch.add_argument("--chart", type=Path, help="write a PNG chart of failed requests per change and mode")
+    ch.add_argument("--changes", type=_choices(BENCH_CHANGES), default=list(BENCH_CHANGES),
+                    help=f"comma-separated, from: {','.join(BENCH_CHANGES)} (default: all)")  # fmt: skip
+    ch.add_argument("--modes", type=_choices(BENCH_MODES), default=list(BENCH_MODES),
+                    help="comma-separated, from: project,baseline (default: both)")  # fmt: skip
     fo.add_argument("--load-seconds", type=_bounded(0, 600), default=60,
                     help="CPU-load phase per profile in seconds (0 skips; default 60)")  # fmt: skip
     return p
@@ -192,6 +216,12 @@ def print_status(status: dict[str, Any]) -> None:
         )
         if n.get("vrrp_source") not in (None, "exporter", "crashed host"):
             print(f"  {'':<10} VRRP state from the {n['vrrp_source']}")
+        if n.get("drained"):
+            print(f"  {'':<10} drained: no edge pod until `lab uncordon {n['name']}`")
+        cfg = n.get("haproxy_config") or {}
+        if cfg.get("state") in ("rejected", "failed"):
+            print(f"  {'':<10} HAProxy config {str(cfg.get('config'))[:12]} {cfg['state']}; still serving "
+                  f"{str(cfg.get('serving'))[:12]}: {cfg.get('error', '').strip()[:300]}")  # fmt: skip
     print(f"  client netns {status['client_netns']}")
     prom = status.get("prometheus")
     if prom:
@@ -280,6 +310,22 @@ def _lab(args: argparse.Namespace) -> int:
         with locked(prefix, _say, "fault"):
             print(inject(Lab.load(prefix), args.kind, args.node))
         return 0
+    if args.lab_command == "apply":
+        from halb.lab.apply import apply
+
+        raw = _load_raw(args.stack, args.config_file)
+        if isinstance(raw, int):
+            return raw
+        with locked(prefix, _say, "apply"):
+            print(apply(Lab.load(prefix), raw, args.stack, _say))
+        return 0
+    if args.lab_command in ("drain", "uncordon"):
+        from halb.lab.apply import drain, uncordon
+
+        with locked(prefix, _say, args.lab_command):
+            step = drain if args.lab_command == "drain" else uncordon
+            print(step(Lab.load(prefix), args.node, _say))
+        return 0
     if args.lab_command == "handoff":
         with locked(prefix, _say, "handoff"):
             print(handoff(Lab.load(prefix), _say))
@@ -311,7 +357,6 @@ def _progress(done: int, total: int, text: str) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from halb.bench.failover import Report, chart, run_bench, table
     from halb.files import check_writable
 
     problems = []
@@ -321,24 +366,36 @@ def cmd_bench(args: argparse.Namespace) -> int:
             problems.append(why.replace(f"--out {path.parent}", f"{flag} {path}"))
     if problems:
         return _fail(problems)
-    reports: list[Report] = []
+    results: list[tuple[Any, str, Callable[[Path], None]]] = []
 
     def bench() -> int:
-        reports.append(run_bench(args.runs, args.faults, args.profiles, args.load_seconds, _progress))
+        if args.bench_command == "changes":
+            from halb.bench import changes
+
+            c_report = changes.run_changes(args.runs, args.changes, args.modes, _progress)
+            results.append(
+                (c_report.to_json(), changes.table(c_report), lambda p: changes.chart(c_report, p))
+            )
+        else:
+            from halb.bench import failover
+
+            f_report = failover.run_bench(args.runs, args.faults, args.profiles, args.load_seconds, _progress)
+            results.append(
+                (f_report.to_json(), failover.table(f_report), lambda p: failover.chart(f_report, p))
+            )
         return 0
 
     code = _lab_errors(bench, "interrupted; the bench lab was taken down")
     if code:
         return code
-    report = reports[0]
-    text = table(report)
+    data, text, draw = results[0]
     print(text)
     if args.json:
-        args.json.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+        args.json.write_text(json.dumps(data, indent=2) + "\n")
     if args.markdown:
         args.markdown.write_text(text + "\n")
     if args.chart:
-        chart(report, args.chart)
+        draw(args.chart)
     return 0
 
 

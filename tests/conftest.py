@@ -189,3 +189,23 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             print(f"\nroot network namespace changed during the tests: {k}\n"
                   f"before:\n{_ROOT_AT_START[k]}\nafter:\n{now[k]}", file=sys.stderr)  # fmt: skip
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def haproxy_check(cfg: str, tmp: Path) -> subprocess.CompletedProcess[str]:
+    """`haproxy -c` of a rendered config as the pod runs it: HOST_IP set (the
+    downward API), the server-state file in place (haproxy-reload makes it)."""
+    require_root_tools("haproxy")
+    from components.haproxy_cfg import SERVER_STATE_FILE
+
+    state = tmp / f"server-state-{uuid.uuid4().hex}"
+    state.write_text("1\n")
+    path = tmp / f"{uuid.uuid4().hex}.cfg"
+    path.write_text(cfg.replace(SERVER_STATE_FILE, str(state)))
+    return subprocess.run(
+        ["haproxy", "-c", "-f", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={**os.environ, "HOST_IP": "192.0.2.11"},
+    )

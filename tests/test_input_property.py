@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, require_root_tools, stack_raw, with_overrides
+from conftest import ROOT, haproxy_check, require_root_tools, stack_raw, with_overrides
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -248,16 +247,7 @@ def test_accepted_hostnames_make_a_valid_haproxy_cfg(hosts: list[str], tmp_path:
     if s is None:
         return
     require_root_tools("haproxy")
-    path = tmp_path / f"{uuid.uuid4().hex}.cfg"
-    path.write_text(render_haproxy_cfg(s, dns_backends(s)))
-    result = subprocess.run(
-        ["haproxy", "-c", "-f", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        env={**os.environ, "HOST_IP": "192.0.2.11"},
-    )
+    result = haproxy_check(render_haproxy_cfg(s, dns_backends(s)), tmp_path)
     assert result.returncode == 0 and "[WARNING]" not in result.stderr, result.stderr
 
 
@@ -282,14 +272,5 @@ def test_accepted_health_paths_make_a_valid_haproxy_cfg(path: str, tmp_path: Pat
     require_root_tools("haproxy")
     cfg = render_haproxy_cfg(s, dns_backends(s))
     assert f"    option httpchk GET {path}\n" in cfg
-    file = tmp_path / f"{uuid.uuid4().hex}.cfg"
-    file.write_text(cfg)
-    result = subprocess.run(
-        ["haproxy", "-c", "-f", str(file)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        env={**os.environ, "HOST_IP": "192.0.2.11"},
-    )
+    result = haproxy_check(cfg, tmp_path)
     assert result.returncode == 0 and "[WARNING]" not in result.stderr, result.stderr

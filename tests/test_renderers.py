@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import hypothesis
 import pytest
-from conftest import STACKS, require_root_tools, settings_of, stack_raw, with_overrides
+from conftest import STACKS, haproxy_check, require_root_tools, settings_of, stack_raw, with_overrides
 from hypothesis import strategies as st
 
 from components.haproxy_cfg import (
@@ -39,20 +38,6 @@ def keepalived_check(netns: str, conf: str, tmp: Path) -> subprocess.CompletedPr
     pids = [f"{flag}{tmp / name}" for flag, name in (("-p", "k.pid"), ("-r", "v.pid"), ("-c", "c.pid"))]
     cmd = ["ip", "netns", "exec", netns, "keepalived", "-t", "-l", "-f", str(path), *pids]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
-
-
-def haproxy_check(cfg: str, tmp: Path) -> subprocess.CompletedProcess[str]:
-    require_root_tools("haproxy")
-    path = tmp / "haproxy.cfg"
-    path.write_text(cfg)
-    return subprocess.run(
-        ["haproxy", "-c", "-f", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        env={**os.environ, "HOST_IP": "192.0.2.11"},  # as the downward API sets it
-    )
 
 
 # --- keepalived.conf content --------------------------------------------------
@@ -311,7 +296,11 @@ def test_real_haproxy_routes_wildcards_by_host(netns: str, tmp_path: Path) -> No
         subprocess.Popen([*in_ns, sys.executable, str(tmp_path / "app.py"), svc.name, str(svc.port)])
         for svc in s.services
     ]
-    procs.append(subprocess.Popen([*in_ns, "haproxy", "-db", "-f", str(tmp_path / "haproxy.cfg")]))
+    procs.append(
+        subprocess.Popen(
+            [*in_ns, "env", "HOST_IP=127.0.0.1", "haproxy", "-db", "-f", str(tmp_path / "haproxy.cfg")]
+        )
+    )
     try:
         answers: dict[str, str] = {}
         deadline = time.monotonic() + 10

@@ -4,7 +4,7 @@
 
 A stand-in for CoreDNS's `kubernetes` plugin, just enough for HAProxy's
 `server-template ... resolvers cluster`: A queries for a name in FILE
-(JSON: name -> [IPv4 ...]) get every address, AAAA for such a name gets an
+(JSON: name -> [IPv4 ...], read again when it changes) get every address, AAAA for such a name gets an
 empty answer (NOERROR), anything else NXDOMAIN. TTL 5 s like CoreDNS.
 """
 
@@ -77,11 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--listen", required=True)
     p.add_argument("--ttl", type=int, default=5)
     args = p.parse_args(argv)
-    records = {k.rstrip(".").lower(): v for k, v in json.loads(args.records.read_text()).items()}
+    records: dict[str, list[str]] = {}
+    seen: float | None = None
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind((args.listen, 53))
     while True:
         msg, peer = sock.recvfrom(4096)
+        # Endpoints change (`lab apply`): read the records again when they did.
+        mtime = args.records.stat().st_mtime
+        if mtime != seen:
+            records = {k.rstrip(".").lower(): v for k, v in json.loads(args.records.read_text()).items()}
+            seen = mtime
         sock.sendto(answer(msg, records, args.ttl), peer)
 
 

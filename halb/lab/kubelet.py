@@ -18,7 +18,10 @@ images). One detached process per pod:
   (CreateContainerConfigError), as the kubelet does;
 - on SIGTERM (the pod is deleted): each container's preStop hook, then the
   image's STOPSIGNAL, SIGKILL after what is left of
-  terminationGracePeriodSeconds; then the containers are removed.
+  terminationGracePeriodSeconds; then the containers are removed;
+- keeps Secret and ConfigMap volumes up to date: when the objects they come
+  from change, the new content is written in place (atomic-writer swap) after
+  the sync delay, without restarting anything, as the kubelet does.
 
 Its view goes to the pod's status file (what `lab status` reads) and every
 container it creates to the lab's journal before it is created, so `lab
@@ -42,6 +45,7 @@ from typing import Any
 from halb.lab.journal import Journal, alive
 from halb.lab.podman import PodmanError, podman
 from halb.lab.podspec import Container, PodSpec, Probe, RunContext, parse_daemonset, podman_run_args
+from halb.lab.volumes import Objects, VolumeError, payload, write_atomic
 
 RELIST_S = 1.0
 BACKOFF_INITIAL_S = 10.0
@@ -70,6 +74,15 @@ class PodFile:
     journal: str
     labels: dict[str, str]
     nofile: int | None = None
+    # The Secrets and ConfigMaps the pod's volumes come from; `lab apply`
+    # rewrites the file, the kubelet brings the volumes up to date after
+    # `sync_s` (a kubelet's sync period plus its cache's TTL, in a cluster
+    # about a minute).
+    objects_file: str = ""
+    sync_s: float = 5.0
+    # Present: delete the pod without its preStop hooks (the benchmark's
+    # baseline: the behaviour before the hooks existed).
+    no_hooks_file: str = ""
 
     @classmethod
     def load(cls, path: Path) -> PodFile:
@@ -262,7 +275,8 @@ class Kubelet:
         if st.id is None or st.state != "running":
             return
         began = time.monotonic()
-        if c.pre_stop:
+        hooks = not (self.pf.no_hooks_file and os.path.exists(self.pf.no_hooks_file))
+        if c.pre_stop and hooks:
             self.note(f"{c.name}: preStop {' '.join(c.pre_stop)}")
             hook = podman("exec", st.id, *c.pre_stop, timeout=max(1.0, grace_s), check=False)
             if hook.returncode != 0:
@@ -270,6 +284,38 @@ class Kubelet:
         left = max(MIN_STOP_GRACE_S, int(grace_s - (time.monotonic() - began)))
         podman("stop", "--time", str(left), st.id, timeout=left + 30, check=False)
         self.note(f"{c.name}: stopped after {time.monotonic() - began:.1f} s")
+
+    # --- volumes -----------------------------------------------------------------
+
+    def _objects(self) -> Objects | None:
+        try:
+            docs = json.loads(Path(self.pf.objects_file).read_text())
+        except (OSError, ValueError):
+            return None
+        return {(d["kind"], d["metadata"]["name"]): d for d in docs}
+
+    def sync_volumes(self) -> None:
+        """Secret and ConfigMap volumes brought up to date in place."""
+        objects = self._objects()
+        if objects is None:
+            return
+        for vol in self.pod.volumes:
+            if vol.kind == "emptyDir" or vol.name not in self.pf.volumes:
+                continue
+            try:
+                files = payload(vol, objects)
+            except VolumeError as err:
+                self.note(f"volume {vol.name}: {err}")
+                continue
+            target = Path(self.pf.volumes[vol.name])
+            current = {
+                rel: ((target / rel).read_bytes(), (target / rel).stat().st_mode & 0o777)
+                for rel in files
+                if (target / rel).is_file()
+            }
+            if current != files:
+                write_atomic(target, files)
+                self.note(f"volume {vol.name}: updated in place ({', '.join(sorted(files))})")
 
     # --- probes ------------------------------------------------------------------
 
@@ -321,6 +367,12 @@ class Kubelet:
 
     # --- the pod -----------------------------------------------------------------
 
+    def _objects_mtime(self) -> float | None:
+        try:
+            return os.stat(self.pf.objects_file).st_mtime if self.pf.objects_file else None
+        except OSError:
+            return None
+
     def run(self) -> int:
         signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
         signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
@@ -333,8 +385,16 @@ class Kubelet:
             if self.stopping.is_set():
                 break
             self.start(c)
+        seen_objects = self._objects_mtime()
+        sync_at: float | None = None
         while not self.stopping.is_set():
             now = time.time()
+            mtime = self._objects_mtime()
+            if mtime != seen_objects:
+                seen_objects, sync_at = mtime, now + self.pf.sync_s
+            if sync_at is not None and now >= sync_at:
+                sync_at = None
+                self.sync_volumes()
             for c in self.pod.containers:
                 st = self.states[c.name]
                 if st.state == "running" and c.name in self.unhealthy:

@@ -295,6 +295,8 @@ class Lab:
                 "crashed": n.name in self.state.crashed,
             }
             if lb:
+                entry["drained"] = n.name in self.state.drained
+                entry["haproxy_config"] = self.pods.reload_status(n.name)
                 pod = self.pods.status(n.name)
                 entry["pod"] = {
                     name: {k: c.get(k) for k in ("state", "ready", "restarts", "reason", "pid")}

@@ -33,9 +33,21 @@ from halb.lab.topology import LabPlan
 from halb.lab.volumes import prepare, unmount
 
 ROOT = Path(__file__).resolve().parents[2]
+OBJECTS = "objects.json"
+NO_HOOKS = "no-hooks"
 # Which project image stands behind each image setting.
 IMAGE_DIRS = {"load_balancer": "haproxy", "keepalived": "keepalived"}
 KILL_WAIT_S = 10.0
+
+
+def sync_delay_s() -> float:
+    """After how long the lab's kubelet brings a changed Secret/ConfigMap volume up
+    to date (HALB_LAB_SYNC_S, default 5 s). A cluster's kubelet: its sync period
+    (1 min) plus the object cache's TTL, so up to about a minute and a half."""
+    try:
+        return max(0.0, float(os.environ.get("HALB_LAB_SYNC_S", "5")))
+    except ValueError:
+        return 5.0
 
 
 def repository(ref: str) -> str:
@@ -155,6 +167,8 @@ class Pods:
             )
             hosts = pdir / "hosts"
             hosts.write_text(f"127.0.0.1\tlocalhost\n{n.address}\t{node}\n")
+            self._write_objects(pdir)
+            (pdir / NO_HOOKS).unlink(missing_ok=True)
             (self.dir / "logs").mkdir(parents=True, exist_ok=True)
             pod_file = PodFile(
                 daemonset=doc,
@@ -170,6 +184,9 @@ class Pods:
                 status_file=str(self.status_file(node, spec.name)),
                 journal=str(self.journal.path),
                 nofile=nofile_for(self.plan.settings),
+                objects_file=str(pdir / OBJECTS),
+                sync_s=sync_delay_s(),
+                no_hooks_file=str(pdir / NO_HOOKS),
                 labels={
                     "halb.lab/id": f"{self.plan.prefix}-{self.plan.lab_id}",
                     "halb.lab/node": node,
@@ -183,6 +200,37 @@ class Pods:
             pid = self._spawn_kubelet(path, self.dir / "logs" / f"{node}.{spec.name}.kubelet.log")
             self.journal.record_process("kubelet", pid, node=node, ds=spec.name)
             out(f"{node}: pod {spec.name} ({', '.join(c.name for c in spec.containers)}) started")
+
+    def _write_objects(self, pdir: Path) -> None:
+        docs = [dict(d) for d in self.objects().values()]
+        tmp = pdir / f"{OBJECTS}.tmp"
+        tmp.write_text(json.dumps(docs))
+        os.replace(tmp, pdir / OBJECTS)
+
+    def update_objects(self, node: str) -> None:
+        """The API's new Secrets and ConfigMaps, for the node's kubelet to sync."""
+        for _, spec in self.scheduled(node):
+            self._write_objects(self.pod_dir(node, spec.name))
+
+    def reload_status(self, node: str, ds: str = "edge") -> dict[str, Any] | None:
+        """What haproxy-reload last said of the config (loaded, rejected + the error)."""
+        try:
+            data: dict[str, Any] = json.loads(
+                (self.pod_dir(node, ds) / "volumes" / "haproxy-run" / "reload.json").read_text()
+            )
+        except (OSError, ValueError):
+            return None
+        return data
+
+    def running_template(self, node: str, ds: str = "edge") -> dict[str, Any] | None:
+        """The pod template the node's pod was made from."""
+        try:
+            template: dict[str, Any] = PodFile.load(self.pod_dir(node, ds) / "pod.json").daemonset["spec"][
+                "template"
+            ]
+        except (OSError, ValueError, KeyError):
+            return None
+        return template
 
     def _spawn_kubelet(self, pod_file: Path, log: Path) -> int:
         fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -216,8 +264,13 @@ class Pods:
     def running(self, node: str) -> bool:
         return bool(self.kubelets(node))
 
-    def delete(self, node: str, timeout: float | None = None) -> None:
-        """Delete the node's pods as the API would: preStop, stop signal, grace."""
+    def delete(self, node: str, timeout: float | None = None, hooks: bool = True) -> None:
+        """Delete the node's pods as the API would: preStop, stop signal, grace.
+
+        `hooks=False`: without the preStop hooks (the benchmark's baseline)."""
+        if not hooks:
+            for _, spec in self.scheduled(node):
+                (self.pod_dir(node, spec.name) / NO_HOOKS).write_text("")
         ks = self.kubelets(node)
         for pid, _, _ in ks:
             os.kill(pid, signal.SIGTERM)

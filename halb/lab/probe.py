@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -71,11 +72,14 @@ async def _run(
 ) -> list[Attempt]:
     # Open loop: a new attempt every `interval` whatever is still in flight,
     # so one lost request does not blind the probe for its whole timeout.
+    # SIGUSR1 ends it early (a caller that waited for something to finish).
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, stop.set)
     start = time.monotonic()
     tasks = []
     for i in range(min(count, MAX_COUNT)):
         at = start + i * interval
-        if at - start >= min(duration, MAX_DURATION_S):
+        if at - start >= min(duration, MAX_DURATION_S) or stop.is_set():
             break
         delay = at - time.monotonic()
         if delay > 0:
@@ -147,6 +151,13 @@ class ProbeRun(Background):
     """A probe started in the background; `attempts()` waits for its JSON."""
 
     what = "the probe"
+
+    def finish(self, grace_s: float = 5.0) -> list[Attempt]:
+        """End the probe now (SIGUSR1: no new attempt) and return what it saw."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGUSR1)
+        self.duration = 0.0
+        return self.attempts(grace_s)
 
     def attempts(self, grace_s: float) -> list[Attempt]:
         """Every attempt, once the probe ends (bounded: its duration + grace_s)."""

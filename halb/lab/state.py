@@ -103,6 +103,7 @@ class LabState:
     secret_keys: list[str]
     crashed: list[str] = field(default_factory=list)
     partitioned_at: float | None = None
+    drained: list[str] = field(default_factory=list)
 
     def raw(self) -> RawConfig:
         return RawConfig(self.config, frozenset(self.secret_keys))
@@ -131,6 +132,7 @@ class LabState:
                 and all(isinstance(k, str) and isinstance(v, str) for k, v in state.config.items())
                 and isinstance(state.secret_keys, list)
                 and isinstance(state.crashed, list)
+                and isinstance(state.drained, list)
                 and all(isinstance(x, str) for x in [state.prefix, state.lab_id, state.stack, *state.crashed])
             )
         except TypeError:

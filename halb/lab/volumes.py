@@ -30,14 +30,15 @@ class VolumeError(Exception):
     """A volume the pod needs cannot be made (missing Secret, key, mount)."""
 
 
+Objects = Mapping[tuple[str, str], Mapping[str, Any]]
+
+
 def _stamp() -> str:
     now = time.time()
     return time.strftime("..%Y_%m_%d_%H_%M_%S", time.gmtime(now)) + f".{int(now % 1 * 1e9):09d}"
 
 
-def payload(
-    vol: Volume, objects: Mapping[tuple[str, str], Mapping[str, Any]]
-) -> dict[str, tuple[bytes, int]]:
+def payload(vol: Volume, objects: Objects) -> dict[str, tuple[bytes, int]]:
     """Relative path -> (bytes, mode) for a Secret or ConfigMap volume."""
     obj = objects.get(("Secret" if vol.kind == "secret" else "ConfigMap", vol.source))
     if obj is None:
@@ -111,9 +112,7 @@ def unmount(path: Path) -> None:
         subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
 
 
-def prepare(
-    pod: PodSpec, objects: Mapping[tuple[str, str], Mapping[str, Any]], base: Path, mounted: list[str]
-) -> dict[str, str]:
+def prepare(pod: PodSpec, objects: Objects, base: Path, mounted: list[str]) -> dict[str, str]:
     """Every volume of `pod` under `base`: volume name -> host directory.
 
     Each tmpfs mounted is appended to `mounted` before it is made, so whoever

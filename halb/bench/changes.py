@@ -1,0 +1,282 @@
+"""Changes benchmark: what users see while the tier is changed, not broken.
+
+    python -m halb bench changes [--runs N] [--changes C,..] [--modes project,baseline]
+        [--json FILE] [--markdown FILE] [--chart FILE]
+
+Each run brings the lab from the lab stack to a changed stack with `lab
+apply` (halb/lab/apply.py) under the failover benchmark's probe (a new TCP
+connection and request to the VIP every 20 ms, 200 ms timeout), and counts
+failed requests and VIP moves; then it changes back (not measured). For a
+new service or hostname it also records when the new name first answers.
+
+Modes: `project` is this repo's behaviour (configs reloaded in place, pods
+replaced with their preStop handoff); `baseline` is the behaviour before it
+(every change rolls the pods, as the config checksum did, and no pod has a
+preStop hook: keepalived's SIGTERM is a plain VRRP switch).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from components.settings import RawConfig
+from halb.bench.failover import VipMonitor, machine
+from halb.lab.apply import apply, drain, uncordon
+from halb.lab.base import LabError, in_ns, run, wait_until
+from halb.lab.lab import Lab
+from halb.lab.pods import sync_delay_s
+from halb.lab.state import locked
+from halb.lab.teardown import teardown
+from halb.stackfile import load_stack_file, stack_path
+
+CHANGES = ("add-service", "add-hostname", "vrrp-timers", "haproxy-image", "keepalived-image", "drain")
+MODES = ("project", "baseline")
+PROBE_INTERVAL_S = 0.02
+PROBE_TIMEOUT_S = 0.2
+LEAD_S = 1.0
+TAIL_S = 1.0
+NEW_SERVICE = {
+    "name": "news", "image": "ghcr.io/example/news:1.0.0", "port": 8082, "replicas": 2,
+    "hostnames": ["news.lab.invalid"], "healthPath": "/healthz",
+}  # fmt: skip
+# On the second service: the first is the default backend, which answers any name.
+NEW_HOSTNAME = "www.blog.lab.invalid"
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class ChangeRun:
+    mode: str
+    change: str
+    run: int
+    failed: int
+    total: int
+    vip_moves: int
+    seconds: float  # how long the change took (apply, or drain + uncordon)
+    answers_after_s: float | None = None  # a new name first answered, from the change's start
+
+
+@dataclass
+class ChangeReport:
+    machine: dict[str, Any]
+    sync_s: float
+    runs: list[ChangeRun] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"machine": self.machine, "sync_s": self.sync_s, "runs": [asdict(r) for r in self.runs],
+                "summary": summary(self.runs)}  # fmt: skip
+
+
+def _values(raw: RawConfig, key: str) -> Any:
+    return json.loads(raw.values[f"rancher-ha-lb:{key}"])
+
+
+def changed(base: RawConfig, change: str) -> RawConfig:
+    """The lab stack with one change made (none for `drain`)."""
+    values = dict(base.values)
+
+    def put(key: str, value: Any) -> None:
+        values[f"rancher-ha-lb:{key}"] = json.dumps(value)
+
+    if change == "add-service":
+        put("services", [*_values(base, "services"), NEW_SERVICE])
+    elif change == "add-hostname":
+        services = _values(base, "services")
+        services[1]["hostnames"] = [*services[1]["hostnames"], NEW_HOSTNAME]
+        put("services", services)
+    elif change == "vrrp-timers":
+        vrrp = json.loads(values.get("rancher-ha-lb:vrrp", "{}"))
+        put("vrrp", {**vrrp, "advertInterval": 0.1})
+    elif change in ("haproxy-image", "keepalived-image"):
+        key = "loadBalancer" if change == "haproxy-image" else "keepalived"
+        setting = json.loads(values.get(f"rancher-ha-lb:{key}", "{}"))
+        image = setting.get("image", "")
+        setting["image"] = image.rsplit(":", 1)[0] + ":bumped-" + secrets.token_hex(2)
+        put(key, setting)
+    return RawConfig(values, base.secret_keys)
+
+
+def new_name(change: str) -> str | None:
+    return {"add-service": NEW_SERVICE["hostnames"][0], "add-hostname": NEW_HOSTNAME}.get(change)  # type: ignore[index]
+
+
+def _first_answer(lab: Lab, host: str, service: str, since: float, until: threading.Event) -> list[float]:
+    """Seconds from `since` until `host` was first answered by `service` (polled every 100 ms)."""
+    found: list[float] = []
+
+    def poll() -> None:
+        url = f"http://{lab.plan.vip}:{lab.plan.settings.load_balancer.http_port}/"
+        cmd = in_ns(lab.plan.client_netns, "curl", "-s", "--max-time", "0.5", "-H", f"Host: {host}", url)
+        for _ in range(1200):  # bounded: 2 minutes
+            if until.is_set():
+                return
+            if f"service={service} " in run(cmd, check=False).stdout:
+                found.append(time.monotonic() - since)
+                return
+            time.sleep(0.1)
+
+    threading.Thread(target=poll, daemon=True).start()
+    return found
+
+
+class ChangeBench:
+    def __init__(self, runs: int, changes: list[str], total: int, progress: Progress) -> None:
+        self.runs, self.changes, self.total, self.progress, self.done = runs, changes, total, progress, 0
+
+    def step(self, text: str) -> None:
+        self.progress(self.done, self.total, text)
+        self.done += 1
+
+    def settle(self, lab: Lab) -> None:
+        def ok() -> bool:
+            lbs = [n for n in lab.status()["nodes"] if n["role"] == "load-balancer"]
+            return sum(n["holds_vip"] for n in lbs) == 1 and all(
+                n["vrrp_state"] in ("MASTER", "BACKUP") and n["haproxy_pid"] for n in lbs
+            )
+
+        if not wait_until(ok, 120, poll=0.2):
+            raise LabError(f"lab did not settle: {lab.status()}")
+        time.sleep(0.5)
+
+    def one(self, lab: Lab, base: RawConfig, mode: str, change: str, run_no: int) -> ChangeRun:
+        self.settle(lab)
+        monitor = VipMonitor(lab)
+        monitor.start()
+        probe = lab.start_probe(100_000, PROBE_INTERVAL_S, PROBE_TIMEOUT_S, 600.0)
+        stop_poll = threading.Event()
+        try:
+            time.sleep(LEAD_S)
+            t0 = time.monotonic()
+            name = new_name(change)
+            answered = (
+                _first_answer(lab, name, "news" if change == "add-service" else "blog", t0, stop_poll)
+                if name
+                else []
+            )
+            quiet = lambda _: None  # noqa: E731
+            if change == "drain":
+                master = lab.master() or lab.plan.lb_nodes[0].name
+                drain(lab, master, quiet)
+                uncordon(Lab.load(lab.plan.prefix), master, quiet)
+            else:
+                apply(lab, changed(base, change), "lab", quiet, baseline=mode == "baseline")
+            took = time.monotonic() - t0
+            if name:
+                wait_until(lambda: bool(answered), 30, poll=0.1)
+            time.sleep(TAIL_S)
+            attempts = probe.finish(grace_s=10)
+        finally:
+            stop_poll.set()
+            probe.stop()
+            monitor.stop()
+        result = ChangeRun(
+            mode=mode, change=change, run=run_no,
+            failed=sum(not a.ok for a in attempts), total=len(attempts),
+            vip_moves=sum(1 for _, _, holds in monitor.events if holds),
+            seconds=round(took, 3),
+            answers_after_s=round(answered[0], 3) if answered else None,
+        )  # fmt: skip
+        if change != "drain":  # back to the base stack, not measured
+            apply(Lab.load(lab.plan.prefix), base, "lab", lambda _: None, baseline=mode == "baseline")
+        return result
+
+    def mode(self, mode: str, report: ChangeReport) -> None:
+        prefix = "hc" + secrets.token_hex(3)
+        base = load_stack_file(stack_path("lab"))
+        lab = Lab.create(base, "lab", prefix)
+        try:
+            with locked(prefix, lambda _: None, "bench"):
+                lab.up(lambda _: None)
+            for change in self.changes:
+                for run_no in range(1, self.runs + 1):
+                    self.step(f"{mode} {change} run {run_no}/{self.runs}")
+                    report.runs.append(self.one(Lab.load(prefix), base, mode, change, run_no))
+        finally:
+            with locked(prefix, lambda _: None, "bench"):
+                teardown(prefix, lambda _: None)
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+def summary(runs: list[ChangeRun]) -> list[dict[str, Any]]:
+    rows = []
+    keys = sorted({(r.change, r.mode) for r in runs}, key=lambda k: (CHANGES.index(k[0]), MODES.index(k[1])))
+    for change, mode in keys:
+        rs = [r for r in runs if r.change == change and r.mode == mode]
+        answers = [r.answers_after_s for r in rs if r.answers_after_s is not None]
+        rows.append({
+            "change": change, "mode": mode, "runs": len(rs),
+            "failed": _stats([float(r.failed) for r in rs]), "total": sum(r.total for r in rs),
+            "vip_moves": _stats([float(r.vip_moves) for r in rs]),
+            "seconds": _stats([r.seconds for r in rs]),
+            "answers_after_s": _stats(answers) if answers else None,
+        })  # fmt: skip
+    return rows
+
+
+def table(report: ChangeReport) -> str:
+    lines = [
+        "| change | mode | runs | failed requests median (max) | requests | VIP moves median (max) "
+        "| change took median (s) | new name answers after median (s) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in summary(report.runs):
+        f, v, s, a = r["failed"], r["vip_moves"], r["seconds"], r["answers_after_s"]
+        answers = f"{a['median']:.1f} (max {a['max']:.1f})" if a else ""
+        lines.append(
+            f"| {r['change']} | {r['mode']} | {r['runs']} | {f['median']:g} ({f['max']:g}) | {r['total']} "
+            f"| {v['median']:g} ({v['max']:g}) | {s['median']:.1f} | {answers} |"
+        )
+    lines.append(f"\nThe lab's kubelet syncs changed Secrets and ConfigMaps after {report.sync_s:g} s.")
+    return "\n".join(lines)
+
+
+def chart(report: ChangeReport, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = summary(report.runs)
+    changes = [c for c in CHANGES if any(r["change"] == c for r in rows)]
+    modes = [m for m in MODES if any(r["mode"] == m for r in rows)]
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    width = 0.8 / max(1, len(modes))
+    for i, mode in enumerate(modes):
+        vals = []
+        for c in changes:
+            r = next((x for x in rows if x["change"] == c and x["mode"] == mode), None)
+            vals.append(r["failed"]["median"] if r else 0.0)
+        xs = [x + i * width for x in range(len(changes))]
+        ax.bar(xs, vals, width, label=mode)
+        for x, v in zip(xs, vals, strict=True):
+            ax.text(x, v + 0.1, f"{v:g}", ha="center", fontsize=8)
+    ax.set_ylabel("failed requests per change (median)")
+    ax.set_xticks([x + width * (len(modes) - 1) / 2 for x in range(len(changes))], changes)
+    ax.set_title("Failed requests during changes: this project vs checksum restarts without handoff")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_changes(runs: int, changes: list[str], modes: list[str], progress: Progress) -> ChangeReport:
+    report = ChangeReport(machine=machine(), sync_s=sync_delay_s())
+    total = len(modes) * len(changes) * runs
+    bench = ChangeBench(runs, changes, total, progress)
+    for mode in modes:
+        bench.mode(mode, report)
+    progress(total, total, "done")
+    report.machine["probe"] = {"interval_s": PROBE_INTERVAL_S, "timeout_s": PROBE_TIMEOUT_S}
+    return report
