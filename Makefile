@@ -9,7 +9,7 @@ APT_PACKAGES := keepalived haproxy curl iproute2 procps nftables python3 python3
 	podman runc debootstrap python3-prometheus-client prometheus
 OUT ?= out
 
-.PHONY: all demo test lint unit render bench system-deps deps clean
+.PHONY: all demo test lint unit render bench bench-changes system-deps deps clean
 
 all: test
 
@@ -55,6 +55,12 @@ bench: deps
 	@if [ "$$(id -u)" != 0 ]; then echo "make bench needs root (network namespaces)"; exit 1; fi
 	$(PY) -m halb bench failover --runs $(RUNS) --json docs/failover.json \
 	    --markdown docs/failover-table.md --chart docs/failover.png
+
+# Failed requests and VIP moves across changes (~25 min): this project vs the baseline.
+bench-changes: deps
+	@if [ "$$(id -u)" != 0 ]; then echo "make bench-changes needs root (network namespaces)"; exit 1; fi
+	$(PY) -m halb bench changes --runs $(RUNS) --json docs/changes.json \
+	    --markdown docs/changes-table.md --chart docs/changes.png
 
 clean:
 	rm -rf $(OUT) .pytest_cache .mypy_cache .ruff_cache .hypothesis

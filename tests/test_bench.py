@@ -81,3 +81,25 @@ def test_two_holder_time_integrates_overlap() -> None:
     assert mon.two_holders_s(1.0, 5.0, set()) == pytest.approx(1.8)
     # An unplugged host's stale VIP conflicts with no one.
     assert mon.two_holders_s(1.0, 5.0, {"lb-1"}) == 0.0
+
+
+def test_changes_smoke_run_one_change_loses_nothing(tmp_path: Path) -> None:
+    require_root_tools(*LAB_TOOLS)
+    out = tmp_path / "changes.json"
+    result = run_halb(
+        "bench", "changes", "--runs", "1", "--changes", "add-hostname", "--modes", "project",
+        "--json", str(out), timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out.read_text())
+    (run,) = data["runs"]
+    assert run["change"] == "add-hostname" and run["mode"] == "project"
+    assert run["failed"] == 0 and run["total"] > 100 and run["vip_moves"] == 0
+    # The new name answers within the sync delay plus a second (and the reload).
+    assert run["answers_after_s"] is not None and run["answers_after_s"] < data["sync_s"] + 2
+    assert "| add-hostname | project | 1 | 0 (0) |" in result.stdout
+
+
+def test_changes_bad_flags_exit_2() -> None:
+    result = run_halb("bench", "changes", "--changes", "meteor", timeout=60)
+    assert result.returncode == 2 and "meteor not allowed" in result.stderr

@@ -535,3 +535,15 @@ def test_a_secret_where_it_would_be_plain_text_stops_the_program(caplog: pytest.
     assert caplog.messages[0].startswith(
         "rancher-ha-lb:hosts: holds a secret, but this setting reaches the cluster in plain text; only"
     )
+
+
+def test_the_images_base_is_pinned_by_digest() -> None:
+    """Every build starts from the same bytes (issue 11, item 10); the lab passes
+    its debootstrapped stand-in through the same build argument."""
+    from components.image import IMAGES
+
+    for name in ("haproxy", "keepalived"):
+        text = (IMAGES / name / "Dockerfile").read_text()
+        assert "ARG BASE=docker.io/library/debian:bookworm-slim@sha256:" in text, name
+        assert len(text.split("@sha256:", 1)[1].split()[0]) == 64, name
+        assert "FROM ${BASE}" in text and text.count("FROM ") == 1, name

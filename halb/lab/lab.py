@@ -18,11 +18,8 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -345,11 +342,3 @@ class Lab:
             for e in self.journal.entries("supervisor")
             if isinstance(e.get("pid"), int) and same_process(int(e["pid"]), e.get("start"))
         ]
-
-
-@contextmanager
-def suppress_probe_errors() -> Iterator[None]:
-    try:
-        yield
-    except (ProbeError, subprocess.SubprocessError) as err:
-        raise LabError(str(err)) from None

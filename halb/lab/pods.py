@@ -16,7 +16,6 @@ import json
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -348,21 +347,3 @@ def _kill_all(pids: list[int]) -> None:
 def _reap(pid: int) -> None:
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-
-
-def describe_waiting(status: Mapping[str, Any]) -> str:
-    """Why containers are not running, for an error message."""
-    out = []
-    for name, st in status.get("containers", {}).items():
-        if st.get("state") != "running":
-            out.append(f"{name}: {st.get('reason')}")
-    return "; ".join(out)
-
-
-def wait_for(pods: Pods, node: str, timeout: float) -> None:
-    if not pods.wait_started(node, timeout):
-        raise LabError(f"{node}: pod not running after {timeout:g} s: {describe_waiting(pods.status(node))}")
-
-
-def pause(seconds: float) -> None:
-    time.sleep(seconds)

@@ -1,15 +1,14 @@
-"""A tiny kubelet: run one daemon, restart it when it dies, stop it on SIGTERM.
+"""Run one lab process (a stand-in app, the DNS stand-in, Prometheus), restart
+it when it dies, stop it on SIGTERM. The edge pods have a kubelet of their own
+(halb/lab/kubelet.py); these are not pods.
 
     python -m halb.lab.supervise --pidfile F --log L [--restart-delay S]
-        [--bind SRC:DST ...] -- CMD...
+        -- CMD...
 
 Runs inside the lab host's network namespace. The daemon gets its own
 process group (so a fault can SIGKILL the daemon and its children at once,
 like a container's cgroup); its PID goes to --pidfile while it runs; its
-output, with start/exit markers, is appended to --log. --bind mounts a
-per-node directory over a path first, as a container gets its own /run:
-`ip netns exec` already runs us in a private mount namespace, so the mount
-is seen by this daemon only, never by the host.
+output, with start/exit markers, is appended to --log.
 """
 
 from __future__ import annotations
@@ -32,14 +31,6 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-def bind_mounts(binds: list[str]) -> None:
-    for spec in binds:
-        src, _, dst = spec.partition(":")
-        Path(src).mkdir(parents=True, exist_ok=True)
-        Path(dst).mkdir(parents=True, exist_ok=True)
-        subprocess.run(["mount", "--bind", src, dst], check=True)
 
 
 def supervise(cmd: list[str], pidfile: Path, log: Path, delay: float) -> int:
@@ -80,13 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pidfile", type=Path, required=True)
     p.add_argument("--log", type=Path, required=True)
     p.add_argument("--restart-delay", type=float, default=0.5)
-    p.add_argument("--bind", action="append", default=[], metavar="SRC:DST")
     p.add_argument("cmd", nargs=argparse.REMAINDER)
     args = p.parse_args(argv)
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         p.error("no command given after --")
-    bind_mounts(args.bind)
     return supervise(cmd, args.pidfile, args.log, args.restart_delay)
 
 
