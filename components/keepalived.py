@@ -11,7 +11,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.k8s import host_ip_env, resources
+from components.k8s import host_ip_env, resources, unprivileged
 from components.keepalived_conf import (
     DRAIN_FILE,
     HANDOFF_DONE_FILE,
@@ -41,7 +41,6 @@ WATCH_VOLUME = "watch"
 CAPABILITIES = ("NET_ADMIN", "NET_RAW", "SETGID")
 WATCH = "haproxy-watch"
 HELPER = "/usr/local/bin/halb-keepalived"
-NOBODY = 65534
 
 
 def render_all(s: Settings, auth_pass: str | None) -> dict[str, str]:
@@ -107,14 +106,6 @@ def watch_container(s: Settings, image: pulumi.Input[str]) -> k8s.core.v1.Contai
             WATCH_FILE,
         ],
         "resources": resources(s.keepalived.resources),
-        "security_context": {
-            "run_as_user": NOBODY,
-            "run_as_group": NOBODY,
-            "run_as_non_root": True,
-            "privileged": False,
-            "allow_privilege_escalation": False,
-            "read_only_root_filesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "security_context": unprivileged(),
         "volume_mounts": [{"name": WATCH_VOLUME, "mount_path": WATCH_DIR}],
     }

@@ -17,7 +17,7 @@ from components.haproxy_cfg import (
     render_haproxy_cfg,
     vip_leave_s,
 )
-from components.k8s import host_ip_env, resources
+from components.k8s import host_ip_env, resources, unprivileged
 from components.keepalived_conf import HANDOFF_DONE_FILE, HANDOFF_STARTED_FILE, WATCH_DIR
 from components.settings import Settings
 
@@ -33,7 +33,6 @@ MASTER_SOCKET = f"{RUN_DIR}/master.sock"
 RELOAD_STATUS = f"{RUN_DIR}/reload.json"
 RELOAD = "haproxy-reload"
 HELPER = "/usr/local/bin/halb-haproxy"
-NOBODY = 65534
 # A non-root user cannot bind :80 here: with host networking there is no
 # per-pod ip_unprivileged_port_start, and capabilities added for a non-root
 # user are not effective (no ambient capabilities in Kubernetes). So uid 0
@@ -126,15 +125,7 @@ def reload_container(s: Settings, image: pulumi.Input[str]) -> k8s.core.v1.Conta
         # The config's `.if defined(HOST_IP)` must see what HAProxy sees.
         "env": [host_ip_env(HOST_IP_ENV)],
         "resources": resources(s.keepalived.resources),
-        "security_context": {
-            "run_as_user": NOBODY,
-            "run_as_group": NOBODY,
-            "run_as_non_root": True,
-            "privileged": False,
-            "allow_privilege_escalation": False,
-            "read_only_root_filesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "security_context": unprivileged(),
         "volume_mounts": [
             {"name": CONFIG_VOLUME, "mount_path": CONFIG_DIR, "read_only": True},
             {"name": RUN_VOLUME, "mount_path": RUN_DIR},

@@ -23,7 +23,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
-from components.k8s import labels, resources, selector
+from components.k8s import labels, resources, selector, unprivileged
 from components.keepalived_conf import NOTIFY_FIFO, WATCH_DIR, WATCH_FILE, instance_name
 from components.settings import Settings
 from components.values import duration_seconds
@@ -42,7 +42,6 @@ EDGE = "edge"
 HAPROXY_MONITOR = "halb-haproxy"
 VRRP_MONITOR = "halb-vrrp"
 RULE_NAME = "halb"
-NOBODY = 65534
 MONITORING_API = "monitoring.coreos.com/v1"
 DASHBOARD_LABEL = "grafana_dashboard"
 # HAProxy's app backends (components/haproxy_cfg.py: backend_name).
@@ -90,15 +89,7 @@ def exporter_container(s: Settings, image: pulumi.Input[str]) -> k8s.core.v1.Con
             "failure_threshold": 3,
         },
         "resources": resources(s.keepalived.resources),
-        "security_context": {
-            "run_as_user": NOBODY,
-            "run_as_group": NOBODY,
-            "run_as_non_root": True,
-            "privileged": False,
-            "allow_privilege_escalation": False,
-            "read_only_root_filesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "security_context": unprivileged(),
         "volume_mounts": [{"name": SHARED_VOLUME, "mount_path": WATCH_DIR}],
     }
 

@@ -34,7 +34,7 @@ from typing import Any
 
 from components.settings import RawConfig, SettingsError, parse_settings
 from halb.lab.base import LabError, LabInputError, Out, ip, wait_until
-from halb.lab.faults import lab_images
+from halb.lab.faults import lab_images, lb_host
 from halb.lab.journal import same_process
 from halb.lab.lab import Lab
 from halb.lab.limits import nofile_for
@@ -201,13 +201,7 @@ def uncordon(lab: Lab, node: str, out: Out) -> str:
 
 
 def _lb_node(lab: Lab, node: str) -> str:
-    try:
-        n = lab.plan.node(node)
-    except KeyError:
-        names = ", ".join(x.name for x in lab.plan.lb_nodes)
-        raise LabInputError(f"{node}: no such host (load-balancer hosts: {names})") from None
-    if n.role.value != "load-balancer":
-        raise LabInputError(f"{node}: an apps host; its stand-in apps are not pods the lab can evict")
-    if n.name in lab.state.crashed:
+    n = lb_host(lab, node)
+    if n in lab.state.crashed:
         raise LabError(f"{node} is crashed; `lab fault restore --node {node}` first")
-    return n.name
+    return n

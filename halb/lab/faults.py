@@ -43,13 +43,20 @@ def target(lab: Lab, node: str | None) -> str:
         if master is None:
             raise LabError("no live node holds the VIP; name one with --node")
         return master
+    return lb_host(lab, node, "--node ")
+
+
+def lb_host(lab: Lab, node: str, flag: str = "") -> str:
+    """`node`, a load-balancer host of this lab, or LabInputError naming `flag`."""
     try:
         n = lab.plan.node(node)
     except KeyError:
         names = ", ".join(x.name for x in lab.plan.lb_nodes)
-        raise LabInputError(f"--node {node}: no such host (load-balancer hosts: {names})") from None
+        raise LabInputError(f"{flag}{node}: no such host (load-balancer hosts: {names})") from None
     if n.role.value != "load-balancer":
-        raise LabInputError(f"--node {node}: an apps host; faults apply to load-balancer hosts")
+        raise LabInputError(
+            f"{flag}{node}: an apps host; the edge pod and its faults are on load-balancer hosts"
+        )
     return node
 
 
