@@ -288,8 +288,14 @@ class Pods:
         """
         victims = [pid for pid, _, _ in self.kubelets(node)]
         known: set[str] = set()
-        for _, spec in self.scheduled(node):
-            for st in self.status(node, spec.name).get("containers", {}).values():
+        # The status files as they lie: parsing the manifests first would put
+        # a tenth of a second between the fault and the power loss.
+        for status_file in sorted((self.dir / "pods").glob(f"{node}.*/status.json")):
+            try:
+                containers = json.loads(status_file.read_text()).get("containers", {})
+            except (OSError, ValueError):
+                continue
+            for st in containers.values():
                 if st.get("state") == "running" and st.get("pid"):
                     victims.append(int(st["pid"]))
                     known.add(str(st.get("podman_name")))
