@@ -62,6 +62,17 @@ def settings_of(stack: str) -> Settings:
     return parse_settings(stack_raw(stack))
 
 
+@pytest.fixture(autouse=True)
+def _uncached_while_mutmut_maps_tests() -> None:
+    """`make mutate` first runs every test to learn which functions each one
+    reaches (MUTANT_UNDER_TEST=stats): a test served from the cache would reach
+    none, and would never be run against a mutant. Each mutant then runs in a
+    fresh process, where the cache holds only that mutant's runs."""
+    if os.environ.get("MUTANT_UNDER_TEST") == "stats":
+        rendered.cache_clear()
+        settings_of.cache_clear()
+
+
 def run_halb(
     *args: str, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
