@@ -14,6 +14,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import ROOT
@@ -82,7 +83,7 @@ def start(world: dict[str, Path], *args: str, **over: str | None) -> subprocess.
     )
 
 
-def calls(world: dict[str, Path], name: str) -> list[dict[str, str]]:
+def calls(world: dict[str, Path], name: str) -> list[dict[str, Any]]:
     path = world["calls"] / name
     if not path.exists():
         return []
