@@ -125,3 +125,16 @@ def test_outage_is_fault_to_first_success_after_last_failure() -> None:
 def test_outage_without_recovery_runs_to_the_end() -> None:
     result = outage([_a(1.0, True), _a(1.1, False, 200), _a(1.3, False, 200)], 1.05)
     assert result.outage_s == pytest.approx(0.45) and result.failed == 2
+
+
+@pytest.mark.parametrize("address", ["198.51.100.21", "203.0.113.21"])
+def test_refuses_an_apps_host_in_another_test_net_than_the_vips(address: str) -> None:
+    """A TEST-NET address is not enough: the lab has one switch, one subnet."""
+    hosts = lab_value("hosts")
+    hosts["app-1"] = {"role": "apps", "address": address}
+    with pytest.raises(LabPlanError) as err:
+        plan_lab(parse_settings(with_overrides(stack_raw("lab"), hosts=hosts)))
+    assert err.value.problems == [
+        f"rancher-ha-lb:hosts.app-1.address: {address} must be in the VIP's subnet 192.0.2.0/24, "
+        "itself a TEST-NET range, for the lab"
+    ]
