@@ -189,7 +189,8 @@ def test_back_up_only_after_rise_good_answers(tmp_path: Path, spawn: Callable[..
         return False
 
     assert wait_until(flipped, 5.0, poll=0.002), (w.out, back.answered())
-    assert any(line == "haproxy-watch: up (4 good answers)" for line in w.out), w.out
+    # The line follows the write: wait for it, do not race it.
+    assert wait_until(lambda: "haproxy-watch: up (4 good answers)" in w.out, 2.0, poll=0.01), w.out
 
 
 def test_an_answer_other_than_200_is_down(tmp_path: Path, spawn: Callable[..., Watcher]) -> None:
@@ -199,7 +200,7 @@ def test_an_answer_other_than_200_is_down(tmp_path: Path, spawn: Callable[..., W
     assert wait_until(lambda: w.value() == "0", 10, poll=0.01)
     server.status = 503
     assert wait_until(lambda: w.value() == "1", 2.0, poll=0.005)
-    assert "haproxy-watch: down (not 200)" in w.out
+    assert wait_until(lambda: "haproxy-watch: down (not 200)" in w.out, 2.0, poll=0.01), w.out
     server.status = 200
     assert wait_until(lambda: w.value() == "0", 2.0, poll=0.005)
 

@@ -99,7 +99,7 @@ def check_node(s: Settings, node: str, text: str, auth_pass: str | None = None) 
 
 
 def check_all(s: Settings, confs: dict[str, str], auth_pass: str | None = None) -> None:
-    assert sorted(confs) == [f"{n}.conf" for n in s.lb_nodes]
+    assert sorted(confs) == sorted(f"{n}.conf" for n in s.lb_nodes)
     for node in s.lb_nodes:
         check_node(s, node, confs[f"{node}.conf"], auth_pass)
     # Across the files: one election, distinct priorities, each node its own address.

@@ -8,11 +8,10 @@ misspelt key fails) and by the meaning checks below, also under `make mutate`.
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
 import pytest
-from conftest import STACKS, lab_value, rendered, settings_of, stack_raw, with_overrides
+from conftest import STACKS, cached, lab_value, rendered, settings_of, stack_raw, with_overrides
 from k8s_schema import validate
 
 from components.haproxy_cfg import dns_backends, render_haproxy_cfg
@@ -69,7 +68,7 @@ def variant_raw(name: str) -> RawConfig:
     return raw
 
 
-@cache
+@cached
 def variant(name: str) -> Run:
     return run_program(variant_raw(name), VARIANTS[name][0])
 

@@ -11,12 +11,11 @@ the providers, the kubeconfig, the pull secret, keepalived's Secret.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from functools import cache
 from typing import Any
 
 import pytest
 import yaml
-from conftest import stack_raw, with_overrides
+from conftest import cached, stack_raw, with_overrides
 
 from halb.mockrun import Recorded, Run, run_program
 
@@ -24,7 +23,7 @@ TOKEN, AUTH, REGISTRY = "tok-3f9a-secret", "au7hp4ss", "reg-pw-secret"
 SECRETS = (TOKEN, AUTH, REGISTRY)
 
 
-@cache
+@cached
 def run() -> Run:
     raw = with_overrides(
         stack_raw("prod"),
