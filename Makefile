@@ -9,7 +9,7 @@ APT_PACKAGES := keepalived haproxy curl iproute2 procps nftables python3 python3
 	podman runc debootstrap python3-prometheus-client prometheus
 OUT ?= out
 
-.PHONY: all demo test lint unit render bench system-deps deps clean
+.PHONY: all demo test lint unit render bench mutate system-deps deps clean
 
 all: test
 
@@ -55,6 +55,15 @@ bench: deps
 	@if [ "$$(id -u)" != 0 ]; then echo "make bench needs root (network namespaces)"; exit 1; fi
 	$(PY) -m halb bench failover --runs $(RUNS) --json docs/failover.json \
 	    --markdown docs/failover-table.md --chart docs/failover.png
+
+# Mutation testing (docs/mutation.md); not in CI: slow (about an hour for components/
+# with 2 workers). Without MUTANTS it checks only mutants not yet checked (results
+# are kept in mutants/); MUTANTS='components.settings*' re-checks those.
+MUTANTS ?=
+MUTATE_JOBS ?= 2
+mutate: deps
+	$(VENV)/bin/mutmut run --max-children $(MUTATE_JOBS) $(MUTANTS)
+	$(PY) tests/mutation_report.py --require components=90
 
 clean:
 	rm -rf $(OUT) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import LAB_TOOLS, require_root_tools, run_halb
 
-from halb.bench.failover import RunResult, VipMonitor, ratios, summary
+from halb.bench.failover import Report, RunResult, VipMonitor, chart, load_report, ratios, summary, table
 
 
 @pytest.mark.netns
@@ -16,9 +16,10 @@ def test_smoke_run_writes_every_field_with_sane_values(tmp_path: Path) -> None:
     require_root_tools(*LAB_TOOLS)
     out = tmp_path / "bench.json"
     md = tmp_path / "bench.md"
+    png = tmp_path / "bench.png"
     result = run_halb(
         "bench", "failover", "--runs", "1", "--faults", "lb-death", "--profiles", "project",
-        "--load-seconds", "0", "--json", str(out), "--markdown", str(md), timeout=240,
+        "--load-seconds", "2", "--json", str(out), "--markdown", str(md), "--chart", str(png), timeout=240,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     data = json.loads(out.read_text())
@@ -41,6 +42,12 @@ def test_smoke_run_writes_every_field_with_sane_values(tmp_path: Path) -> None:
     assert row["outage_s"]["min"] <= row["outage_s"]["median"] <= row["outage_s"]["max"]
     assert "| lb-death | project | 1 |" in md.read_text()
     assert "[" in result.stderr and "1/1" in result.stderr  # progress
+    # The CPU-load phase ran (both CPUs busy for 2 s, keepalived's log read) and the chart was drawn.
+    (load,) = data["load"]
+    assert load["profile"] == "project" and load["seconds"] == 2
+    assert set(load) == {"profile", "seconds", "vip_moves", "state_changes", "timer_warnings"}
+    assert "CPU load (project, 2 s, every CPU busy)" in md.read_text()
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 # The rest needs no root: pure arithmetic, and flags refused before a lab.
@@ -81,3 +88,21 @@ def test_two_holder_time_integrates_overlap() -> None:
     assert mon.two_holders_s(1.0, 5.0, set()) == pytest.approx(1.8)
     # An unplugged host's stale VIP conflicts with no one.
     assert mon.two_holders_s(1.0, 5.0, {"lb-1"}) == 0.0
+
+
+def test_table_chart_and_json_round_trip(tmp_path: Path) -> None:
+    runs = [_r("project", "link-down", 0.2), _r("seed", "link-down", 3.2), _r("project", "handoff", 0.0, 0)]
+    load = {"profile": "project", "seconds": 5, "vip_moves": 0, "state_changes": 0, "timer_warnings": 1}
+    report = Report(machine={"cpus": 2}, settings={}, runs=runs, load=[load])
+    text = table(report)
+    assert "| link-down | project | 1 | 200 / 200 / 200 | 1 (1) | 0 | 1/1 |  |" in text
+    assert "| link-down | seed | 1 | 3200 / 3200 / 3200 | 1 (1) | 0 | 1/1 | 16x |" in text
+    assert (
+        "CPU load (project, 5 s, every CPU busy): 0 VIP moves, 0 VRRP state changes, 1 timer warnings" in text
+    )
+    saved = tmp_path / "r.json"
+    saved.write_text(json.dumps(report.to_json()))
+    assert load_report(saved) == report
+    png = tmp_path / "c.png"
+    chart(report, png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

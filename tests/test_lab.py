@@ -150,6 +150,19 @@ def test_haproxy_finds_the_apps_through_cluster_dns(healthy: None) -> None:
     assert "server-template pod 4 shop.web.svc.cluster.local:8080" in cfg
 
 
+def test_every_lab_namespace_has_ipv6_off(healthy: None) -> None:
+    """README: IPv6 off, so nothing answers or is reached over a link-local address."""
+    namespaces = lab().plan.namespaces
+    assert namespaces and set(namespaces) <= set(our_namespaces())
+    for ns in namespaces:
+        for key in ("all", "default"):
+            path = f"net.ipv6.conf.{key}.disable_ipv6"
+            got = subprocess.run(
+                ["ip", "netns", "exec", ns, "sysctl", "-n", path], capture_output=True, text=True, check=True
+            ).stdout.strip()
+            assert got == "1", (ns, path)
+
+
 def test_nothing_in_the_root_namespace(healthy: None) -> None:
     root = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True, check=True).stdout
     assert "192.0.2.10" not in root

@@ -8,9 +8,11 @@ misspelt key fails) and by the meaning checks below, also under `make mutate`.
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
+import yaml
 from conftest import STACKS, cached, lab_value, rendered, settings_of, stack_raw, with_overrides
 from k8s_schema import validate
 
@@ -281,3 +283,33 @@ def test_the_app_namespace_is_restricted_and_only_the_edge_privileged(stack: str
         psa + "enforce": "privileged", psa + "enforce-version": "latest", psa + "audit": "baseline",
     }  # fmt: skip
     assert apps["app.kubernetes.io/part-of"] == edge["app.kubernetes.io/part-of"] == "rancher-ha-lb"
+
+
+def test_a_pull_secret_only_with_a_registry_password() -> None:
+    """README: without `registryPassword` nodes pull with their own credentials."""
+    prod = rendered("prod")  # registry set, no password
+    assert prod.of_type("rancher2:index/registry:Registry") == []
+    assert "imagePullSecrets" not in pod_template(doc(docs_of(prod), "DaemonSet", "edge"))["spec"]
+    with_password = variant("monitoring-labels")  # prod + registryPassword
+    (registry,) = with_password.of_type("rancher2:index/registry:Registry")
+    assert registry.inputs["namespaceId"] == f"{CLUSTER_ID}:cluster-edge"
+    assert registry.inputs["projectId"] == f"{CLUSTER_ID}:cluster-project"
+    spec = pod_template(doc(docs_of(with_password), "DaemonSet", "edge"))["spec"]
+    assert spec["imagePullSecrets"] == [{"name": registry.inputs["name"]}]
+
+
+@pytest.mark.parametrize(("insecure", "ca"), [(True, None), (False, "-----BEGIN CERTIFICATE-----\nMIIB\n")])
+def test_insecure_and_ca_certs_reach_both_providers(insecure: bool, ca: str | None) -> None:
+    changes: dict[str, Any] = {"rancher2:insecure": "true" if insecure else "false"}
+    if ca is not None:
+        changes["rancher2:caCerts"] = ca
+    run = run_program(with_overrides(stack_raw("prod"), **changes), "prod")
+    rancher = run.named("cluster-rancher").inputs
+    assert rancher["insecure"] == str(insecure).lower()  # a provider's inputs go as strings
+    assert rancher.get("caCerts") == ca
+    cluster = yaml.safe_load(run.named("cluster-k8s").inputs["kubeconfig"])["clusters"][0]["cluster"]
+    assert cluster.get("insecure-skip-tls-verify", False) is insecure
+    if ca is None:
+        assert "certificate-authority-data" not in cluster
+    else:
+        assert base64.b64decode(cluster["certificate-authority-data"]).decode() == ca
