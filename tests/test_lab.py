@@ -287,8 +287,10 @@ def test_split_brain_heals_to_one_master(healthy: None) -> None:
     the_lab = lab()
     inject(the_lab, "partition", None)
     # Clients still reach both hosts, so both become MASTER and both serve.
-    assert wait_until(lambda: len(the_lab.vip_holders()) == 2, 2.0), status()
+    assert wait_until(lambda: len(the_lab.vip_holders()) == 2, 5.0), status()
     assert all(a.startswith("host=") for a in answers(4))
+    logs = {n.name: the_lab.pods.log(n.name, "keepalived").resolve() for n in the_lab.plan.lb_nodes}
+    offsets = {name: path.stat().st_size for name, path in logs.items()}
     inject(the_lab, "heal", None)
 
     def one_master() -> bool:
@@ -297,7 +299,19 @@ def test_split_brain_heals_to_one_master(healthy: None) -> None:
 
     assert wait_until(one_master, 5.0, poll=0.02), status()
     (winner,) = the_lab.vip_holders()
-    # The winner's GARPs, not the 60 s refresh, move the client's ARP entry.
+    loser = next(n for n in logs if n != winner)
+    loser_address = re.escape(str(the_lab.plan.node(loser).address))
+    # The mechanism: the winner hears the loser's advert (vrrp_higher_prio_send_advert)
+    # and answers it with GARPs (vrrp_garp_lower_prio_repeat), not the 60 s refresh.
+    answered = re.compile(
+        rf"Received advert from {loser_address} with lower priority \d+, ours \d+.*\n"
+        r"(?:.*\n)*?.*Sending gratuitous ARP on eth0 for 192\.0\.2\.10"
+    )
+
+    def garps_answered() -> bool:
+        return bool(answered.search(logs[winner].read_bytes()[offsets[winner] :].decode(errors="replace")))
+
+    assert wait_until(garps_answered, 5.0, poll=0.05), logs[winner].read_text(errors="replace")[-3000:]
     assert wait_until(lambda: the_lab.net.client_mac() == the_lab.net.mac(winner), 5.0), (
         the_lab.net.client_mac()
     )
