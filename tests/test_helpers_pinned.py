@@ -1,0 +1,66 @@
+"""Small pure helpers, pinned where `make mutate` showed the suite let a change through.
+
+Each test here kills mutants docs/mutation.md lists as once surviving: the
+range validator (built at import time, so only a call at test time reaches a
+mutant of it), the access message, the lab's Prometheus config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import cast
+
+import pytest
+from conftest import settings_of
+from pydantic_core import PydanticCustomError
+
+from components.cluster import required_access
+from components.monitoring import prometheus_config
+from components.settings import _in_range
+
+
+@pytest.mark.parametrize(("lo", "hi"), [(1, 5), (0, 86400), (2, 2)])
+def test_the_range_validator_keeps_both_ends_and_refuses_one_past(lo: int, hi: int) -> None:
+    check = cast(Callable[[int], int], _in_range(lo, hi).func)
+    assert check(lo) == lo and check(hi) == hi
+    for bad in (lo - 1, hi + 1):
+        with pytest.raises(PydanticCustomError) as err:
+            check(bad)
+        assert err.value.message() == f"{bad} is not in {lo}..{hi}"
+        assert err.value.type == "range"
+
+
+def test_the_access_a_token_needs_is_said_in_full() -> None:
+    assert required_access("prod") == (
+        "`pulumi up` needs the API token (no scope) of a user who is Cluster Owner of cluster 'prod' "
+        "or a Rancher administrator: it creates a project, labels nodes and sets the namespaces' "
+        "Pod Security labels, which Rancher's webhook allows only with the `updatepsa` verb on "
+        "projects (Cluster Owner has it, Project Owner does not)"
+    )
+
+
+def test_the_labs_prometheus_scrapes_what_the_podmonitors_scrape() -> None:
+    s = settings_of("lab")
+    cfg = prometheus_config(s, {"lb-2": "192.0.2.12", "lb-1": "192.0.2.11"}, ["rules.yaml"])
+    assert cfg == {
+        "global": {"scrape_interval": "15s", "evaluation_interval": "15s"},
+        "rule_files": ["rules.yaml"],
+        "scrape_configs": [
+            {
+                "job_name": f"{s.edge_ns}/halb-haproxy",
+                "metrics_path": "/metrics",
+                "static_configs": [
+                    {"targets": ["192.0.2.11:8404"], "labels": {"node": "lb-1"}},
+                    {"targets": ["192.0.2.12:8404"], "labels": {"node": "lb-2"}},
+                ],
+            },
+            {
+                "job_name": f"{s.edge_ns}/halb-vrrp",
+                "metrics_path": "/metrics",
+                "static_configs": [
+                    {"targets": ["192.0.2.11:9165"], "labels": {"node": "lb-1"}},
+                    {"targets": ["192.0.2.12:9165"], "labels": {"node": "lb-2"}},
+                ],
+            },
+        ],
+    }
