@@ -318,14 +318,17 @@ def test_without_setgid_the_health_check_never_runs(healthy: Lab) -> None:
         # Make it MASTER, then kill its HAProxy: the "check" keeps passing.
         inject(lab, "stop-keepalived", master)
         assert wait_until(lambda: lab.holds_vip(node), 5, poll=0.05)
-        tries = keepalived_log(lab, node).count("Couldn't setgroups")
+        offset = len(keepalived_log(lab, node))
         inject(lab, "kill-haproxy", node)
-        # Wait on the event: three more check runs, each refused setgroups()
-        # and so never ran, and the instance stayed MASTER through all of them.
-        more = lambda: keepalived_log(lab, node).count("Couldn't setgroups") >= tries + 3  # noqa: E731
-        assert wait_until(more, 10, poll=0.1), keepalived_log(lab, node)[-2000:]
+
+        def since() -> str:
+            return keepalived_log(lab, node)[offset:]
+
+        # Wait on the event: three check runs after the kill, each refused
+        # setgroups() and so never ran; the instance stayed MASTER through them.
+        assert wait_until(lambda: since().count("Couldn't setgroups") >= 3, 10, poll=0.1), since()
         assert lab.holds_vip(node) and lab.vrrp_state(node) == "MASTER"
-        assert "VRRP_Script(chk_haproxy) failed" not in keepalived_log(lab, node)
+        assert "VRRP_Script(chk_haproxy) failed" not in since()
     finally:
         restore_pod(lab, node)
 
