@@ -8,15 +8,18 @@ mutant of it), the access message, the lab's Prometheus config.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 import pytest
-from conftest import settings_of
+import yaml
+from conftest import settings_of, stack_raw, with_overrides
 from pydantic_core import PydanticCustomError
 
 from components.cluster import required_access
 from components.monitoring import prometheus_config
 from components.settings import _in_range
+from halb.mockcluster import CLUSTER_ID
+from halb.mockrun import run_program
 
 
 @pytest.mark.parametrize(("lo", "hi"), [(1, 5), (0, 86400), (2, 2)])
@@ -64,3 +67,22 @@ def test_the_labs_prometheus_scrapes_what_the_podmonitors_scrape() -> None:
             },
         ],
     }
+
+
+@pytest.mark.parametrize(
+    "api_url",
+    [
+        "https://rancher.example.com",
+        "https://rancher.example.com/",
+        "https://rancher.example.com/v3",
+        "https://rancher.example.com/v3/",
+    ],
+)
+def test_the_kubeconfig_reaches_rancher_proxy_whatever_form_the_api_url_takes(api_url: str) -> None:
+    """rancher2:apiUrl may carry `/v3` (the provider adds it when missing); the proxy is beside it."""
+    changes: dict[str, Any] = {"rancher2:apiUrl": api_url}
+    raw = with_overrides(stack_raw("prod"), **changes)
+    run = run_program(raw, "prod")
+    cfg = yaml.safe_load(run.named("cluster-k8s").inputs["kubeconfig"])
+    assert cfg["clusters"][0]["cluster"]["server"] == f"https://rancher.example.com/k8s/clusters/{CLUSTER_ID}"
+    assert run.named("cluster-rancher").inputs["apiUrl"] == api_url
