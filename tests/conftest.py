@@ -178,8 +178,14 @@ def root_netns_snapshot() -> dict[str, str]:
 _ROOT_AT_START: dict[str, str] = {}
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
-    if os.geteuid() == 0 and shutil.which("nft"):
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Snapshot the root namespace when a test that makes namespaces will run (1-2 s;
+    `make mutate` runs pytest once per mutant, never with such a test)."""
+    makes_namespaces = any(
+        item.get_closest_marker("netns") or "netns" in getattr(item, "fixturenames", ())
+        for item in session.items
+    )
+    if makes_namespaces and os.geteuid() == 0 and shutil.which("nft"):
         _ROOT_AT_START.update(root_netns_snapshot())
 
 
