@@ -62,7 +62,7 @@ bench: deps
 MUTANTS ?=
 MUTATE_JOBS ?= 2
 mutate: deps
-	$(VENV)/bin/mutmut run --max-children $(MUTATE_JOBS) $(MUTANTS)
+	env -u PYTHONDONTWRITEBYTECODE $(VENV)/bin/mutmut run --max-children $(MUTATE_JOBS) $(MUTANTS)
 	$(PY) tests/mutation_report.py --require components=90
 
 clean:

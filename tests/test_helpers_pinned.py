@@ -86,3 +86,29 @@ def test_the_kubeconfig_reaches_rancher_proxy_whatever_form_the_api_url_takes(ap
     cfg = yaml.safe_load(run.named("cluster-k8s").inputs["kubeconfig"])
     assert cfg["clusters"][0]["cluster"]["server"] == f"https://rancher.example.com/k8s/clusters/{CLUSTER_ID}"
     assert run.named("cluster-rancher").inputs["apiUrl"] == api_url
+
+
+def test_the_kubeconfig_is_the_one_rancher_writes() -> None:
+    """Every field client-go reads (pkg/kubeconfig in Rancher writes the same shape)."""
+    import json
+
+    from components.cluster import rancher_kubeconfig
+
+    text = rancher_kubeconfig("https://r.example.com/v3/", "c-1", "prod", "token-x:y", "PEM\n", True)
+    assert json.loads(text) == {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "prod",
+                "cluster": {
+                    "server": "https://r.example.com/k8s/clusters/c-1",
+                    "certificate-authority-data": "UEVNCg==",
+                    "insecure-skip-tls-verify": True,
+                },
+            }
+        ],
+        "users": [{"name": "prod", "user": {"token": "token-x:y"}}],
+        "contexts": [{"name": "prod", "context": {"cluster": "prod", "user": "prod"}}],
+        "current-context": "prod",
+    }
