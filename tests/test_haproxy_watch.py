@@ -225,7 +225,7 @@ def test_a_stop_signal_ends_it_at_once(
     sig: signal.Signals, tmp_path: Path, spawn: Callable[..., Watcher]
 ) -> None:
     server = FakeHaproxy()
-    w = spawn(server.port, tmp_path / "down", "--interval", "5")
+    w = spawn(server.port, tmp_path / "down", "--interval", "5", "--rise", "1")
     assert wait_until(lambda: w.value() == "0", 10, poll=0.01)  # asleep on the socket for 5 s
     sent = time.monotonic()
     w.proc.send_signal(sig)
