@@ -112,3 +112,20 @@ def test_the_kubeconfig_is_the_one_rancher_writes() -> None:
         "contexts": [{"name": "prod", "context": {"cluster": "prod", "user": "prod"}}],
         "current-context": "prod",
     }
+
+
+def test_components_keep_their_type_tokens() -> None:
+    """A type token is in every child's URN: changing one replaces every resource under it."""
+    from conftest import rendered
+
+    components = {r.name: r.type for r in rendered("prod").resources if not r.custom}
+    assert components == {
+        "rancher-ha-lb-prod": "pulumi:pulumi:Stack",
+        "cluster": "rancher-ha-lb:index:ClusterAccess",
+        "hosts": "rancher-ha-lb:index:HostLabels",
+        "app-shop": "rancher-ha-lb:index:AppService",
+        "app-api": "rancher-ha-lb:index:AppService",
+        "images": "rancher-ha-lb:index:EdgeImages",
+        "edge": "rancher-ha-lb:index:Edge",
+        "monitoring": "rancher-ha-lb:index:Monitoring",
+    }
