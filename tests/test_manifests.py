@@ -313,3 +313,18 @@ def test_insecure_and_ca_certs_reach_both_providers(insecure: bool, ca: str | No
         assert "certificate-authority-data" not in cluster
     else:
         assert base64.b64decode(cluster["certificate-authority-data"]).decode() == ca
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_edge_volumes_are_the_secret_the_configmap_and_two_memory_dirs(stack: str) -> None:
+    """keepalived's runtime and the watch file live in RAM (tmpfs, 1777: see the lab's
+    test of the sticky bit), bounded; the configs come from their objects, read-only."""
+    docs = docs_of(rendered(stack))
+    spec = pod_template(doc(docs, "DaemonSet", "edge"))["spec"]
+    assert spec["volumes"] == [
+        {"name": "haproxy-config", "configMap": {"name": "haproxy-config"}},
+        {"name": "keepalived-config", "secret": {"secretName": "keepalived-config", "defaultMode": 0o400}},
+        {"name": "keepalived-run", "emptyDir": {"medium": "Memory", "sizeLimit": "8Mi"}},
+        {"name": "watch", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+    ]
+    assert doc(docs, "Secret", "keepalived-config")["type"] == "Opaque"
