@@ -129,3 +129,15 @@ def test_components_keep_their_type_tokens() -> None:
         "edge": "rancher-ha-lb:index:Edge",
         "monitoring": "rancher-ha-lb:index:Monitoring",
     }
+
+
+def test_the_renderer_refuses_with_the_whole_reason() -> None:
+    from components.keepalived_conf import render_keepalived_conf
+
+    s = settings_of("prod")
+    with pytest.raises(ValueError, match=r"^'app-1' is not a load-balancer host \(have: lb-1, lb-2\)$"):
+        render_keepalived_conf(s, "app-1")
+    with pytest.raises(
+        ValueError, match=r"^auth_pass must be given exactly when settings.vrrp_auth_pass is set$"
+    ):
+        render_keepalived_conf(s, "lb-1", "x")
