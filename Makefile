@@ -56,9 +56,9 @@ bench: deps
 	$(PY) -m halb bench failover --runs $(RUNS) --json docs/failover.json \
 	    --markdown docs/failover-table.md --chart docs/failover.png
 
-# Mutation testing (docs/mutation.md); not in CI: slow (about an hour for components/
-# with 2 workers). Without MUTANTS it checks only mutants not yet checked (results
-# are kept in mutants/); MUTANTS='components.settings*' re-checks those.
+# Mutation testing (docs/mutation.md); not in CI: slow (hours for all of components/ on
+# a shared 2-core machine: scope it). Without MUTANTS it checks the mutants not yet
+# checked (results are kept in mutants/); MUTANTS='components.settings*' re-checks those.
 MUTANTS ?=
 MUTATE_JOBS ?= 2
 mutate: deps
