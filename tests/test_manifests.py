@@ -328,3 +328,18 @@ def test_edge_volumes_are_the_secret_the_configmap_and_two_memory_dirs(stack: st
         {"name": "watch", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
     ]
     assert doc(docs, "Secret", "keepalived-config")["type"] == "Opaque"
+
+
+def test_haproxys_probes_drop_readiness_at_the_first_503_and_restart_after_30_s() -> None:
+    spec = pod_template(doc(docs_of(rendered("lab")), "DaemonSet", "edge"))["spec"]
+    (haproxy,) = [c for c in spec["containers"] if c["name"] == "haproxy"]
+    health = {"path": "/healthz", "port": "stats"}
+    assert haproxy["readinessProbe"] == {"httpGet": health, "periodSeconds": 2, "failureThreshold": 1}
+    assert haproxy["livenessProbe"] == {"httpGet": health, "periodSeconds": 10, "failureThreshold": 3}
+
+
+def test_the_checksum_is_sha256_over_nul_separated_parts() -> None:
+    import hashlib
+
+    assert checksum("a", "b") == hashlib.sha256(b"a\0b\0").hexdigest()
+    assert checksum("ab", "c") != checksum("a", "bc")  # parts cannot slide into each other
