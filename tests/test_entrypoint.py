@@ -191,3 +191,32 @@ def test_the_image_default_config_dir_is_the_manifests() -> None:
     assert '"${KEEPALIVED_CONFIG_DIR:-' + CONFIG_DIR + "}" in ENTRYPOINT.read_text()
     assert 'ENTRYPOINT ["/usr/local/bin/keepalived-entrypoint"]' in dockerfile
     assert os.access(ENTRYPOINT, os.R_OK)
+
+
+def test_the_manifest_gives_the_entrypoint_what_it_needs() -> None:
+    """Every variable the entrypoint refuses to start without is set in the pod, and
+    its pid directory is a writable volume (the root filesystem is read-only)."""
+    import re
+
+    from conftest import rendered
+
+    from halb.render import manifests
+
+    text = ENTRYPOINT.read_text()
+    required = set(re.findall(r"\$\{(\w+):\?", text))
+    assert required == {"NODE_NAME", "KEEPALIVED_VIP", "KEEPALIVED_INTERFACE"}
+    (pid_default,) = re.findall(r"\$\{KEEPALIVED_PID_DIR:-([^}]+)\}", text)
+    (ds,) = [d for d in manifests(rendered("prod")) if d["kind"] == "DaemonSet"]
+    spec = ds["spec"]["template"]["spec"]
+    (ka,) = [c for c in spec["containers"] if c["name"] == "keepalived"]
+    env = {e["name"]: e for e in ka["env"]}
+    assert required <= set(env)
+    assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    assert (
+        env["KEEPALIVED_INTERFACE"]["value"] == "eth0" and env["KEEPALIVED_VIP"]["value"] == "10.10.10.2/24"
+    )
+    assert ka["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["mountPath"]: m for m in ka["volumeMounts"]}
+    assert not mounts[pid_default].get("readOnly", False)
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert "emptyDir" in volumes[mounts[pid_default]["name"]]

@@ -343,3 +343,14 @@ def test_the_checksum_is_sha256_over_nul_separated_parts() -> None:
 
     assert checksum("a", "b") == hashlib.sha256(b"a\0b\0").hexdigest()
     assert checksum("ab", "c") != checksum("a", "bc")  # parts cannot slide into each other
+
+
+def test_a_long_image_tag_is_cut_to_a_valid_label_value() -> None:
+    tag = "1." + "x" * 70
+    services = lab_value("services")
+    raw = with_overrides(
+        stack_raw("lab"), services=[{**services[0], "image": f"reg:5000/a/shop:{tag}"}, services[1]]
+    )
+    deployment = doc(docs_of(run_program(raw, "lab")), "Deployment", "shop")
+    assert deployment["metadata"]["labels"]["app.kubernetes.io/version"] == tag[:63]
+    validate(deployment)
