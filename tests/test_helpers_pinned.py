@@ -141,3 +141,26 @@ def test_the_renderer_refuses_with_the_whole_reason() -> None:
         ValueError, match=r"^auth_pass must be given exactly when settings.vrrp_auth_pass is set$"
     ):
         render_keepalived_conf(s, "lb-1", "x")
+
+
+def test_haproxy_slots_room_for_a_surge_and_refuses_a_missing_backend() -> None:
+    from components.haproxy_cfg import dns_backends, render_haproxy_cfg
+
+    s = settings_of("prod")  # shop: 2 replicas, api: 3
+    assert {name: b.slots for name, b in dns_backends(s).items()} == {"shop": 4, "api": 6}  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match=r"^no backend given for service\(s\): shop, api$"):
+        render_haproxy_cfg(s, {})
+
+
+def test_resource_limits_reach_the_container() -> None:
+    from components.k8s import resources
+    from components.settings import Resources
+
+    assert resources(Resources(cpu="1", memory="1Gi", cpu_limit="2", memory_limit="2Gi")) == {
+        "requests": {"cpu": "1", "memory": "1Gi"},
+        "limits": {"memory": "2Gi", "cpu": "2"},
+    }
+    assert resources(Resources()) == {
+        "requests": {"cpu": "100m", "memory": "128Mi"},
+        "limits": {"memory": "256Mi"},
+    }
