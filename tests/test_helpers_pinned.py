@@ -164,3 +164,28 @@ def test_resource_limits_reach_the_container() -> None:
         "requests": {"cpu": "100m", "memory": "128Mi"},
         "limits": {"memory": "256Mi"},
     }
+
+
+def _attempt(t: float, ok: bool, ms: float = 100.0) -> Any:
+    from halb.lab.probe import Attempt
+
+    return Attempt(t=t, ok=ok, ms=ms, answer="host=x" if ok else None, error=None if ok else "timeout")
+
+
+def test_outage_counts_from_the_fault_to_recovery_after_the_last_failure() -> None:
+    from halb.lab.measure import Outage, outage
+
+    def same(got: Outage, seconds: float, failed: int, total: int) -> bool:
+        return (got.failed, got.total) == (failed, total) and got.outage_s == pytest.approx(seconds)
+
+    ok, bad = True, False
+    assert outage([_attempt(0.0, ok), _attempt(1.0, ok)], 0.5) == Outage(0.0, 0, 2)
+    # A failure that ends exactly at the fault counts; one that ended before does not.
+    runs = [_attempt(0.5, bad, 200), _attempt(0.9, bad, 100), _attempt(1.0, ok, 100), _attempt(1.1, ok, 100)]
+    assert same(outage(runs, 1.0), 0.1, 1, 4)
+    # Two bursts of failures: recovery is the first success after the last one.
+    runs = [_attempt(t, o) for t, o in ((1.0, bad), (1.1, bad), (1.2, ok), (1.3, bad), (1.4, ok), (1.5, ok))]
+    assert same(outage(runs, 1.0), 0.5, 3, 6)
+    # No recovery: to the end of the last attempt.
+    runs = [_attempt(t, o) for t, o in ((1.0, ok), (1.1, bad), (1.2, bad), (1.3, bad))]
+    assert same(outage(runs, 1.05), 0.35, 3, 4)
