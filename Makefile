@@ -9,7 +9,7 @@ APT_PACKAGES := keepalived haproxy curl iproute2 procps nftables python3 python3
 	podman runc debootstrap python3-prometheus-client prometheus
 OUT ?= out
 
-.PHONY: all demo test lint unit render bench bench-changes system-deps deps clean
+.PHONY: all demo test lint unit render bench bench-changes mutate system-deps deps clean
 
 all: test
 
@@ -61,6 +61,15 @@ bench-changes: deps
 	@if [ "$$(id -u)" != 0 ]; then echo "make bench-changes needs root (network namespaces)"; exit 1; fi
 	$(PY) -m halb bench changes --runs $(RUNS) --json docs/changes.json \
 	    --markdown docs/changes-table.md --chart docs/changes.png
+
+# Mutation testing (docs/mutation.md); not in CI: slow (hours for all of components/ on
+# a shared 2-core machine: scope it). Without MUTANTS it checks the mutants not yet
+# checked (results are kept in mutants/); MUTANTS='components.settings*' re-checks those.
+MUTANTS ?=
+MUTATE_JOBS ?= 2
+mutate: deps
+	env -u PYTHONDONTWRITEBYTECODE $(VENV)/bin/mutmut run --max-children $(MUTATE_JOBS) $(MUTANTS)
+	$(PY) tests/mutation_report.py --require components=90
 
 clean:
 	rm -rf $(OUT) .pytest_cache .mypy_cache .ruff_cache .hypothesis

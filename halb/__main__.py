@@ -11,7 +11,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 INTERRUPTED = 130
 
 try:
-    from halb.cli import main
+    from halb.interrupts import held
+
+    # A Ctrl-C landing in an import's lock callback prints "Exception ignored".
+    with held():
+        from halb.cli import main
 
     code = main()
 except KeyboardInterrupt:

@@ -36,6 +36,7 @@ from halb.bench.changes import CHANGES as BENCH_CHANGES
 from halb.bench.changes import MODES as BENCH_MODES
 from halb.bench.failover import FAULTS as BENCH_FAULTS
 from halb.bench.failover import PROFILES as BENCH_PROFILES
+from halb.interrupts import held
 from halb.lab.faults import FAULTS as LAB_FAULTS
 from halb.stackfile import StackFileError, known_stacks, load_stack_file, stack_path
 
@@ -154,14 +155,17 @@ def _fail(problems: Sequence[str]) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    """A Ctrl-C is acted on between the steps: anywhere inside them (an import,
+    the engine's event loop, the directory swap) it would leave a mess."""
     try:
-        return _render(args)
+        with held() as check:
+            return _render(args, check)
     except KeyboardInterrupt:
         print("interrupted; the output directory is unchanged or holds the whole render", file=sys.stderr)
         return 130
 
 
-def _render(args: argparse.Namespace) -> int:
+def _render(args: argparse.Namespace, check: Callable[[], None]) -> int:
     from halb.files import resolve_out, write_render
 
     raw = _load_raw(args.stack, args.config_file)
@@ -170,9 +174,12 @@ def _render(args: argparse.Namespace) -> int:
     out, why = resolve_out(args.out)
     if out is None:
         return _fail([why or f"--out {args.out}: cannot write there"])
+    check()
     from halb.render import render_files  # imports Pulumi: only for valid input
 
+    check()
     files = render_files(raw, args.stack)
+    check()
     try:
         write_render(out, files, args.stack)
     except OSError as err:

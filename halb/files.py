@@ -16,12 +16,10 @@ import errno
 import json
 import os
 import shutil
-import signal
 import tempfile
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+
+from halb.interrupts import held
 
 MARKER = ".halb-render"
 RENDERED_BY = "rancher-ha-lb render"
@@ -133,19 +131,6 @@ def _not_replaceable(out: Path) -> str | None:
     return None
 
 
-@contextmanager
-def _no_interrupt() -> Iterator[None]:
-    """Ctrl-C waits until the directory swap is done (it arrives right after)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
 def _exchange(a: Path, b: Path) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     renameat2 = getattr(libc, "renameat2", None)
@@ -179,7 +164,16 @@ def _swap_in(stage: Path, out: Path) -> None:
 
 
 def write_render(out: Path, files: dict[str, str], stack: str) -> None:
-    """All of `files` (and the marker) in `out`, and nothing else, or no change at all."""
+    """All of `files` (and the marker) in `out`, and nothing else, or no change at all.
+
+    A Ctrl-C waits until the files are written or cleaned up (milliseconds):
+    anywhere in between it would leave a stage directory or half a swap.
+    """
+    with held():
+        _write_render(out, files, stack)
+
+
+def _write_render(out: Path, files: dict[str, str], stack: str) -> None:
     created = out.parent
     while not created.parent.exists() and created.parent != created:
         created = created.parent
@@ -197,17 +191,16 @@ def write_render(out: Path, files: dict[str, str], stack: str) -> None:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(stage, 0o777 & ~umask)  # mkdtemp makes it 0700
-        with _no_interrupt():
-            existed = out.exists()
+        existed = out.exists()
+        _swap_in(stage, out)
+        swapped = True
+        # `stage` now holds the old directory: checked again, as a file may
+        # have appeared in it since it was checked; then put back, not lost.
+        if existed and _not_replaceable(stage) is not None:
             _swap_in(stage, out)
-            swapped = True
-            # `stage` now holds the old directory: checked again, as a file may
-            # have appeared in it since it was checked; then put back, not lost.
-            if existed and _not_replaceable(stage) is not None:
-                _swap_in(stage, out)
-                swapped = False
-                raise OSError(errno.EBUSY, "changed while the render was written")
-            shutil.rmtree(stage, ignore_errors=True)
+            swapped = False
+            raise OSError(errno.EBUSY, "changed while the render was written")
+        shutil.rmtree(stage, ignore_errors=True)
     except BaseException:
         if stage is not None and not swapped:
             shutil.rmtree(stage, ignore_errors=True)

@@ -127,7 +127,8 @@ class Rancher:
         """The rancher2 provider's Configure (provider.go providerValidateConfig)."""
         if not token:
             raise ApiError("[ERROR] No token_key nor access_key and secret_key are provided")
-        self.api_url, self.token = api_url.rstrip("/"), token
+        # The provider takes the URL with or without `/v3`; Rancher's proxy sits beside it.
+        self.api_url, self.token = api_url.rstrip("/").removesuffix("/v3"), token
 
     def get_cluster(self, name: str, generate_kube_config: bool) -> dict[str, Any]:
         """`getCluster` (data_source_rancher2_cluster.go) as the token sees it.

@@ -32,6 +32,7 @@ from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
 from components.settings import PROJECT, RawConfig, SettingsError, parse_settings
 from components.stack_config import TOKEN_ENV
+from halb.interrupts import held
 from halb.mockcluster import ENV_TOKEN, Rancher
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -275,7 +276,8 @@ def run_program(
             if await out.is_secret():
                 secret_exports.add(key)
 
-    with _environment({TOKEN_ENV: ENV_TOKEN} if env is None else env):
+    # A Ctrl-C inside the engine's loop would leave its tasks half-stepped.
+    with held(), _environment({TOKEN_ENV: ENV_TOKEN} if env is None else env):
         try:
             _sync_await(run_pulumi_func(program))
         except BaseException:

@@ -451,8 +451,10 @@ def load_stack_file(path: Path) -> RawConfig:
         raise StackFileError(_yaml_problem(path, text, err)) from None
     finally:
         loader.dispose()
-    config_node = next(
-        (v for k, v in getattr(root, "value", []) if isinstance(k, ScalarNode) and k.value == "config"), None
+    config_node = (
+        next((v for k, v in root.value if isinstance(k, ScalarNode) and k.value == "config"), None)
+        if isinstance(root, MappingNode)
+        else None
     )
     if not isinstance(doc, dict) or not isinstance(doc.get("config", {}), dict | None):
         raise StackFileError(f"{path}: expected a mapping with a `config:` mapping inside")

@@ -9,11 +9,11 @@ import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import pytest
 
@@ -54,15 +54,45 @@ def lab_value(key: str) -> Any:
     return json.loads(stack_raw("lab").values[P + key])
 
 
-@cache
+_CACHES: list[Any] = []
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def cached(fn: F) -> F:
+    """functools.cache for what the program computes; `make mutate` empties these
+    (see `_caches_follow_the_mutant`)."""
+    wrapped = cache(fn)
+    _CACHES.append(wrapped)
+    return cast(F, wrapped)
+
+
+@cached
 def rendered(stack: str) -> Run:
     """Each shipped stack run once under the recording mocks."""
     return run_program(stack_raw(stack), stack)
 
 
-@cache
+@cached
 def settings_of(stack: str) -> Settings:
     return parse_settings(stack_raw(stack))
+
+
+_CACHED_FOR: tuple[int, str] | None = None
+
+
+@pytest.fixture(autouse=True)
+def _caches_follow_the_mutant() -> None:
+    """Under `make mutate` a cached run must not outlive the mutant it was made
+    with: each mutant runs in a process forked from one that ran other tests.
+    And while mutmut maps which tests reach which function
+    (MUTANT_UNDER_TEST=stats), a test served from the cache would reach none
+    and would never be run against a mutant."""
+    global _CACHED_FOR
+    mutant = os.environ.get("MUTANT_UNDER_TEST", "")
+    if mutant == "stats" or (os.getpid(), mutant) != _CACHED_FOR:
+        for c in _CACHES:
+            c.cache_clear()
+        _CACHED_FOR = (os.getpid(), mutant)
 
 
 def run_halb(
@@ -173,8 +203,14 @@ def root_netns_snapshot() -> dict[str, str]:
 _ROOT_AT_START: dict[str, str] = {}
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
-    if os.geteuid() == 0 and shutil.which("nft"):
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Snapshot the root namespace when a test that makes namespaces will run (1-2 s;
+    `make mutate` runs pytest once per mutant, never with such a test)."""
+    makes_namespaces = any(
+        item.get_closest_marker("netns") or "netns" in getattr(item, "fixturenames", ())
+        for item in session.items
+    )
+    if makes_namespaces and os.geteuid() == 0 and shutil.which("nft"):
         _ROOT_AT_START.update(root_netns_snapshot())
 
 

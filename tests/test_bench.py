@@ -1,4 +1,4 @@
-"""A fast smoke run of the failover benchmark: one fault, one run, real lab."""
+"""The failover benchmark: a fast smoke run in a real lab (root), its arithmetic without one."""
 
 from __future__ import annotations
 
@@ -8,18 +8,28 @@ from pathlib import Path
 import pytest
 from conftest import LAB_TOOLS, require_root_tools, run_halb
 
-from halb.bench.failover import FAULT_ALERTS, RunResult, VipMonitor, ratios, summary
+from halb.bench.failover import (
+    FAULT_ALERTS,
+    Report,
+    RunResult,
+    VipMonitor,
+    chart,
+    load_report,
+    ratios,
+    summary,
+    table,
+)
 
-pytestmark = pytest.mark.netns
 
-
+@pytest.mark.netns
 def test_smoke_run_writes_every_field_with_sane_values(tmp_path: Path) -> None:
     require_root_tools(*LAB_TOOLS)
     out = tmp_path / "bench.json"
     md = tmp_path / "bench.md"
+    png = tmp_path / "bench.png"
     result = run_halb(
         "bench", "failover", "--runs", "1", "--faults", "lb-death", "--profiles", "project",
-        "--load-seconds", "0", "--json", str(out), "--markdown", str(md), timeout=240,
+        "--load-seconds", "2", "--json", str(out), "--markdown", str(md), "--chart", str(png), timeout=240,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     data = json.loads(out.read_text())
@@ -28,7 +38,10 @@ def test_smoke_run_writes_every_field_with_sane_values(tmp_path: Path) -> None:
     assert data["machine"]["probe"] == {"interval_s": 0.02, "timeout_s": 0.2}
     assert data["settings"]["project"]["check"]["watch"] is True
     (run,) = data["runs"]
-    assert set(run) == set(RunResult.__dataclass_fields__)
+    assert set(run) == {
+        "profile", "fault", "run", "outage_s", "failed", "total", "two_holders_s", "master_before",
+        "served_by", "converge_s",
+    }  # fmt: skip
     assert run["profile"] == "project" and run["fault"] == "lb-death"
     # The watcher, not the 1 s poll, must have moved the VIP.
     assert 0 <= run["outage_s"] < 1.0
@@ -44,6 +57,15 @@ def test_smoke_run_writes_every_field_with_sane_values(tmp_path: Path) -> None:
     assert "| lb-death | project | 1 |" in md.read_text()
     assert f"| {run['alert']} {run['alert_s'] * 1000:.0f} (1/1) |" in md.read_text()
     assert "[" in result.stderr and "1/1" in result.stderr  # progress
+    # The CPU-load phase ran (both CPUs busy for 2 s, keepalived's log read) and the chart was drawn.
+    (load,) = data["load"]
+    assert load["profile"] == "project" and load["seconds"] == 2
+    assert set(load) == {"profile", "seconds", "vip_moves", "state_changes", "timer_warnings"}
+    assert "CPU load (project, 2 s, every CPU busy)" in md.read_text()
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# The rest needs no root: pure arithmetic, and flags refused before a lab.
 
 
 def test_bad_flags_exit_2_before_any_lab() -> None:
@@ -83,6 +105,7 @@ def test_two_holder_time_integrates_overlap() -> None:
     assert mon.two_holders_s(1.0, 5.0, {"lb-1"}) == 0.0
 
 
+@pytest.mark.netns
 def test_changes_smoke_run_one_change_loses_nothing(tmp_path: Path) -> None:
     require_root_tools(*LAB_TOOLS)
     out = tmp_path / "changes.json"
@@ -103,3 +126,21 @@ def test_changes_smoke_run_one_change_loses_nothing(tmp_path: Path) -> None:
 def test_changes_bad_flags_exit_2() -> None:
     result = run_halb("bench", "changes", "--changes", "meteor", timeout=60)
     assert result.returncode == 2 and "meteor not allowed" in result.stderr
+
+
+def test_table_chart_and_json_round_trip(tmp_path: Path) -> None:
+    runs = [_r("project", "link-down", 0.2), _r("seed", "link-down", 3.2), _r("project", "handoff", 0.0, 0)]
+    load = {"profile": "project", "seconds": 5, "vip_moves": 0, "state_changes": 0, "timer_warnings": 1}
+    report = Report(machine={"cpus": 2}, settings={}, runs=runs, load=[load])
+    text = table(report)
+    assert "| link-down | project | 1 | 200 / 200 / 200 | 1 (1) | 0 | 1/1 | no Prometheus |  |" in text
+    assert "| link-down | seed | 1 | 3200 / 3200 / 3200 | 1 (1) | 0 | 1/1 | no Prometheus | 16x |" in text
+    assert (
+        "CPU load (project, 5 s, every CPU busy): 0 VIP moves, 0 VRRP state changes, 1 timer warnings" in text
+    )
+    saved = tmp_path / "r.json"
+    saved.write_text(json.dumps(report.to_json()))
+    assert load_report(saved) == report
+    png = tmp_path / "c.png"
+    chart(report, png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

@@ -122,7 +122,9 @@ def test_images_without_build_or_password() -> pulumi.Output[None]:
 
 
 def test_edge_refuses_auth_mismatch() -> None:
-    with pytest.raises(ValueError, match="auth_pass must be given"):
+    with pytest.raises(
+        ValueError, match=r"^auth_pass must be given exactly when settings.vrrp_auth_pass is set$"
+    ):
         Edge("edge", EdgeArgs(settings_of("lab"), "web-edge", "h", "k", auth_pass="x"))
 
 

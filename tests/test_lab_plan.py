@@ -141,3 +141,87 @@ def test_outage_is_fault_to_first_success_after_last_failure() -> None:
 def test_outage_without_recovery_runs_to_the_end() -> None:
     result = outage([_a(1.0, True), _a(1.1, False, 200), _a(1.3, False, 200)], 1.05)
     assert result.outage_s == pytest.approx(0.45) and result.failed == 2
+
+
+@pytest.mark.parametrize("address", ["198.51.100.21", "203.0.113.21"])
+def test_refuses_an_apps_host_in_another_test_net_than_the_vips(address: str) -> None:
+    """A TEST-NET address is not enough: the lab has one switch, one subnet."""
+    hosts = lab_value("hosts")
+    hosts["app-1"] = {"role": "apps", "address": address}
+    with pytest.raises(LabPlanError) as err:
+        plan_lab(parse_settings(with_overrides(stack_raw("lab"), hosts=hosts)))
+    assert err.value.problems == [
+        f"rancher-ha-lb:hosts.app-1.address: {address} must be in the VIP's subnet 192.0.2.0/24, "
+        "itself a TEST-NET range, for the lab"
+    ]
+
+
+def test_the_plan_pinned_whole() -> None:
+    """Defaults, every replica's placement and address, the error text."""
+    from halb.lab.topology import Replica
+
+    plan = plan_lab(settings_of("lab"))
+    assert (plan.prefix, plan.lab_id) == ("halb", "0")
+    assert plan.node("lb-1").netns == "halb-0-lb-1" and plan.switch_netns == "halb-0~switch"
+    a = ipaddress.IPv4Address
+    assert plan.replicas == (
+        Replica("shop", "app-1", 8080, 0, a("192.0.2.251")),
+        Replica("shop", "app-2", 8080, 1, a("192.0.2.250")),
+        Replica("blog", "app-1", 8081, 0, a("192.0.2.249")),
+        Replica("blog", "app-2", 8081, 1, a("192.0.2.248")),
+    )
+    with pytest.raises(KeyError, match="nope"):
+        plan.node("nope")
+    with pytest.raises(LabPlanError) as err:
+        plan_lab(settings_of("prod"))
+    assert str(err.value) == "\n".join(err.value.problems) and len(err.value.problems) == 3
+    assert err.value.problems[0] == (
+        "rancher-ha-lb:vip.address: 10.10.10.2/24 is outside the lab's TEST-NET ranges "
+        "(192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24); the lab only uses documentation addresses"
+    )
+
+
+def test_a_host_on_the_subnets_broadcast_address_is_refused_by_the_lab() -> None:
+    hosts = lab_value("hosts")
+    hosts["app-1"] = {"role": "apps", "address": "192.0.2.255"}
+    with pytest.raises(LabPlanError) as err:
+        plan_lab(parse_settings(with_overrides(stack_raw("lab"), hosts=hosts)))
+    assert err.value.problems == [
+        "rancher-ha-lb:hosts.app-1.address: 192.0.2.255 is also the VIP's; "
+        "every lab host needs its own address"
+    ]
+
+
+@pytest.mark.parametrize(("length", "refused"), [(248, False), (249, True)])
+def test_a_host_name_fits_a_network_namespace_name(length: int, refused: bool) -> None:
+    # halb-0-<name>: 255 bytes at most; a node name is DNS labels of 63 at most.
+    name = ".".join(["a" * 63] * 3) + "." + "b" * (length - 3 * 64)
+    assert len(name) == length
+    hosts = lab_value("hosts")
+    hosts[name] = {"role": "apps"}
+    s = parse_settings(with_overrides(stack_raw("lab"), hosts=hosts))
+    if not refused:
+        plan_lab(s)
+        return
+    with pytest.raises(LabPlanError) as err:
+        plan_lab(s)
+    assert err.value.problems == [f"rancher-ha-lb:hosts.{name}: too long a name for a lab network namespace"]
+
+
+def test_a_subnet_with_exactly_enough_addresses_is_enough() -> None:
+    lb = "load-balancer"
+    hosts = {"lb-1": {"role": lb, "address": "192.0.2.1"}, "lb-2": {"role": lb, "address": "192.0.2.2"},
+             "app-1": {"role": "apps"}}  # fmt: skip
+    services = [{**lab_value("services")[0], "replicas": 7}]
+    raw = with_overrides(
+        stack_raw("lab"), hosts=hosts, services=services, vip={"address": "192.0.2.3/28", "routerId": 51}
+    )
+    plan = plan_lab(parse_settings(raw))  # 11 free: app-1, 7 replicas, client, DNS, Prometheus
+    assert len(plan.replicas) == 7
+    services = [{**lab_value("services")[0], "replicas": 8}]
+    with pytest.raises(LabPlanError) as err:
+        plan_lab(parse_settings(with_overrides(raw, services=services)))
+    assert err.value.problems == [
+        "rancher-ha-lb:vip.address: the lab needs 12 free addresses in 192.0.2.0/28 "
+        "(hosts without one, 8 app replicas, a client, DNS, Prometheus); it has 11"
+    ]

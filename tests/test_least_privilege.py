@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from functools import cache
 from typing import Any
 
 import pytest
-from conftest import STACKS, rendered, settings_of
+from conftest import STACKS, cached, rendered, settings_of
 
 from halb.render import manifests
 
@@ -20,7 +19,7 @@ EDGE_CAPS = {
 }
 
 
-@cache
+@cached
 def docs(stack: str) -> list[dict[str, Any]]:
     return manifests(rendered(stack))
 

@@ -245,3 +245,43 @@ def test_a_file_that_appears_during_the_render_is_kept(
         write_render(out, FILES, "lab")
     assert (out / "mine.txt").read_text() == "mine" and (out / "old.txt").read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_an_interrupt_inside_the_program_run_waits_for_its_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A KeyboardInterrupt raised inside the engine's event loop leaves tasks
+    half-stepped: the process then hung or printed asyncio tracebacks. Held
+    until the run is done, it finds every resource declared."""
+    from conftest import stack_raw
+
+    from halb.mockrun import RecordingMocks, run_program
+
+    real = RecordingMocks.new_resource
+    names: list[str] = []
+    interrupt = [False]
+
+    def interrupting(self: RecordingMocks, args: object) -> object:
+        names.append(args.name)  # type: ignore[attr-defined]
+        if interrupt[0] and len(names) == 1:
+            signal.raise_signal(signal.SIGINT)
+        return real(self, args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(RecordingMocks, "new_resource", interrupting)
+
+    def declared() -> list[tuple[str, str, list[str]]]:
+        """What the run declared, apart from the order the engine's tasks happened to run in."""
+        run = run_program(stack_raw("lab"), "lab")
+        return sorted(
+            (r.urn, json.dumps(r.inputs, sort_keys=True), sorted(r.dependencies)) for r in run.resources
+        )
+
+    whole = declared()
+    clean = list(names)
+    names.clear()
+    interrupt[0] = True
+    with pytest.raises(KeyboardInterrupt):
+        run_program(stack_raw("lab"), "lab")
+    assert sorted(names) == sorted(clean)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # The next run in this process is whole: nothing of the interrupted one is left over.
+    interrupt[0] = False
+    assert declared() == whole

@@ -1,0 +1,191 @@
+"""Small pure helpers, pinned where `make mutate` showed the suite let a change through.
+
+Each test here kills mutants docs/mutation.md lists as once surviving: the
+range validator (built at import time, so only a call at test time reaches a
+mutant of it), the access message, the lab's Prometheus config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, cast
+
+import pytest
+import yaml
+from conftest import settings_of, stack_raw, with_overrides
+from pydantic_core import PydanticCustomError
+
+from components.cluster import required_access
+from components.monitoring import prometheus_config
+from components.values import in_range as _in_range
+from halb.mockcluster import CLUSTER_ID
+from halb.mockrun import run_program
+
+
+@pytest.mark.parametrize(("lo", "hi"), [(1, 5), (0, 86400), (2, 2)])
+def test_the_range_validator_keeps_both_ends_and_refuses_one_past(lo: int, hi: int) -> None:
+    check = cast(Callable[[int], int], _in_range(lo, hi).func)
+    assert check(lo) == lo and check(hi) == hi
+    for bad in (lo - 1, hi + 1):
+        with pytest.raises(PydanticCustomError) as err:
+            check(bad)
+        assert err.value.message() == f"{bad} is not in {lo}..{hi}"
+        assert err.value.type == "range"
+
+
+def test_the_access_a_token_needs_is_said_in_full() -> None:
+    assert required_access("prod") == (
+        "`pulumi up` needs the API token (no scope) of a user who is Cluster Owner of cluster 'prod' "
+        "or a Rancher administrator: it creates a project, labels nodes and sets the namespaces' "
+        "Pod Security labels, which Rancher's webhook allows only with the `updatepsa` verb on "
+        "projects (Cluster Owner has it, Project Owner does not)"
+    )
+
+
+def test_the_labs_prometheus_scrapes_what_the_podmonitors_scrape() -> None:
+    s = settings_of("lab")
+    cfg = prometheus_config(s, {"lb-2": "192.0.2.12", "lb-1": "192.0.2.11"}, ["rules.yaml"])
+    assert cfg == {
+        "global": {"scrape_interval": "500ms", "evaluation_interval": "500ms"},
+        "rule_files": ["rules.yaml"],
+        "scrape_configs": [
+            {
+                "job_name": f"{s.edge_ns}/halb-haproxy",
+                "metrics_path": "/metrics",
+                "static_configs": [
+                    {"targets": ["192.0.2.11:8404"], "labels": {"node": "lb-1"}},
+                    {"targets": ["192.0.2.12:8404"], "labels": {"node": "lb-2"}},
+                ],
+            },
+            {
+                "job_name": f"{s.edge_ns}/halb-vrrp",
+                "metrics_path": "/metrics",
+                "static_configs": [
+                    {"targets": ["192.0.2.11:9165"], "labels": {"node": "lb-1"}},
+                    {"targets": ["192.0.2.12:9165"], "labels": {"node": "lb-2"}},
+                ],
+            },
+        ],
+    }
+
+
+@pytest.mark.parametrize(
+    "api_url",
+    [
+        "https://rancher.example.com",
+        "https://rancher.example.com/",
+        "https://rancher.example.com/v3",
+        "https://rancher.example.com/v3/",
+    ],
+)
+def test_the_kubeconfig_reaches_rancher_proxy_whatever_form_the_api_url_takes(api_url: str) -> None:
+    """rancher2:apiUrl may carry `/v3` (the provider adds it when missing); the proxy is beside it."""
+    changes: dict[str, Any] = {"rancher2:apiUrl": api_url}
+    raw = with_overrides(stack_raw("prod"), **changes)
+    run = run_program(raw, "prod")
+    cfg = yaml.safe_load(run.named("cluster-k8s").inputs["kubeconfig"])
+    assert cfg["clusters"][0]["cluster"]["server"] == f"https://rancher.example.com/k8s/clusters/{CLUSTER_ID}"
+    assert run.named("cluster-rancher").inputs["apiUrl"] == api_url
+
+
+def test_the_kubeconfig_is_the_one_rancher_writes() -> None:
+    """Every field client-go reads (pkg/kubeconfig in Rancher writes the same shape)."""
+    import json
+
+    from components.cluster import rancher_kubeconfig
+
+    text = rancher_kubeconfig("https://r.example.com/v3/", "c-1", "prod", "token-x:y", "PEM\n", True)
+    assert json.loads(text) == {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "prod",
+                "cluster": {
+                    "server": "https://r.example.com/k8s/clusters/c-1",
+                    "certificate-authority-data": "UEVNCg==",
+                    "insecure-skip-tls-verify": True,
+                },
+            }
+        ],
+        "users": [{"name": "prod", "user": {"token": "token-x:y"}}],
+        "contexts": [{"name": "prod", "context": {"cluster": "prod", "user": "prod"}}],
+        "current-context": "prod",
+    }
+
+
+def test_components_keep_their_type_tokens() -> None:
+    """A type token is in every child's URN: changing one replaces every resource under it."""
+    from conftest import rendered
+
+    components = {r.name: r.type for r in rendered("prod").resources if not r.custom}
+    assert components == {
+        "rancher-ha-lb-prod": "pulumi:pulumi:Stack",
+        "cluster": "rancher-ha-lb:index:ClusterAccess",
+        "hosts": "rancher-ha-lb:index:HostLabels",
+        "app-shop": "rancher-ha-lb:index:AppService",
+        "app-api": "rancher-ha-lb:index:AppService",
+        "images": "rancher-ha-lb:index:EdgeImages",
+        "edge": "rancher-ha-lb:index:Edge",
+        "monitoring": "rancher-ha-lb:index:Monitoring",
+    }
+
+
+def test_the_renderer_refuses_with_the_whole_reason() -> None:
+    from components.keepalived_conf import render_keepalived_conf
+
+    s = settings_of("prod")
+    with pytest.raises(ValueError, match=r"^'app-1' is not a load-balancer host \(have: lb-1, lb-2\)$"):
+        render_keepalived_conf(s, "app-1")
+    with pytest.raises(
+        ValueError, match=r"^auth_pass must be given exactly when settings.vrrp_auth_pass is set$"
+    ):
+        render_keepalived_conf(s, "lb-1", "x")
+
+
+def test_haproxy_slots_room_for_a_surge_and_refuses_a_missing_backend() -> None:
+    from components.haproxy_cfg import dns_backends, render_haproxy_cfg
+
+    s = settings_of("prod")  # shop: 2 replicas, api: 3
+    assert {name: b.slots for name, b in dns_backends(s).items()} == {"shop": 4, "api": 6}  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match=r"^no backend given for service\(s\): shop, api$"):
+        render_haproxy_cfg(s, {})
+
+
+def test_resource_limits_reach_the_container() -> None:
+    from components.k8s import resources
+    from components.settings import Resources
+
+    assert resources(Resources(cpu="1", memory="1Gi", cpu_limit="2", memory_limit="2Gi")) == {
+        "requests": {"cpu": "1", "memory": "1Gi"},
+        "limits": {"memory": "2Gi", "cpu": "2"},
+    }
+    assert resources(Resources()) == {
+        "requests": {"cpu": "100m", "memory": "128Mi"},
+        "limits": {"memory": "256Mi"},
+    }
+
+
+def _attempt(t: float, ok: bool, ms: float = 100.0) -> Any:
+    from halb.lab.probe import Attempt
+
+    return Attempt(t=t, ok=ok, ms=ms, answer="host=x" if ok else None, error=None if ok else "timeout")
+
+
+def test_outage_counts_from_the_fault_to_recovery_after_the_last_failure() -> None:
+    from halb.lab.measure import Outage, outage
+
+    def same(got: Outage, seconds: float, failed: int, total: int) -> bool:
+        return (got.failed, got.total) == (failed, total) and got.outage_s == pytest.approx(seconds)
+
+    ok, bad = True, False
+    assert outage([_attempt(0.0, ok), _attempt(1.0, ok)], 0.5) == Outage(0.0, 0, 2)
+    # A failure that ends exactly at the fault counts; one that ended before does not.
+    runs = [_attempt(0.5, bad, 200), _attempt(0.9, bad, 100), _attempt(1.0, ok, 100), _attempt(1.1, ok, 100)]
+    assert same(outage(runs, 1.0), 0.1, 1, 4)
+    # Two bursts of failures: recovery is the first success after the last one.
+    runs = [_attempt(t, o) for t, o in ((1.0, bad), (1.1, bad), (1.2, ok), (1.3, bad), (1.4, ok), (1.5, ok))]
+    assert same(outage(runs, 1.0), 0.5, 3, 6)
+    # No recovery: to the end of the last attempt.
+    runs = [_attempt(t, o) for t, o in ((1.0, ok), (1.1, bad), (1.2, bad), (1.3, bad))]
+    assert same(outage(runs, 1.05), 0.35, 3, 4)

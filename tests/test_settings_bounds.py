@@ -1,0 +1,253 @@
+"""Every numeric bound of the settings, on both sides, and every character vrrpAuthPass refuses.
+
+One row a case: the value just inside a bound parses, the value just outside
+gives exactly one message, naming the key and the range. Then a bad stack
+under the mocks: the program stops before it registers any resource.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pytest
+from conftest import lab_value, stack_raw, with_overrides
+
+import halb.mockrun
+from components.settings import Settings, SettingsError, parse_settings
+from halb.mockcluster import Rancher
+from halb.mockrun import RecordingMonitor, run_program
+
+P = "rancher-ha-lb:"
+V2 = {"version": 2, "advertInterval": 1}
+
+
+def vrrp(**values: Any) -> dict[str, Any]:
+    return {"vrrp": values}
+
+
+def check(**values: Any) -> dict[str, Any]:
+    return {"vrrp": {"check": values}}
+
+
+def lb(**values: Any) -> dict[str, Any]:
+    return {"loadBalancer": {**lab_value("loadBalancer"), **values}}
+
+
+def vip(**values: Any) -> dict[str, Any]:
+    return {"vip": {**lab_value("vip"), **values}}
+
+
+def service(**values: Any) -> dict[str, Any]:
+    services = lab_value("services")
+    return {"services": [{**services[0], **values}, services[1]]}
+
+
+def host(name: str, **values: Any) -> dict[str, Any]:
+    hosts = lab_value("hosts")
+    hosts[name] = {**hosts[name], **values}
+    return {"hosts": hosts}
+
+
+def lb_hosts(count: int) -> dict[str, Any]:
+    """`count` load-balancer hosts, lb-01..., default priorities 200, 190, ..."""
+    hosts: dict[str, Any] = {
+        f"lb-{i:02d}": {"role": "load-balancer", "address": f"192.0.2.{100 + i}"} for i in range(1, count + 1)
+    }
+    hosts["app-1"] = {"role": "apps"}
+    return {"hosts": hosts}
+
+
+@dataclass(frozen=True)
+class Bound:
+    """`changes` at `key` with `ok` values inside and `bad` values just outside."""
+
+    key: str
+    lo: int | float
+    hi: int | float
+    set: Any  # value -> overrides
+
+    def cases(self) -> list[tuple[str, dict[str, Any], str | None]]:
+        step = 1 if isinstance(self.lo, int) else 0.01
+        out: list[tuple[str, dict[str, Any], str | None]] = []
+        for value in (self.lo, self.hi):
+            out.append((f"{self.key}={value}", self.set(value), None))
+        lo_out = round(self.lo - step, 2)
+        hi_out = round(self.hi + step, 2)
+        for value in (lo_out, hi_out):
+            out.append(
+                (
+                    f"{self.key}={value}",
+                    self.set(value),
+                    f"{P}{self.key}: {value} is not in {self.lo}..{self.hi}",
+                )
+            )
+        return out
+
+
+def advert(version: int, value: float, ok: bool) -> tuple[str, dict[str, Any], str | None]:
+    expected = f"{P}vrrp.advertInterval: {value} is not allowed with VRRPv{version}"
+    return f"v{version} advert={value}", vrrp(version=version, advertInterval=value), None if ok else expected
+
+
+BOUNDS = [
+    Bound("vip.routerId", 1, 255, lambda v: vip(routerId=v)),
+    Bound("hosts.lb-1.priority", 1, 254, lambda v: host("lb-1", priority=v)),
+    # timeout <= interval is a rule of its own: raise interval with it.
+    Bound("vrrp.check.interval", 1, 3600, lambda v: check(interval=v)),
+    Bound("vrrp.check.timeout", 1, 3600, lambda v: check(interval=3600, timeout=v)),
+    Bound("vrrp.check.fall", 1, 255, lambda v: check(fall=v)),
+    Bound("vrrp.check.rise", 1, 255, lambda v: check(rise=v)),
+    Bound("vrrp.garpRefresh", 0, 86400, lambda v: vrrp(garpRefresh=v)),
+    Bound("vrrp.metricsPort", 1, 65535, lambda v: vrrp(metricsPort=v)),
+    Bound("loadBalancer.httpPort", 1, 65535, lambda v: lb(httpPort=v)),
+    Bound("loadBalancer.statsPort", 1, 65535, lambda v: lb(statsPort=v)),
+    Bound("loadBalancer.maxConn", 1, 1_000_000, lambda v: lb(maxConn=v)),
+    Bound("services[0].port", 1, 65535, lambda v: service(port=v)),
+]
+ROWS: list[tuple[str, dict[str, Any], str | None]] = [c for b in BOUNDS for c in b.cases()]
+ROWS += [
+    ("replicas=2", service(replicas=2), None),
+    ("replicas=1000", service(replicas=1000), None),
+    ("replicas=1", service(replicas=1), f"{P}services[0].replicas: 1 is not in 2..1000 (every"),
+    ("replicas=1001", service(replicas=1001), f"{P}services[0].replicas: 1001 is not in 2..1000 (every"),
+    # VRRPv3: 0.01..40.95 s in 0.01 steps; VRRPv2: whole seconds 1..255.
+    *[advert(3, v, ok=True) for v in (0.01, 40.95)],
+    *[advert(3, v, ok=False) for v in (0.009, 40.96, 0.015)],
+    *[advert(2, v, ok=True) for v in (1, 255)],
+    *[advert(2, v, ok=False) for v in (0, 256, 1.5)],
+    # The check may take its whole interval, not more.
+    ("timeout=interval", check(interval=3, timeout=3), None),
+    ("timeout=interval+1", check(interval=3, timeout=4),
+     f"{P}vrrp.check.timeout: 4 is longer than check.interval 3; checks would overlap"),
+    # Two load balancers at least; default priorities 200, 190, ... down to 10 (20 hosts).
+    ("2 load balancers", lb_hosts(2), None),
+    ("1 load balancer", lb_hosts(1), f"{P}hosts: 1 load-balancer host(s); at least 2 are needed"),
+    ("20 default priorities", lb_hosts(20), None),
+    ("21 default priorities", lb_hosts(21), f"{P}hosts.lb-21.priority: default 0 is not in 1..254; set it"),
+    # Increase() needs two scrapes inside the failover window.
+    ("window=2 scrapes", {"monitoring": {"scrapeInterval": "15s", "failoverWindow": "30s"}}, None),
+    ("window<2 scrapes", {"monitoring": {"scrapeInterval": "15s", "failoverWindow": "29s"}},
+     f"{P}monitoring.failoverWindow: 29s is shorter than two scrapeIntervals (15s)"),
+]  # fmt: skip
+
+# vrrpAuthPass: keepalived reads `#` and `!` as comments, `"` as a quote,
+# braces as blocks, a final `\` as a continuation and `$NAME`/`${NAME}` as a
+# definition; blanks split a word; 1..8 characters. Neighbours stay allowed.
+AUTH_BAD = {
+    "hash": "ab#cd",
+    "bang": "ab!cd",
+    "double-quote": 'ab"cd',
+    "open-brace": "ab{cd",
+    "close-brace": "ab}cd",
+    "final-backslash": "abcd\\",
+    "dollar-letter": "ab$cd",
+    "dollar-underscore": "ab$_cd",
+    "dollar-brace": "ab${c}",
+    "space": "ab cd",
+    "tab": "ab\tcd",
+    "del": "ab\x7fcd",
+    "newline": "ab\ncd",
+    "non-ascii": "abécd",
+}
+AUTH_OK = {
+    "single-quote": "ab'cd",
+    "dollar-digit": "ab$1d",
+    "final-dollar": "abcd$",
+    "inner-backslash": "ab\\cd",
+    "ampersand": "ab&cd",
+    "paren": "ab(cd",
+    "tilde": "ab~cd",
+    "1 char": "x",
+    "8 chars": "abcdefgh",
+}
+CHARS_MSG = (
+    f'{P}vrrpAuthPass: only printable ASCII without spaces, # ! " {{ or }}, not ending in \\, '
+    "and no $ before a letter, _ or { (keepalived reads # and ! as comments, braces as blocks, "
+    "a final \\ as a line continuation and $NAME as a variable)"
+)
+ROWS += [
+    (f"vrrpAuthPass {name}", {"vrrpAuthPass": pw, **vrrp(**V2)}, CHARS_MSG) for name, pw in AUTH_BAD.items()
+]
+ROWS += [(f"vrrpAuthPass {name}", {"vrrpAuthPass": pw, **vrrp(**V2)}, None) for name, pw in AUTH_OK.items()]
+ROWS += [
+    ("vrrpAuthPass empty", {"vrrpAuthPass": "", **vrrp(**V2)},
+     f"{P}vrrpAuthPass: 0 characters; keepalived allows 1..8 (longer ones are cut and fail `keepalived -t`)"),
+    ("vrrpAuthPass 9 chars", {"vrrpAuthPass": "abcdefghi", **vrrp(**V2)},
+     f"{P}vrrpAuthPass: 9 characters; keepalived allows 1..8 (longer ones are cut and fail `keepalived -t`)"),
+    ("vrrpAuthPass with v3", {"vrrpAuthPass": "abc"},
+     f"{P}vrrpAuthPass: VRRPv3 has no authentication; remove it or set {P}vrrp.version to 2"),
+]  # fmt: skip
+
+
+def parse(changes: dict[str, Any]) -> Settings:
+    secret = "vrrpAuthPass" in changes
+    return parse_settings(with_overrides(stack_raw("lab"), secret=secret, **changes))
+
+
+@pytest.mark.parametrize(("changes", "expected"), [(c, e) for _, c, e in ROWS], ids=[n for n, _, _ in ROWS])
+def test_bound(changes: dict[str, Any], expected: str | None) -> None:
+    if expected is None:
+        parse(changes)
+        return
+    with pytest.raises(SettingsError) as err:
+        parse(changes)
+    (problem,) = err.value.problems  # exactly one message, and it is this one
+    assert problem.startswith(expected), problem
+
+
+def test_values_inside_the_bounds_reach_the_settings() -> None:
+    s = parse({**check(interval=3600, timeout=3600, fall=255, rise=255), **vip(routerId=255)})
+    assert (s.vrrp.check.interval, s.vrrp.check.timeout, s.vrrp.check.fall, s.vrrp.check.rise) == (
+        3600, 3600, 255, 255,
+    )  # fmt: skip
+    assert s.vip.router_id == 255
+    twenty = parse(lb_hosts(20))
+    assert [twenty.priority(n) for n in twenty.lb_nodes] == list(range(200, 0, -10))
+
+
+def test_check_defaults_are_the_documented_ones() -> None:
+    """README: a 1 s poll with a 1 s timeout, down at the first failure, up after 2."""
+    c = parse({}).vrrp.check
+    assert (c.interval, c.timeout, c.fall, c.rise, c.watch) == (1, 1, 1, 2, True)
+    v = parse({}).vrrp
+    assert (v.version, v.advert_interval, v.unicast, v.garp_refresh, v.metrics_port) == (
+        3,
+        0.05,
+        True,
+        60,
+        9165,
+    )
+    lb_ = parse({}).load_balancer
+    assert (lb_.http_port, lb_.stats_port, lb_.max_conn) == (80, 8404, 4096)  # the lab stack's maxConn
+
+
+# --- a bad stack under the mocks: nothing registered --------------------------------
+
+
+def test_a_bad_stack_stops_the_program_before_any_resource(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monitors: list[RecordingMonitor] = []
+
+    class Watched(RecordingMonitor):
+        def __init__(self, mocks: Any) -> None:
+            super().__init__(mocks)
+            monitors.append(self)
+
+    monkeypatch.setattr(halb.mockrun, "RecordingMonitor", Watched)
+    raw = with_overrides(stack_raw("lab"), **vip(routerId=0), **check(fall=0))
+    rancher = Rancher.with_nodes("lab", lab_value("hosts"))
+    with pytest.raises(pulumi.RunError, match=r"^2 problem\(s\) in the stack configuration; see above$"):
+        run_program(raw, "lab", rancher)
+    (monitor,) = monitors
+    assert [r.type for r in monitor.recorded] == ["pulumi:pulumi:Stack"]
+    assert monitor.reads == []
+    assert rancher.created == [] and rancher.token is None  # not even the provider was configured
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [f"{P}vip.routerId: 0 is not in 1..255", f"{P}vrrp.check.fall: 0 is not in 1..255"]
+    # The same stack, fixed, registers everything: the check above can fail.
+    monitors.clear()
+    run_program(stack_raw("lab"), "lab", Rancher.with_nodes("lab", lab_value("hosts")))
+    assert len(monitors[0].recorded) > 20
