@@ -40,7 +40,7 @@ def test_smoke_run_writes_every_field_with_sane_values(tmp_path: Path) -> None:
     (run,) = data["runs"]
     assert set(run) == {
         "profile", "fault", "run", "outage_s", "failed", "total", "two_holders_s", "master_before",
-        "served_by", "converge_s",
+        "served_by", "converge_s", "alert", "alert_s", "alerts_s",
     }  # fmt: skip
     assert run["profile"] == "project" and run["fault"] == "lb-death"
     # The watcher, not the 1 s poll, must have moved the VIP.
@@ -143,4 +143,24 @@ def test_table_chart_and_json_round_trip(tmp_path: Path) -> None:
     assert load_report(saved) == report
     png = tmp_path / "c.png"
     chart(report, png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_the_changes_table_and_chart(tmp_path: Path) -> None:
+    from halb.bench.changes import ChangeReport, ChangeRun
+    from halb.bench.changes import chart as changes_chart
+    from halb.bench.changes import table as changes_table
+
+    runs = [
+        ChangeRun("project", "add-hostname", 0, 0, 400, 0, 6.0, 5.5),
+        ChangeRun("project", "add-hostname", 1, 0, 410, 0, 7.0, 6.5),
+        ChangeRun("baseline", "add-hostname", 0, 12, 390, 2, 30.0, 5.0),
+    ]
+    report = ChangeReport(machine={}, sync_s=5, runs=runs)
+    text = changes_table(report)
+    assert "| add-hostname | project | 2 | 0 (0) | 810 | 0 (0) | 6.5 | 6.0 (max 6.5) |" in text
+    assert "| add-hostname | baseline | 1 | 12 (12) | 390 | 2 (2) | 30.0 | 5.0 (max 5.0) |" in text
+    assert text.endswith("The lab's kubelet syncs changed Secrets and ConfigMaps after 5 s.")
+    png = tmp_path / "c.png"
+    changes_chart(report, png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from components.settings import RawConfig
+from halb.bench.chart import Bar, grouped_bars
 from halb.bench.failover import VipMonitor, machine
 from halb.lab.apply import apply, drain, uncordon
 from halb.lab.base import LabError, in_ns, run, wait_until
@@ -243,32 +244,21 @@ def table(report: ChangeReport) -> str:
 
 
 def chart(report: ChangeReport, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = summary(report.runs)
     changes = [c for c in CHANGES if any(r["change"] == c for r in rows)]
     modes = [m for m in MODES if any(r["mode"] == m for r in rows)]
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    width = 0.8 / max(1, len(modes))
-    for i, mode in enumerate(modes):
-        vals = []
+    series: dict[str, list[Bar]] = {}
+    for mode in modes:
+        series[mode] = []
         for c in changes:
             r = next((x for x in rows if x["change"] == c and x["mode"] == mode), None)
-            vals.append(r["failed"]["median"] if r else 0.0)
-        xs = [x + i * width for x in range(len(changes))]
-        ax.bar(xs, vals, width, label=mode)
-        for x, v in zip(xs, vals, strict=True):
-            ax.text(x, v + 0.1, f"{v:g}", ha="center", fontsize=8)
-    ax.set_ylabel("failed requests per change (median)")
-    ax.set_xticks([x + width * (len(modes) - 1) / 2 for x in range(len(changes))], changes)
-    ax.set_title("Failed requests during changes: this project vs checksum restarts without handoff")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+            v = r["failed"]["median"] if r else 0.0
+            series[mode].append(Bar(v, f"{v:g}"))
+    grouped_bars(
+        path, changes, series,
+        ylabel="failed requests per change (median)",
+        title="Failed requests during changes: this project vs checksum restarts without handoff",
+    )  # fmt: skip
 
 
 def run_changes(runs: int, changes: list[str], modes: list[str], progress: Progress) -> ChangeReport:

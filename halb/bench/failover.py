@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from components.settings import RawConfig
+from halb.bench.chart import Bar, grouped_bars
 from halb.lab.alertwatch import AlertWatch, fired_after
 from halb.lab.base import LabError, wait_until
 from halb.lab.faults import inject
@@ -503,38 +504,24 @@ def table(report: Report) -> str:
 
 
 def chart(report: Report, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = summary(report.runs)
     faults = [f for f in FAULTS if any(r["fault"] == f for r in rows)]
     profiles = [p for p in PROFILES if any(r["profile"] == p for r in rows)]
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    width = 0.8 / max(1, len(profiles))
-    for i, prof in enumerate(profiles):
-        med, lo, hi, labels = [], [], [], []
+    series: dict[str, list[Bar]] = {}
+    for prof in profiles:
+        series[prof] = []
         for f in faults:
             r = next((x for x in rows if x["fault"] == f and x["profile"] == prof), None)
             o = r["outage_s"] if r else {"min": 0.0, "median": 0.0, "max": 0.0}
             m = max(o["median"] * 1000, 1.0)  # log axis: a lossless fault is drawn at 1 ms
-            med.append(m)
-            lo.append(m - max(o["min"] * 1000, 1.0))
-            hi.append(max(o["max"] * 1000, 1.0) - m)
-            labels.append(f"{o['median'] * 1000:.0f}")
-        xs = [x + i * width for x in range(len(faults))]
-        ax.bar(xs, med, width, yerr=[lo, hi], capsize=3, label=prof)
-        for x, m, text in zip(xs, med, labels, strict=True):
-            ax.text(x, m * 1.15, text, ha="center", fontsize=8)
-    ax.set_yscale("log")
-    ax.set_ylabel("outage (ms, median; bars min..max)")
-    ax.set_xticks([x + width * (len(profiles) - 1) / 2 for x in range(len(faults))], faults)
-    ax.set_title("VIP failover outage per fault: project timers vs the seed's")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+            low, high = max(o["min"] * 1000, 1.0), max(o["max"] * 1000, 1.0)
+            series[prof].append(Bar(m, f"{o['median'] * 1000:.0f}", m - low, high - m))
+    grouped_bars(
+        path, faults, series,
+        ylabel="outage (ms, median; bars min..max)",
+        title="VIP failover outage per fault: project timers vs the seed's",
+        log=True,
+    )  # fmt: skip
 
 
 def load_report(path: Path) -> Report:
