@@ -72,6 +72,18 @@ def unprivileged() -> k8s.core.v1.SecurityContextArgsDict:
     }
 
 
+def root_with(capabilities: tuple[str, ...]) -> k8s.core.v1.SecurityContextArgsDict:
+    """uid 0 with only `capabilities`: in Kubernetes they are effective for
+    uid 0 alone (no ambient capabilities); everything else is dropped."""
+    return {
+        "run_as_user": 0,
+        "privileged": False,
+        "allow_privilege_escalation": False,
+        "read_only_root_filesystem": True,
+        "capabilities": {"drop": ["ALL"], "add": list(capabilities)},
+    }
+
+
 def host_ip_env(name: str) -> k8s.core.v1.EnvVarArgsDict:
     """The node's own address (host networking: the pod's address too)."""
     return {"name": name, "value_from": {"field_ref": {"field_path": "status.hostIP"}}}

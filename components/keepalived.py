@@ -11,7 +11,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.k8s import host_ip_env, resources, unprivileged
+from components.k8s import host_ip_env, resources, root_with, unprivileged
 from components.keepalived_conf import (
     DRAIN_FILE,
     HANDOFF_DONE_FILE,
@@ -74,15 +74,7 @@ def keepalived_container(s: Settings, image: pulumi.Input[str]) -> k8s.core.v1.C
         ],
         "lifecycle": {"pre_stop": {"exec_": {"command": handoff_command(s)}}},
         "resources": resources(s.keepalived.resources),
-        "security_context": {
-            # Capabilities are only effective for uid 0 in Kubernetes
-            # (no ambient capabilities); everything else is dropped.
-            "run_as_user": 0,
-            "privileged": False,
-            "allow_privilege_escalation": False,
-            "read_only_root_filesystem": True,
-            "capabilities": {"drop": ["ALL"], "add": list(CAPABILITIES)},
-        },
+        "security_context": root_with(CAPABILITIES),
         "volume_mounts": [
             {"name": CONFIG_VOLUME, "mount_path": CONFIG_DIR, "read_only": True},
             # pid files and keepalived's runtime directory.

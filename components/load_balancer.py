@@ -17,7 +17,7 @@ from components.haproxy_cfg import (
     render_haproxy_cfg,
     vip_leave_s,
 )
-from components.k8s import host_ip_env, resources, unprivileged
+from components.k8s import host_ip_env, resources, root_with, unprivileged
 from components.keepalived_conf import HANDOFF_DONE_FILE, HANDOFF_STARTED_FILE, WATCH_DIR
 from components.settings import Settings
 
@@ -38,7 +38,6 @@ HELPER = "/usr/local/bin/halb-haproxy"
 # user are not effective (no ambient capabilities in Kubernetes). So uid 0
 # with every capability dropped but NET_BIND_SERVICE, no escalation, a
 # read-only root filesystem.
-ROOT = 0
 CAPABILITIES = ("NET_BIND_SERVICE",)
 
 
@@ -85,13 +84,7 @@ def haproxy_container(s: Settings, image: pulumi.Input[str]) -> k8s.core.v1.Cont
         "readiness_probe": {"http_get": health, "period_seconds": 2, "failure_threshold": 1},
         "liveness_probe": {"http_get": health, "period_seconds": 10, "failure_threshold": 3},
         "resources": resources(lb.resources),
-        "security_context": {
-            "run_as_user": ROOT,
-            "allow_privilege_escalation": False,
-            "privileged": False,
-            "read_only_root_filesystem": True,
-            "capabilities": {"drop": ["ALL"], "add": list(CAPABILITIES)},
-        },
+        "security_context": root_with(CAPABILITIES),
         "volume_mounts": [
             {"name": CONFIG_VOLUME, "mount_path": CONFIG_DIR, "read_only": True},
             {"name": RUN_VOLUME, "mount_path": RUN_DIR},

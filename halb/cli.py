@@ -89,24 +89,14 @@ def _parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks in the lab")
     bsub = bench.add_subparsers(dest="bench_command", required=True, parser_class=_Parser)
     fo = bsub.add_parser("failover", help="failover outage per fault: project timers vs the seed's")
-    fo.add_argument(
-        "--runs", type=_bounded(1, 50), default=5, help="runs per fault and profile (1..50, default 5)"
-    )
-    fo.add_argument("--json", type=Path, help="write every run and the summary as JSON")
-    fo.add_argument("--markdown", type=Path, help="write the table as markdown")
-    fo.add_argument("--chart", type=Path, help="write a PNG chart of outage per fault and profile")
+    _report_flags(fo, "fault and profile", "outage")
     fo.add_argument("--faults", type=_choices(BENCH_FAULTS), default=list(BENCH_FAULTS),
                     help=f"comma-separated, from: {','.join(BENCH_FAULTS)} (default: all)")  # fmt: skip
     fo.add_argument("--profiles", type=_choices(list(BENCH_PROFILES)), default=["project", "nowatch", "seed"],
                     help="comma-separated, from: project,nowatch,seed,fast "
                          "(default: project,nowatch,seed)")  # fmt: skip
     ch = bsub.add_parser("changes", help="failed requests and VIP moves while the lab is changed")
-    ch.add_argument(
-        "--runs", type=_bounded(1, 50), default=5, help="runs per change and mode (1..50, default 5)"
-    )
-    ch.add_argument("--json", type=Path, help="write every run and the summary as JSON")
-    ch.add_argument("--markdown", type=Path, help="write the table as markdown")
-    ch.add_argument("--chart", type=Path, help="write a PNG chart of failed requests per change and mode")
+    _report_flags(ch, "change and mode", "failed requests")
     ch.add_argument("--changes", type=_choices(BENCH_CHANGES), default=list(BENCH_CHANGES),
                     help=f"comma-separated, from: {','.join(BENCH_CHANGES)} (default: all)")  # fmt: skip
     ch.add_argument("--modes", type=_choices(BENCH_MODES), default=list(BENCH_MODES),
@@ -127,6 +117,14 @@ def _bounded(lo: int, hi: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def _report_flags(parser: argparse.ArgumentParser, per: str, charted: str) -> None:
+    """A benchmark's runs and where its report goes."""
+    parser.add_argument("--runs", type=_bounded(1, 50), default=5, help=f"runs per {per} (1..50, default 5)")
+    parser.add_argument("--json", type=Path, help="write every run and the summary as JSON")
+    parser.add_argument("--markdown", type=Path, help="write the table as markdown")
+    parser.add_argument("--chart", type=Path, help=f"write a PNG chart of {charted} per {per}")
 
 
 def _choices(allowed: Sequence[str]) -> Callable[[str], list[str]]:

@@ -220,3 +220,52 @@ def test_kubelet_backoff_is_the_kubelets() -> None:
     assert BACKOFF_INITIAL_S == 10 and BACKOFF_MAX_S == 300
     kubelet._schedule(st, t, ran_s=600.0)  # ran ten minutes: starts over
     assert st.next_start_at - t == RELIST_S
+
+
+def test_the_lock_file_goes_with_the_lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test lab left a `<prefix>.lock` behind: hundreds in /run/halb-lab."""
+    from halb.lab.state import locked
+
+    monkeypatch.setenv("HALB_LAB_STATE", str(tmp_path))
+    (tmp_path / "kept").mkdir()  # a lab that still exists keeps its lock file
+    with locked("kept", lambda _: None, "test"):
+        pass
+    with locked("gone", lambda _: None, "test"):
+        assert (tmp_path / "gone.lock").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept", "kept.lock"]
+
+
+def test_a_waiter_never_holds_a_lock_file_its_holder_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fcntl
+    import threading
+
+    from halb.lab.state import locked
+
+    monkeypatch.setenv("HALB_LAB_STATE", str(tmp_path))
+    said: list[str] = []
+    inside, leave = threading.Event(), threading.Event()
+
+    def waiter() -> None:
+        with locked("lab", said.append, "waiter"):
+            inside.set()
+            leave.wait(10)
+
+    with locked("lab", lambda _: None, "holder"):
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        for _ in range(50):  # bounded: until the waiter has said it waits
+            if said:
+                break
+            threading.Event().wait(0.05)
+        assert said == [f"waiting for `lab holder` (pid {os.getpid()}) to finish with lab 'lab'"]
+    try:
+        assert inside.wait(5)
+        # The waiter holds the file now at the path, not the removed one: a third party must wait.
+        with (tmp_path / "lab.lock").open("a+") as third, pytest.raises(BlockingIOError):
+            fcntl.flock(third, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        leave.set()
+        thread.join(10)
+    assert not (tmp_path / "lab.lock").exists()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -12,6 +14,23 @@ class Bar:
     label: str
     below: float = 0.0  # error bar: how far below `value` the minimum lies
     above: float = 0.0
+
+
+def series(
+    rows: list[dict[str, Any]],
+    keys: tuple[str, str],
+    groups: list[str],
+    names: list[str],
+    bar: Callable[[dict[str, Any] | None], Bar],
+) -> dict[str, list[Bar]]:
+    """A Bar per name and group from summary rows; `keys`: the rows' group and name fields
+    (`bar` gets None where a name has no row for a group)."""
+    group_key, name_key = keys
+
+    def row(group: str, name: str) -> dict[str, Any] | None:
+        return next((r for r in rows if r[group_key] == group and r[name_key] == name), None)
+
+    return {name: [bar(row(g, name)) for g in groups] for name in names}
 
 
 def grouped_bars(

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from components.settings import RawConfig
-from halb.bench.chart import Bar, grouped_bars
+from halb.bench.chart import Bar, grouped_bars, series
 from halb.lab.alertwatch import AlertWatch, fired_after
 from halb.lab.base import LabError, wait_until
 from halb.lab.faults import inject
@@ -507,17 +507,15 @@ def chart(report: Report, path: Path) -> None:
     rows = summary(report.runs)
     faults = [f for f in FAULTS if any(r["fault"] == f for r in rows)]
     profiles = [p for p in PROFILES if any(r["profile"] == p for r in rows)]
-    series: dict[str, list[Bar]] = {}
-    for prof in profiles:
-        series[prof] = []
-        for f in faults:
-            r = next((x for x in rows if x["fault"] == f and x["profile"] == prof), None)
-            o = r["outage_s"] if r else {"min": 0.0, "median": 0.0, "max": 0.0}
-            m = max(o["median"] * 1000, 1.0)  # log axis: a lossless fault is drawn at 1 ms
-            low, high = max(o["min"] * 1000, 1.0), max(o["max"] * 1000, 1.0)
-            series[prof].append(Bar(m, f"{o['median'] * 1000:.0f}", m - low, high - m))
+
+    def bar(r: dict[str, Any] | None) -> Bar:
+        o = r["outage_s"] if r else {"min": 0.0, "median": 0.0, "max": 0.0}
+        m = max(o["median"] * 1000, 1.0)  # log axis: a lossless fault is drawn at 1 ms
+        low, high = max(o["min"] * 1000, 1.0), max(o["max"] * 1000, 1.0)
+        return Bar(m, f"{o['median'] * 1000:.0f}", m - low, high - m)
+
     grouped_bars(
-        path, faults, series,
+        path, faults, series(rows, ("fault", "profile"), faults, profiles, bar),
         ylabel="outage (ms, median; bars min..max)",
         title="VIP failover outage per fault: project timers vs the seed's",
         log=True,

@@ -29,6 +29,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -124,8 +125,18 @@ def _sync_apps(lab: Lab, new: Lab) -> list[str]:
     return said
 
 
-def apply(lab: Lab, raw: RawConfig, stack: str, out: Out, baseline: bool = False) -> str:
-    """Bring the running lab to `raw`'s stack; returns what was done."""
+def apply(
+    lab: Lab,
+    raw: RawConfig,
+    stack: str,
+    out: Out,
+    baseline: bool = False,
+    written: Callable[[], None] = lambda: None,
+) -> str:
+    """Bring the running lab to `raw`'s stack; returns what was done.
+
+    `written` is called when the new objects are in place: the moment a
+    cluster's API server would have them, from which its kubelets sync."""
     try:
         new_plan = plan_lab(parse_settings(raw), lab.plan.prefix, lab.plan.lab_id)
     except SettingsError as err:
@@ -164,6 +175,7 @@ def apply(lab: Lab, raw: RawConfig, stack: str, out: Out, baseline: bool = False
         template = new.pods.running_template(node)
         wanted = next((doc["spec"]["template"] for doc, _ in new.pods.scheduled(node)), None)
         (replace if baseline or template != wanted else in_place).append(node)
+    written()
     for node in in_place:
         new.pods.update_objects(node)
     if in_place:

@@ -4,7 +4,7 @@
 picks the prefix: tests and benchmarks use their own, so they never meet a
 developer's lab). Commands that change a lab hold `<root>/<prefix>.lock`
 (flock: a killed holder releases it), so two `up`s, or `down` during `up`,
-run one after the other instead of into each other.
+run one after the other instead of into each other; the file goes with the lab.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from components.settings import RawConfig
 from halb.lab.base import LabError, LabInputError, Out
@@ -57,29 +57,51 @@ def check_root_writable() -> None:
         ) from None
 
 
-@contextmanager
-def locked(prefix: str, out: Out, what: str) -> Iterator[None]:
-    """Hold the lab's lock; wait (bounded) for whoever holds it, saying so."""
-    check_root_writable()
+def _same_file(f: IO[str], path: Path) -> bool:
+    try:
+        there = path.stat()
+    except FileNotFoundError:
+        return False
+    held = os.fstat(f.fileno())
+    return (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino)
+
+
+def _acquire(prefix: str, out: Out) -> IO[str]:
+    """The lock file at the path, locked: one a finishing holder removed is let go and opened anew."""
     path = state_root() / f"{prefix}.lock"
-    with path.open("a+") as f:
+    deadline = time.monotonic() + LOCK_WAIT_S
+    holder = ""
+    for _ in range(int(LOCK_WAIT_S / 0.2) + 2):  # bounded: the deadline ends it first
+        f = path.open("a+")
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "another command"
-            out(f"waiting for {holder} to finish with lab {prefix!r}")
-            deadline = time.monotonic() + LOCK_WAIT_S
-            for _ in range(int(LOCK_WAIT_S / 0.2) + 1):
-                try:
-                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise LabError(
-                            f"lab {prefix!r} stayed busy ({holder}) for {LOCK_WAIT_S:g} s"
-                        ) from None
-                    time.sleep(0.2)
+            if not holder:
+                f.seek(0)
+                holder = f.read().strip() or "another command"
+                out(f"waiting for {holder} to finish with lab {prefix!r}")
+            f.close()
+            if time.monotonic() > deadline:
+                raise LabError(f"lab {prefix!r} stayed busy ({holder}) for {LOCK_WAIT_S:g} s") from None
+            time.sleep(0.2)
+            continue
+        if _same_file(f, path):
+            return f
+        f.close()
+    raise LabError(f"lab {prefix!r} stayed busy ({holder or 'its lock file kept changing'})")
+
+
+@contextmanager
+def locked(prefix: str, out: Out, what: str) -> Iterator[None]:
+    """Hold the lab's lock; wait (bounded) for whoever holds it, saying so.
+
+    The lock file of a lab that no longer exists is removed on release (a
+    waiter checks it holds the file still at the path), so labs that come
+    and go leave nothing behind.
+    """
+    check_root_writable()
+    path = state_root() / f"{prefix}.lock"
+    with _acquire(prefix, out) as f:
         f.seek(0)
         f.truncate()
         f.write(f"`lab {what}` (pid {os.getpid()})")
@@ -87,6 +109,8 @@ def locked(prefix: str, out: Out, what: str) -> Iterator[None]:
         try:
             yield
         finally:
+            if not (state_root() / prefix).exists():
+                path.unlink(missing_ok=True)
             f.seek(0)
             f.truncate()
             fcntl.flock(f, fcntl.LOCK_UN)
