@@ -147,7 +147,7 @@ def test_table_chart_and_json_round_trip(tmp_path: Path) -> None:
 
 
 def test_the_changes_table_and_chart(tmp_path: Path) -> None:
-    from halb.bench.changes import ChangeReport, ChangeRun
+    from halb.bench.changes import ChangeReport, ChangeRun, load_changes
     from halb.bench.changes import chart as changes_chart
     from halb.bench.changes import table as changes_table
 
@@ -161,6 +161,9 @@ def test_the_changes_table_and_chart(tmp_path: Path) -> None:
     assert "| add-hostname | project | 2 | 0 (0) | 810 | 0 (0) | 6.5 | 6.0 (max 6.5) |" in text
     assert "| add-hostname | baseline | 1 | 12 (12) | 390 | 2 (2) | 30.0 | 5.0 (max 5.0) |" in text
     assert text.endswith("The lab's kubelet syncs changed Secrets and ConfigMaps after 5 s.")
+    saved = tmp_path / "c.json"
+    saved.write_text(json.dumps(report.to_json()))
+    assert load_changes(saved) == report
     png = tmp_path / "c.png"
     changes_chart(report, png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

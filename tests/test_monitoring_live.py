@@ -4,7 +4,7 @@ Two hosts (network namespaces, one veth, the lab stack's TEST-NET
 addresses), each with a pod-like mount namespace: /run and /run/halb are
 tmpfs mode 1777, as the kubelet mounts a `medium: Memory` emptyDir.
 keepalived runs through the image's entrypoint with the rendered config as
-uid 0 with exactly NET_ADMIN, NET_BROADCAST and NET_RAW (no DAC_OVERRIDE,
+uid 0 with exactly NET_ADMIN, NET_RAW and SETGID (no DAC_OVERRIDE,
 no FOWNER), the exporter as uid 65534 with no capability, both with
 no_new_privs: the DaemonSet's security contexts.
 """

@@ -167,7 +167,7 @@ class ChangeBench:
             quiet = lambda _: None  # noqa: E731
             if change == "drain":
                 master = lab.master() or lab.plan.lb_nodes[0].name
-                drain(lab, master, quiet)
+                drain(lab, master, quiet, hooks=mode != "baseline")
                 uncordon(Lab.load(lab.plan.prefix), master, quiet)
             else:
                 apply(
@@ -209,6 +209,13 @@ class ChangeBench:
         finally:
             with locked(prefix, lambda _: None, "bench"):
                 teardown(prefix, lambda _: None)
+
+
+def load_changes(path: Path) -> ChangeReport:
+    """A ChangeReport back from the JSON `--json` wrote (to redraw, re-table or merge it)."""
+    data = json.loads(path.read_text())
+    runs = [ChangeRun(**r) for r in data["runs"]]
+    return ChangeReport(machine=data["machine"], sync_s=data["sync_s"], runs=runs)
 
 
 def _stats(values: list[float]) -> dict[str, float]:

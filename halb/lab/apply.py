@@ -189,14 +189,16 @@ def apply(
     return "applied: " + ("; ".join(said) or "nothing changed")
 
 
-def drain(lab: Lab, node: str, out: Out) -> str:
+def drain(lab: Lab, node: str, out: Out, hooks: bool = True) -> str:
+    """`hooks=False`: evicted without its preStop hooks (the changes benchmark's baseline)."""
     n = _lb_node(lab, node)
     if n in lab.state.drained:
         return f"{n} is drained already"
     lab.state.drained.append(n)
     lab.save()
-    out(f"{n}: cordoned; evicting its edge pod (preStop: the VIP is handed over first)")
-    lab.pods.delete(n)
+    how = "preStop: the VIP is handed over first" if hooks else "no preStop hooks: baseline"
+    out(f"{n}: cordoned; evicting its edge pod ({how})")
+    lab.pods.delete(n, hooks=hooks)
     return f"drained {n}: no edge pod runs there until `lab uncordon {n}`"
 
 

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Start keepalived for this node. The same script runs in the cluster (as the
-# DaemonSet's PID 1) and in the local lab (under its supervisor).
+# DaemonSet's PID 1) and in the local lab (the same pod, under the lab's kubelet).
 #
 # Environment:
 #   NODE_NAME             this node (downward API spec.nodeName): picks the config
