@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from components.settings import RawConfig, SettingsError, parse_settings
-from halb.lab.base import LabError, LabInputError, Out, ip, wait_until
+from halb.lab.base import LabError, LabInputError, Out, ip, wait_until, write_text_atomic
 from halb.lab.faults import lab_images, lb_host
 from halb.lab.journal import same_process
 from halb.lab.lab import Lab
@@ -118,10 +118,7 @@ def _sync_apps(lab: Lab, new: Lab) -> list[str]:
              "--replica", str(index), "--address", str(address), "--port", str(port)],
         )  # fmt: skip
         said.append(f"started {service} replica {index} on {node}")
-    records = lab.dir / "dns-records.json"
-    tmp = records.with_suffix(".tmp")
-    tmp.write_text(json.dumps(new.plan.dns_records(), indent=1))
-    tmp.replace(records)
+    write_text_atomic(lab.dir / "dns-records.json", json.dumps(new.plan.dns_records(), indent=1))
     return said
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 POLL_S = 0.05
 
@@ -17,6 +20,15 @@ class LabError(Exception):
 
 class LabInputError(LabError):
     """Bad input to the lab (a flag, a node name, the environment); exit 2."""
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """`text` at `path` in one rename: a reader (a kubelet, the DNS stand-in, a
+    later command) sees the old file or the new one, never half of one. The
+    temporary name is the writer's own, so concurrent writers cannot collide."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def run(cmd: list[str], timeout: float = 10.0, check: bool = True) -> subprocess.CompletedProcess[str]:

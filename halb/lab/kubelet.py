@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from halb.lab.base import write_text_atomic
 from halb.lab.journal import Journal, alive
 from halb.lab.podman import PodmanError, podman
 from halb.lab.podspec import Container, PodSpec, Probe, RunContext, parse_daemonset, podman_run_args
@@ -151,10 +152,7 @@ class Kubelet:
                 "terminating": self.stopping.is_set(),
                 "containers": {n: asdict(s) for n, s in self.states.items()},
             }
-        path = Path(self.pf.status_file)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, path)
+        write_text_atomic(Path(self.pf.status_file), json.dumps(data, indent=1))
 
     # --- containers --------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from halb.lab.base import LabError, Out, wait_until
+from halb.lab.base import LabError, Out, wait_until, write_text_atomic
 from halb.lab.journal import Journal, alive, same_process
 from halb.lab.kubelet import PodFile
 from halb.lab.limits import nofile_for
@@ -202,9 +202,7 @@ class Pods:
 
     def _write_objects(self, pdir: Path) -> None:
         docs = [dict(d) for d in self.objects().values()]
-        tmp = pdir / f"{OBJECTS}.tmp"
-        tmp.write_text(json.dumps(docs))
-        os.replace(tmp, pdir / OBJECTS)
+        write_text_atomic(pdir / OBJECTS, json.dumps(docs))
 
     def update_objects(self, node: str) -> None:
         """The API's new Secrets and ConfigMaps, for the node's kubelet to sync."""

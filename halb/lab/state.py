@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from components.settings import RawConfig
-from halb.lab.base import LabError, LabInputError, Out
+from halb.lab.base import LabError, LabInputError, Out, write_text_atomic
 
 LOCK_WAIT_S = 1200.0  # longer than a first `up`, which builds the images
 
@@ -134,9 +134,7 @@ class LabState:
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / f"state.json.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        os.replace(tmp, directory / "state.json")
+        write_text_atomic(directory / "state.json", json.dumps(asdict(self), indent=2))
 
     @classmethod
     def load(cls, directory: Path) -> LabState:

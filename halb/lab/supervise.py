@@ -22,15 +22,11 @@ import sys
 import threading
 from pathlib import Path
 
+from halb.lab.base import write_text_atomic
+
 MARK = "=== halb-supervise:"
 STOP_GRACE_S = 5.0
 MAX_RESTARTS = 1000
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def supervise(cmd: list[str], pidfile: Path, log: Path, delay: float) -> int:
@@ -50,7 +46,7 @@ def supervise(cmd: list[str], pidfile: Path, log: Path, delay: float) -> int:
                 break
             child = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
             out.write(f"{MARK} started pid {child.pid} (attempt {attempt + 1})\n".encode())
-            _write_atomic(pidfile, f"{child.pid}\n")
+            write_text_atomic(pidfile, f"{child.pid}\n")
             while True:
                 try:
                     code = child.wait(timeout=STOP_GRACE_S if stopping.is_set() else None)
