@@ -110,9 +110,9 @@ class ClusterAccess(pulumi.ComponentResource):
     def __init__(
         self, name: str, args: ClusterAccessArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        super().__init__("rancher-ha-lb:index:ClusterAccess", name, None, opts)
-        if args.token_key is None:
+        if args.token_key is None:  # before registering anything
             raise ValueError("token_key is required: the cluster's kubeconfig carries it")
+        super().__init__("rancher-ha-lb:index:ClusterAccess", name, None, opts)
         token = pulumi.Output.secret(args.token_key)
         rancher = rancher2.Provider(
             f"{name}-rancher",

@@ -68,10 +68,10 @@ class Edge(pulumi.ComponentResource):
     haproxy_config: str
 
     def __init__(self, name: str, args: EdgeArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("rancher-ha-lb:index:Edge", name, None, opts)
         s = args.settings
-        if (args.auth_pass is None) != (s.vrrp_auth_pass is None):
+        if (args.auth_pass is None) != (s.vrrp_auth_pass is None):  # before registering anything
             raise ValueError("auth_pass must be given exactly when settings.vrrp_auth_pass is set")
+        super().__init__("rancher-ha-lb:index:Edge", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.haproxy_config = haproxy_config(s)
         meta_labels = labels(NAME, "load-balancer")

@@ -14,6 +14,7 @@ import pytest
 from conftest import settings_of
 
 from components.app_service import AppService, AppServiceArgs
+from components.cluster import ClusterAccess, ClusterAccessArgs
 from components.edge import Edge, EdgeArgs
 from components.host_labels import HostLabels, HostLabelsArgs, registration_command
 from components.image import IMAGES, EdgeImages, EdgeImagesArgs, ImageSource
@@ -121,11 +122,30 @@ def test_images_without_build_or_password() -> pulumi.Output[None]:
     return pulumi.Output.all(images.urn, images.haproxy_ref, images.keepalived_ref).apply(check)
 
 
-def test_edge_refuses_auth_mismatch() -> None:
+def test_edge_refuses_auth_mismatch_before_registering(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refused Edge registers nothing: no half-made component in the state. (Registering
+    first also made this test depend on an event loop left by the tests before it.)"""
+
+    def registering(*_: object, **__: object) -> None:
+        raise AssertionError("Edge registered itself before checking its arguments")
+
+    monkeypatch.setattr(pulumi.ComponentResource, "__init__", registering)
     with pytest.raises(
         ValueError, match=r"^auth_pass must be given exactly when settings.vrrp_auth_pass is set$"
     ):
         Edge("edge", EdgeArgs(settings_of("lab"), "web-edge", "h", "k", auth_pass="x"))
+
+
+def test_cluster_access_refuses_a_missing_token_before_registering(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def registering(*_: object, **__: object) -> None:
+        raise AssertionError("ClusterAccess registered itself before checking its arguments")
+
+    monkeypatch.setattr(pulumi.ComponentResource, "__init__", registering)
+    args = ClusterAccessArgs("https://rancher.example.com", "c", "p", "web", "web-edge", None)
+    with pytest.raises(ValueError, match=r"^token_key is required: the cluster's kubeconfig carries it$"):
+        ClusterAccess("cluster", args)
 
 
 @pulumi.runtime.test
