@@ -33,6 +33,7 @@ from pydantic import (
 )
 
 from components.values import (
+    ApiToken,
     Bool,
     DnsLabel,
     DnsName,
@@ -111,11 +112,10 @@ class Role(StrEnum):
 def _role(value: Any) -> Any:
     if value == "app":
         raise fail(
-            "role",
             "'app' is not a role; did you mean 'apps'? (allowed: 'load-balancer', 'apps')",
         )
     if not isinstance(value, str) or value not in {r.value for r in Role}:
-        raise fail("role", "{value} is not a role (allowed: 'load-balancer', 'apps')", value=value)
+        raise fail("{value} is not a role (allowed: 'load-balancer', 'apps')", value=value)
     return value
 
 
@@ -192,7 +192,6 @@ class Resources(_Model):
 def _replicas(value: int) -> int:
     if not 2 <= value <= 1000:
         raise fail(
-            "range",
             "{value} is not in 2..1000 (every service runs on 2+ hosts: with one replica, "
             "each restart or node drain is an outage)",
             value=value,
@@ -286,7 +285,7 @@ class Rancher(_Model):
     """The `rancher2:` provider settings this program passes on."""
 
     api_url: Annotated[Str, Field(pattern=r"^https?://\S+$")] = Field(alias="apiUrl")
-    token_key: SecretStr | None = Field(None, alias="tokenKey")
+    token_key: ApiToken | None = Field(None, alias="tokenKey")
     insecure: Bool = False
     ca_certs: Str | None = Field(None, alias="caCerts")
 
@@ -421,7 +420,7 @@ def _expected(model: type[BaseModel]) -> str:
 
 def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
     """The pydantic model whose field set `loc` (minus its last part) names."""
-    model: Any = Settings
+    model: type[BaseModel] | None = Settings
     for part in loc[:-1]:
         if isinstance(part, int) or model is None:
             continue
@@ -433,7 +432,7 @@ def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
             continue
         ann = field.annotation
         model = _first_model(ann)
-    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+    return model
 
 
 def _first_model(ann: Any) -> type[BaseModel] | None:

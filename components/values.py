@@ -125,16 +125,21 @@ def short_name(name: str, limit: int = 48) -> str:
     return name if len(name) <= limit else f"{name[:_SHOW]}…"
 
 
-def fail(kind: str, message: str, **ctx: Any) -> PydanticCustomError:
+# The one error kind of every refusal of ours: no code reads it (settings._message
+# shows our message as it is and words pydantic's own kinds), so one name is enough.
+KIND = "halb_value"
+
+
+def fail(message: str, **ctx: Any) -> PydanticCustomError:
     # Formatted here with shortened values; no context is passed to pydantic,
     # so braces in a user's value are never read as a template.
-    return PydanticCustomError(kind, message.format(**{k: show(v) for k, v in ctx.items()}))
+    return PydanticCustomError(KIND, message.format(**{k: show(v) for k, v in ctx.items()}))
 
 
 def in_range(lo: int, hi: int) -> AfterValidator:
     def check(value: int) -> int:
         if not lo <= value <= hi:
-            raise fail("range", "{value} is not in {lo}..{hi}", value=value, lo=lo, hi=hi)
+            raise fail("{value} is not in {lo}..{hi}", value=value, lo=lo, hi=hi)
         return value
 
     return AfterValidator(check)
@@ -151,19 +156,19 @@ def _number_text(value: str) -> bool:
 def strict_int(value: Any) -> Any:
     # YAML `port: "80"`, `replicas: 1.5` or `routerId: true` are typos, not numbers to coerce.
     if isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]{1,20}", value.strip()):
-        raise fail("int", "{value} is a string, not a whole number; remove the quotes", value=value)
+        raise fail("{value} is a string, not a whole number; remove the quotes", value=value)
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise fail("int", "{value} is not a whole number", value=value)
+        raise fail("{value} is not a whole number", value=value)
     return value
 
 
 def _strict_float(value: Any) -> Any:
     if isinstance(value, str) and _number_text(value):
-        raise fail("float", "{value} is a string, not a number; remove the quotes", value=value)
+        raise fail("{value} is a string, not a number; remove the quotes", value=value)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise fail("float", "{value} is not a (finite) number", value=value)
+        raise fail("{value} is not a (finite) number", value=value)
     return float(value)
 
 
@@ -174,17 +179,16 @@ def _strict_bool(value: Any) -> Any:
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.lower() in ("true", "false"):
-        raise fail("bool", "{value} is a string, not true or false; remove the quotes", value=value)
+        raise fail("{value} is a string, not true or false; remove the quotes", value=value)
     if isinstance(value, str) and value.lower() in _YAML11_BOOLS:
         word = "true" if _YAML11_BOOLS[value.lower()] else "false"
-        raise fail("bool", "{value} is not true or false (write " + word + ")", value=value)
-    raise fail("bool", "{value} is not true or false", value=value)
+        raise fail("{value} is not true or false (write " + word + ")", value=value)
+    raise fail("{value} is not true or false", value=value)
 
 
 def _dns_label(value: str) -> str:
     if not _DNS1123_LABEL.fullmatch(value):
         raise fail(
-            "dns",
             "{value} is not a DNS-1123 label (lower-case a-z, 0-9 and '-', "
             "starting and ending alphanumeric, at most 63 characters)",
             value=value,
@@ -196,7 +200,6 @@ def _dns1035_label(value: str) -> str:
     # Service names: Kubernetes wants a DNS-1035 label (a letter first).
     if not _DNS1035_LABEL.fullmatch(value):
         raise fail(
-            "dns",
             "{value} is not a DNS-1035 label (lower-case a-z, 0-9 and '-', starting with a letter, "
             "ending alphanumeric, at most 63 characters)",
             value=value,
@@ -206,14 +209,13 @@ def _dns1035_label(value: str) -> str:
 
 def _dns_name(value: str) -> str:
     if len(value) > 253 or not _DNS_SUBDOMAIN.fullmatch(value):
-        raise fail("dns", "{value} is not a lower-case DNS name", value=value)
+        raise fail("{value} is not a lower-case DNS name", value=value)
     return value
 
 
 def _hostname(value: str) -> str:
     if len(value) > 253 or not _HOSTNAME.fullmatch(value):
         raise fail(
-            "dns",
             "{value} is not a lower-case DNS host name (a wildcard only as the whole first label: "
             "*.example.com)",
             value=value,
@@ -224,13 +226,11 @@ def _hostname(value: str) -> str:
 def _ifname(value: str) -> str:
     if not _IFNAME.fullmatch(value):
         raise fail(
-            "ifname",
             "{value} is not a Linux interface name (1-15 characters of A-Z a-z 0-9 _ . @ -)",
             value=value,
         )
     if value in _BAD_IFNAMES:
         raise fail(
-            "ifname",
             "{value} is not a usable interface name (Linux refuses '.', '..', 'all' and 'default'; "
             "'lo' cannot carry a VIP)",
             value=value,
@@ -257,10 +257,10 @@ def _host_address(value: Any) -> Any:
     try:
         addr = ipaddress.IPv4Address(value)
     except ValueError:
-        raise fail("ip", "{value} is not an IPv4 address", value=value) from None
+        raise fail("{value} is not an IPv4 address", value=value) from None
     why = _host_address_class(addr)
     if why:
-        raise PydanticCustomError("ip", why)
+        raise fail(why)
     return addr
 
 
@@ -273,23 +273,20 @@ def _vip_address(value: Any) -> Any:
         except ValueError:
             pass
         else:
-            raise fail(
-                "ip", "{value} has no prefix length; write a.b.c.d/n (e.g. " + value + "/24)", value=value
-            )
+            raise fail("{value} has no prefix length; write a.b.c.d/n (e.g. " + value + "/24)", value=value)
     try:
         iface = ipaddress.IPv4Interface(value)
     except ValueError:
-        raise fail("ip", "{value} is not an IPv4 address with prefix (a.b.c.d/n)", value=value) from None
+        raise fail("{value} is not an IPv4 address with prefix (a.b.c.d/n)", value=value) from None
     lo, hi = _VIP_PREFIX
     if not lo <= iface.network.prefixlen <= hi:
-        raise PydanticCustomError(
-            "ip",
+        raise fail(
             f"prefix /{iface.network.prefixlen} is not allowed (/{lo}../{hi}: a subnet the VIP shares "
             "with the load-balancer hosts; a shorter one puts a huge on-link route on every host)",
         )
     why = _host_address_class(iface.ip)
     if why:
-        raise PydanticCustomError("ip", why)
+        raise fail(why)
     return iface
 
 
@@ -298,22 +295,21 @@ def _string(value: Any) -> Any:
     if isinstance(value, str | SecretStr):
         return value
     if isinstance(value, bool):
-        raise fail("str", "{value} is a boolean, not a string; quote it", value=value)
+        raise fail("{value} is a boolean, not a string; quote it", value=value)
     if isinstance(value, int | float):
-        raise fail("str", "{value} is a number, not a string; quote it", value=value)
-    raise fail("str", "{value} is not a string", value=value)
+        raise fail("{value} is a number, not a string; quote it", value=value)
+    raise fail("{value} is not a string", value=value)
 
 
 def _one_line(value: str) -> str:
     if not value.isprintable() or not value.strip() or len(value) > 253:
-        raise fail("name", "{value} is not a one-line name (printable, at most 253 characters)", value=value)
+        raise fail("{value} is not a one-line name (printable, at most 253 characters)", value=value)
     return value
 
 
 def _health_path(value: str) -> str:
     if _HEALTH_PATH.fullmatch(value) is None or len(value) > 1024:
         raise fail(
-            "path",
             "{value} is not a URL path HAProxy and the kubelet both take (/, then A-Z a-z 0-9 "
             "and . _ ~ ! & + , ; = : @ / ? -)",
             value=value,
@@ -323,17 +319,15 @@ def _health_path(value: str) -> str:
 
 def _registry_host(value: str) -> str:
     if _REGISTRY_HOST.fullmatch(value) is None:
-        raise fail(
-            "registry", "{value} is not a registry host[:port] (e.g. registry.example.com:5000)", value=value
-        )
+        raise fail("{value} is not a registry host[:port] (e.g. registry.example.com:5000)", value=value)
     return value
 
 
 def _env_name(value: str) -> str:
     if not _ENV_NAME.fullmatch(value) or len(value) > 253:
-        raise PydanticCustomError(
-            "env",
-            "not an environment variable name (letters, digits, '_', '-', '.', not starting with a digit)",
+        raise fail(
+            "not an environment variable name (letters, digits, '_', '-', '.', not starting with a digit; "
+            "at most 253 characters)",
         )
     return value
 
@@ -341,17 +335,16 @@ def _env_name(value: str) -> str:
 def _env_value(value: Any) -> Any:
     value = _string(value)
     if isinstance(value, str) and "\0" in value:
-        raise PydanticCustomError("env", "contains a NUL character (a process environment cannot hold one)")
+        raise fail("contains a NUL character (a process environment cannot hold one)")
     return value
 
 
 def _image(value: str) -> str:
     if not value:
-        raise PydanticCustomError("image", "must not be empty")
+        raise fail("must not be empty")
     m = _IMAGE_REF.fullmatch(value)
     if m is None or len(m.group("name")) > _IMAGE_NAME_MAX:
         raise fail(
-            "image",
             "{value} is not an image reference ([registry/]repository[:tag][@digest], "
             "repository in lower case)",
             value=value,
@@ -380,27 +373,37 @@ def _quantity(value: Any) -> Any:
     # `cpu: 1` or `cpu: 0.5` in YAML are numbers; Kubernetes takes them as quantities.
     if isinstance(value, int | float) and not isinstance(value, bool):
         if isinstance(value, float) and not math.isfinite(value):
-            raise fail("quantity", "{value} is not a Kubernetes quantity", value=value)
+            raise fail("{value} is not a Kubernetes quantity", value=value)
         if isinstance(value, int) and digits(value) > 20:
-            raise fail("quantity", "{value} is too large for a Kubernetes quantity", value=value)
+            raise fail("{value} is too large for a Kubernetes quantity", value=value)
         value = repr(value) if isinstance(value, float) else str(value)
     value = _string(value)
     amount = quantity(value)
     if amount is None:
         raise fail(
-            "quantity",
             "{value} is not a Kubernetes quantity (e.g. 100m, 0.5, 1; memory: 128Mi, 1Gi)",
             value=value,
         )
     if amount < 0:
-        raise fail("quantity", "{value} is negative", value=value)
+        raise fail("{value} is negative", value=value)
     if amount > _QUANTITY_MAX:
-        raise fail("quantity", "{value} is too large for a Kubernetes quantity", value=value)
+        raise fail("{value} is too large for a Kubernetes quantity", value=value)
     return value
 
 
 Int = Annotated[int, BeforeValidator(strict_int)]
 Float = Annotated[float, BeforeValidator(_strict_float)]
+
+
+def _api_token(value: SecretStr) -> SecretStr:
+    # A bearer token goes into an HTTP header and the kubeconfig: an empty one
+    # or one with a blank or control character only fails later, at Rancher.
+    token = value.get_secret_value()
+    if not token or not token.isprintable() or any(c.isspace() for c in token):
+        raise fail("empty or holds a blank or control character (secret: the value is not shown)")
+    return value
+
+
 Bool = Annotated[bool, BeforeValidator(_strict_bool)]
 Str = Annotated[str, BeforeValidator(_string)]
 NonEmpty = Annotated[Str, Field(min_length=1)]
@@ -418,6 +421,8 @@ ServiceName = Annotated[Str, AfterValidator(_dns1035_label)]
 IfName = Annotated[Str, AfterValidator(_ifname)]
 HostAddress = Annotated[ipaddress.IPv4Address, BeforeValidator(_host_address)]
 VipAddress = Annotated[ipaddress.IPv4Interface, BeforeValidator(_vip_address)]
+# A Rancher API token (token-xxxxx:yyyy), secret whatever the engine says.
+ApiToken = Annotated[SecretStr, AfterValidator(_api_token)]
 # A plain string as configured; parse_settings turns every value of a secret
 # `services` key into a SecretStr (the engine says only which key is secret).
 EnvValue = Annotated[str | SecretStr, BeforeValidator(_env_value)]
@@ -471,7 +476,6 @@ def _duration(value: str) -> str:
         seconds = 0
     if seconds <= 0:
         raise fail(
-            "duration",
             "{value} is not a positive Prometheus duration (e.g. 15s, 10m, 1h30m)",
             value=value,
         )
@@ -482,7 +486,6 @@ def _label_key(value: str) -> str:
     prefix, _, name = value.rpartition("/")
     if not _LABEL_NAME.fullmatch(name) or (prefix and not is_dns_subdomain(prefix)):
         raise fail(
-            "label",
             "{value} is not a Kubernetes label key ([prefix/]name, name up to 63 of A-Z a-z 0-9 - _ .)",
             value=value,
         )
@@ -492,7 +495,6 @@ def _label_key(value: str) -> str:
 def _label_value(value: str) -> str:
     if not _LABEL_VALUE.fullmatch(value):
         raise fail(
-            "label",
             "{value} is not a Kubernetes label value (up to 63 of A-Z a-z 0-9 - _ ., alphanumeric ends)",
             value=value,
         )

@@ -200,6 +200,14 @@ def root_netns_snapshot() -> dict[str, str]:
     }
 
 
+def plain_id(name: str) -> str:
+    """A test id pytest leaves as it is: each character outside printable ASCII, and
+    the backslash, as <hex>. pytest escapes those at every collection, and a second
+    collection in one process (mutmut's fork server) escapes them again, so the ids
+    mutmut recorded would name no test."""
+    return re.sub(r"[^ -\[\]-~]", lambda m: f"<{ord(m.group()):x}>", name)
+
+
 _ROOT_AT_START: dict[str, str] = {}
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, run_halb
+from conftest import ROOT, plain_id, run_halb
 
 from components.settings import Settings, parse_settings
 from halb.cli import main
@@ -623,6 +623,16 @@ CASES = [
         [f"{P}registryPassword: set without {P}registry"],
     ),
     Case(
+        "value: tokenKey with a blank",
+        setting("rancher2:tokenKey", "token-ab cd:secret99"),
+        ["rancher2:tokenKey: empty or holds a blank or control character (secret: the value is not shown)"],
+    ),
+    Case(
+        "value: tokenKey empty",
+        setting("rancher2:tokenKey", ""),
+        ["rancher2:tokenKey: empty or holds a blank or control character (secret: the value is not shown)"],
+    ),
+    Case(
         "value: several at once",
         both(
             nested("vip", ["routerId"], 300),
@@ -655,7 +665,7 @@ def assert_exactly(lines: list[str], expect: list[str]) -> None:
         assert expected in line, f"{expected!r} not in {line!r}"
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+@pytest.mark.parametrize("case", CASES, ids=[plain_id(c.name) for c in CASES])
 def test_bad_setting(case: Case, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write_case(tmp_path, case.edit)
     out = tmp_path / "out"
@@ -893,7 +903,7 @@ TEXT_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", TEXT_CASES, ids=[c.name for c in TEXT_CASES])
+@pytest.mark.parametrize("case", TEXT_CASES, ids=[plain_id(c.name) for c in TEXT_CASES])
 def test_hostile_yaml(case: TextCase, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "Pulumi.bad.yaml"
     path.write_text(case.edit(LAB))
@@ -978,7 +988,9 @@ GOOD_TEXT: list[tuple[str, Callable[[str], str], Check]] = [
 ]
 
 
-@pytest.mark.parametrize("edit,check", [(e, c) for _, e, c in GOOD_TEXT], ids=[n for n, _, _ in GOOD_TEXT])
+@pytest.mark.parametrize(
+    "edit,check", [(e, c) for _, e, c in GOOD_TEXT], ids=[plain_id(n) for n, _, _ in GOOD_TEXT]
+)
 def test_yaml_read_as_the_engine_reads_it(edit: Callable[[str], str], check: Check, tmp_path: Path) -> None:
     path = tmp_path / "Pulumi.good.yaml"
     path.write_text(edit(LAB))
@@ -1038,7 +1050,9 @@ CLI_CASES: list[tuple[str, list[str], str]] = [
 ]
 
 
-@pytest.mark.parametrize("argv,expected", [(a, e) for _, a, e in CLI_CASES], ids=[n for n, _, _ in CLI_CASES])
+@pytest.mark.parametrize(
+    "argv,expected", [(a, e) for _, a, e in CLI_CASES], ids=[plain_id(n) for n, _, _ in CLI_CASES]
+)
 def test_bad_cli_call(argv: list[str], expected: str, tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")

@@ -8,15 +8,23 @@ mutant of it), the access message, the lab's Prometheus config.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any, cast
 
+import pulumi
 import pytest
 import yaml
 from conftest import settings_of, stack_raw, with_overrides
+from pulumi.runtime import config as runtime_config
+from pydantic import SecretStr
 from pydantic_core import PydanticCustomError
 
 from components.cluster import required_access
 from components.monitoring import prometheus_config
+from components.settings import RawConfig, parse_settings
+from components.settings import _secret_env as secret_env
+from components.stack_config import TOKEN_ENV, TOKEN_KEY, raw_from_engine
+from components.values import KIND
 from components.values import in_range as _in_range
 from halb.mockcluster import CLUSTER_ID
 from halb.mockrun import run_program
@@ -30,7 +38,7 @@ def test_the_range_validator_keeps_both_ends_and_refuses_one_past(lo: int, hi: i
         with pytest.raises(PydanticCustomError) as err:
             check(bad)
         assert err.value.message() == f"{bad} is not in {lo}..{hi}"
-        assert err.value.type == "range"
+        assert err.value.type == KIND  # no kind pydantic words itself (settings._message)
 
 
 def test_the_access_a_token_needs_is_said_in_full() -> None:
@@ -189,3 +197,47 @@ def test_outage_counts_from_the_fault_to_recovery_after_the_last_failure() -> No
     # No recovery: to the end of the last attempt.
     runs = [_attempt(t, o) for t, o in ((1.0, ok), (1.1, bad), (1.2, bad), (1.3, bad))]
     assert same(outage(runs, 1.05), 0.35, 3, 4)
+
+
+def test_a_token_from_the_environment_is_one_the_engine_holds_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The provider's RANCHER_TOKEN_KEY fallback joins the config as a secret key, like
+    `pulumi config set --secret` would have made it; a configured token wins over it."""
+    monkeypatch.setattr(runtime_config, "get_config_env", lambda: {"rancher-ha-lb:cluster": "prod"})
+    monkeypatch.setattr(runtime_config, "get_config_secret_keys_env", lambda: [])
+    empty: ContextVar[dict[str, object]] = ContextVar("config")
+    empty.set({})
+    monkeypatch.setattr(runtime_config, "CONFIG", empty)
+    monkeypatch.setenv(TOKEN_ENV, "token-env:s3cret")
+    raw = raw_from_engine()
+    assert raw.values == {"rancher-ha-lb:cluster": "prod", TOKEN_KEY: "token-env:s3cret"}
+    assert raw.secret_keys == {TOKEN_KEY}
+    monkeypatch.setattr(runtime_config, "get_config_env", lambda: {TOKEN_KEY: "token-cfg:x"})
+    assert raw_from_engine() == RawConfig({TOKEN_KEY: "token-cfg:x"}, frozenset())
+
+
+def test_no_token_anywhere_says_both_ways_to_give_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from components.stack_config import load_settings
+
+    raw = stack_raw("prod")
+    without = RawConfig({k: v for k, v in raw.values.items() if k != TOKEN_KEY}, frozenset())
+    monkeypatch.setattr("components.stack_config.raw_from_engine", lambda: without)
+    logged: list[str] = []
+    monkeypatch.setattr(pulumi.log, "error", lambda msg, *_, **__: logged.append(msg))
+    with pytest.raises(pulumi.RunError, match=r"^1 problem\(s\) in the stack configuration; see above$"):
+        load_settings()
+    assert logged == [
+        "rancher2:tokenKey: not set (set it with `pulumi config set --secret rancher2:tokenKey "
+        "token-...` or export RANCHER_TOKEN_KEY; the program builds the cluster's kubeconfig from it)"
+    ]
+
+
+def test_secret_env_wraps_each_value_once() -> None:
+    """A value already secret stays as it is: wrapped twice, the Secret would hold the mask."""
+    s = parse_settings(with_overrides(stack_raw("lab"), services=[
+        {"name": "shop", "image": "x:1", "port": 80, "env": {"A": "a1", "B": "b2"}},
+        {"name": "api", "image": "y:1", "port": 81, "hostnames": ["api.example.com"]},
+    ]))  # fmt: skip
+    once = secret_env(s)
+    twice = secret_env(once)
+    assert twice.services[0].secret_env == once.services[0].secret_env == {"A": "a1", "B": "b2"}
+    assert all(isinstance(v, SecretStr) for v in twice.services[0].env.values())

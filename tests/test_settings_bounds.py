@@ -16,10 +16,12 @@ from conftest import lab_value, stack_raw, with_overrides
 
 import halb.mockrun
 from components.settings import Settings, SettingsError, parse_settings
+from components.values import short_name, show
 from halb.mockcluster import Rancher
 from halb.mockrun import RecordingMonitor, run_program
 
 P = "rancher-ha-lb:"
+DNS_253 = ".".join(["a" * 61, "b" * 63, "c" * 63, "d" * 63])
 V2 = {"version": 2, "advertInterval": 1}
 
 
@@ -126,6 +128,26 @@ ROWS += [
     ("1 load balancer", lb_hosts(1), f"{P}hosts: 1 load-balancer host(s); at least 2 are needed"),
     ("20 default priorities", lb_hosts(20), None),
     ("21 default priorities", lb_hosts(21), f"{P}hosts.lb-21.priority: default 0 is not in 1..254; set it"),
+    # Names Kubernetes takes: a DNS subdomain and an env var name, at most 253 characters.
+    ("clusterDomain 253 chars", {"clusterDomain": DNS_253}, None),
+    ("clusterDomain 254 chars", {"clusterDomain": "a" + DNS_253},
+     f"{P}clusterDomain: {show('a' + DNS_253)} is not a lower-case DNS name"),
+    ("env name 253 chars", service(env={"E" * 253: "x"}), None),
+    ("env name 254 chars", service(env={"E" * 254: "x"}),
+     f"{P}services[0].env.{short_name('E' * 254)}: not an environment variable name (letters, digits, "
+     "'_', '-', '.', not starting with a digit; at most 253 characters)"),
+    # A word is not a number, whatever the quotes.
+    ("advertInterval word", vrrp(advertInterval="fast"),
+     f"{P}vrrp.advertInterval: 'fast' is not a (finite) number"),
+    ("advertInterval quoted", vrrp(advertInterval="0.5"),
+     f"{P}vrrp.advertInterval: '0.5' is a string, not a number; remove the quotes"),
+    # An unknown key lists the keys of the model it sits in, however deep.
+    ("unknown key in a service's resources", service(resources={"cpu": "1", "bogus": 1}),
+     f"{P}services[0].resources.bogus: unknown key; expected one of: cpu, cpuLimit, memory, memoryLimit"),
+    ("unknown key in a toleration", lb(tolerations=[{"key": "a", "bogus": 1}]),
+     f"{P}loadBalancer.tolerations[0].bogus: unknown key; expected one of: effect, key, operator, value"),
+    ("unknown key in the check", check(bogus=1),
+     f"{P}vrrp.check.bogus: unknown key; expected one of: fall, interval, rise, timeout, watch"),
     # Increase() needs two scrapes inside the failover window.
     ("window=2 scrapes", {"monitoring": {"scrapeInterval": "15s", "failoverWindow": "30s"}}, None),
     ("window<2 scrapes", {"monitoring": {"scrapeInterval": "15s", "failoverWindow": "29s"}},
