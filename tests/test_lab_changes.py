@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +24,7 @@ from halb.bench.changes import NEW_HOSTNAME, changed
 from halb.lab.apply import apply, drain, uncordon
 from halb.lab.base import in_ns, run, wait_until
 from halb.lab.lab import Lab
-from halb.lab.pods import sync_delay_s
+from halb.lab.pods import NO_HOOKS, sync_delay_s
 
 pytestmark = pytest.mark.netns
 
@@ -175,6 +177,9 @@ def test_drain_and_uncordon_the_master_lose_nothing(steady: Lab) -> None:
     master = lab.master()
     assert master is not None
 
+    log = kubelet_log(lab, master)
+    seen = len(log.read_text())
+
     def maintenance() -> None:
         drain(lab, master, lambda _: None)
         assert fresh(lab).status()["nodes"] and master not in fresh(lab).vip_holders()
@@ -182,6 +187,44 @@ def test_drain_and_uncordon_the_master_lose_nothing(steady: Lab) -> None:
 
     assert under_probe(lab, maintenance) == []
     assert wait_until(lambda: fresh(lab).vrrp_state(master) == "BACKUP", 30, poll=0.2)
+    assert {"haproxy", "keepalived"} <= pre_stops(log.read_text()[seen:])  # the mechanism ran
+
+
+def kubelet_log(lab: Lab, node: str) -> Path:
+    return lab.dir / "logs" / f"{node}.edge.kubelet.log"
+
+
+def pre_stops(log: str) -> set[str]:
+    """The containers whose preStop hook the kubelet ran, from its log."""
+    return set(re.findall(r"kubelet\[\S+\]: (\S+): preStop ", log))
+
+
+def test_a_baseline_drain_evicts_without_the_prestop_hooks(steady: Lab) -> None:
+    """The changes benchmark's control, `drain(..., hooks=False)`: the pod gets only
+    its stop signals, so no VIP handover and no steering; the node's next pod
+    runs its hooks again."""
+    lab = steady
+    master = lab.master()
+    assert master is not None
+    other = next(n.name for n in lab.plan.lb_nodes if n.name != master)
+    log, steer = kubelet_log(lab, master), lab.pods.log(other, "keepalived")
+    seen, steer_seen = len(log.read_text()), len(steer.read_text())
+    drain(lab, master, lambda _: None, hooks=False)
+    try:
+        tail = log.read_text()[seen:]
+        assert pre_stops(tail) == set(), tail
+        assert {"haproxy", "keepalived"} <= set(re.findall(r"kubelet\[\S+\]: (\S+): stopped after", tail)), (
+            tail
+        )
+        assert wait_until(lambda: fresh(lab).holds_vip(other), 10, poll=0.05), lab.status()
+        assert "steering mid-stream flows to" not in steer.read_text()[steer_seen:]
+    finally:
+        uncordon(fresh(lab), master, lambda _: None)
+    pods = fresh(lab).pods
+    assert [spec.name for _, spec in pods.scheduled(master)]  # the new pod is there ...
+    assert not [
+        s.name for _, s in pods.scheduled(master) if (pods.pod_dir(master, s.name) / NO_HOOKS).exists()
+    ]
 
 
 def test_the_baseline_rolls_the_pods_for_a_mere_config_change(steady: Lab) -> None:

@@ -10,7 +10,7 @@ import copy
 import os
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from conftest import rendered
@@ -269,3 +269,35 @@ def test_a_waiter_never_holds_a_lock_file_its_holder_removed(
         leave.set()
         thread.join(10)
     assert not (tmp_path / "lab.lock").exists()
+
+
+def test_kubelet_notes_from_parallel_stops_stay_whole_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kubelet stops a pod's containers in parallel threads; each note is one
+    line of its log (print's text and newline were two writes, and lines ran together)."""
+    import io
+    import re
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    class Slow(io.StringIO):
+        def write(self, s: str) -> int:
+            time.sleep(0.0002)  # a thread switch between two writes, as under load
+            return super().write(s)
+
+    out = Slow()
+    monkeypatch.setattr("sys.stdout", out)
+    me = cast(Kubelet, SimpleNamespace(pf=SimpleNamespace(node="lb-1")))
+
+    def notes(i: int) -> None:
+        for j in range(40):
+            Kubelet.note(me, f"c{i}: note {j}")
+
+    threads = [threading.Thread(target=notes, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 160
+    assert all(re.fullmatch(r"\d\d:\d\d:\d\d kubelet\[lb-1\]: c\d: note \d+", line) for line in lines), lines

@@ -141,7 +141,10 @@ class Kubelet:
     # --- status ------------------------------------------------------------------
 
     def note(self, text: str) -> None:
-        print(f"{time.strftime('%H:%M:%S')} kubelet[{self.pf.node}]: {text}", flush=True)
+        # One write per line: containers stop in parallel threads, and print's
+        # text and newline are two writes another thread's line can fall between.
+        sys.stdout.write(f"{time.strftime('%H:%M:%S')} kubelet[{self.pf.node}]: {text}\n")
+        sys.stdout.flush()
 
     def write_status(self) -> None:
         with self.lock:
