@@ -56,7 +56,7 @@ from components.values import (
     ServiceName,
     Str,
     VipAddress,
-    auth_pass_problem,
+    auth_pass_readable,
     duration_seconds,
     fail,
     in_range,
@@ -830,7 +830,7 @@ def _vrrp_problems(s: Settings) -> list[str]:
                 f"{_key('vrrpAuthPass')}: VRRPv3 has no authentication; remove it or set "
                 f"{_key('vrrp')}.version to 2"
             )
-        if auth_pass_problem(password):
+        if not auth_pass_readable(password):
             problems.append(
                 f'{_key("vrrpAuthPass")}: only printable ASCII without spaces, # ! " {{ or }}, '
                 "not ending in \\, and no $ before a letter, _ or { (keepalived reads # and ! as comments, "

@@ -81,7 +81,7 @@ def digits(value: int) -> int:
     return d + 1 if n >= 10**d else d
 
 
-def show(value: Any, limit: int = _SHOW) -> str:
+def show(value: Any) -> str:
     """A value as messages print it: YAML's true/false/null, Python's repr, never long."""
     if value is True or value is False:
         return "true" if value else "false"
@@ -93,22 +93,22 @@ def show(value: Any, limit: int = _SHOW) -> str:
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, str):
-        if len(value) <= limit:
+        if len(value) <= _SHOW:
             return repr(value)
-        return f"{repr(value[:limit])[:-1]}…' ({len(value)} characters)"
+        return f"{repr(value[:_SHOW])[:-1]}…' ({len(value)} characters)"
     if isinstance(value, list | tuple | dict):
-        return _show_collection(value, limit)
+        return _show_collection(value)
     return f"<{type(value).__name__}>"
 
 
-def _show_collection(value: list[Any] | tuple[Any, ...] | dict[Any, Any], limit: int) -> str:
+def _show_collection(value: list[Any] | tuple[Any, ...] | dict[Any, Any]) -> str:
     is_dict = isinstance(value, dict)
     items = value.items() if isinstance(value, dict) else value
     parts: list[str] = []
     used = 2
     for item in items:
-        text = f"{show(item[0], limit)}: {show(item[1], limit)}" if is_dict else show(item, limit)
-        if used + len(text) > 2 * limit:
+        text = f"{show(item[0])}: {show(item[1])}" if is_dict else show(item)
+        if used + len(text) > 2 * _SHOW:
             parts.append("…")
             break
         parts.append(text)
@@ -428,8 +428,8 @@ ApiToken = Annotated[SecretStr, AfterValidator(_api_token)]
 EnvValue = Annotated[str | SecretStr, BeforeValidator(_env_value)]
 
 
-def auth_pass_problem(password: str) -> str | None:
-    """Why keepalived would not read `auth_pass <password>` as exactly this password.
+def auth_pass_readable(password: str) -> bool:
+    """Whether keepalived reads `auth_pass <password>` as exactly this password.
 
     keepalived 2.2.7's parser (lib/parser.c), on the unquoted word the renderer
     writes: `#` and `!` start comments, `"` starts a quoted token, `{` and `}`
@@ -440,13 +440,13 @@ def auth_pass_problem(password: str) -> str | None:
     """
     for i, c in enumerate(password):
         after = password[i + 1 : i + 2]
-        if not "!" <= c <= "~" or c in '#!"{}':
-            return "character"
+        if not " " < c <= "~" or c in '#!"{}':  # printable ASCII, no blank, no syntax
+            return False
         if c == "\\" and not after:
-            return "backslash"
-        if c == "$" and (after.isalpha() or after in ("_", "{")):
-            return "variable"
-    return None
+            return False
+        if c == "$" and (after.isalpha() or after == "_"):  # "${" is refused for its brace
+            return False
+    return True
 
 
 def is_dns_subdomain(name: str) -> bool:

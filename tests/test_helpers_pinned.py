@@ -24,7 +24,7 @@ from components.monitoring import prometheus_config
 from components.settings import RawConfig, parse_settings
 from components.settings import _secret_env as secret_env
 from components.stack_config import TOKEN_ENV, TOKEN_KEY, raw_from_engine
-from components.values import KIND
+from components.values import KIND, digits, show
 from components.values import in_range as _in_range
 from halb.mockcluster import CLUSTER_ID
 from halb.mockrun import run_program
@@ -241,3 +241,34 @@ def test_secret_env_wraps_each_value_once() -> None:
     twice = secret_env(once)
     assert twice.services[0].secret_env == once.services[0].secret_env == {"A": "a1", "B": "b2"}
     assert all(isinstance(v, SecretStr) for v in twice.services[0].env.values())
+
+
+def test_digits_counts_like_str_without_calling_it() -> None:
+    values = [0, 1, 9, 10, 11, 99, 100, 999, 1000, -1, -10, -99, 2**63, -(2**63)]
+    values += [10**k + d for k in range(1, 400) for d in (-1, 0, 1)]
+    for n in values:
+        assert digits(n) == len(str(abs(n))), n
+    assert digits(10**5000) == 5001  # str() refuses it (more than 4300 digits)
+
+
+def test_show_words_each_kind_of_value_as_messages_print_it() -> None:
+    assert [show(v) for v in (True, False, None, 7, -7, 1.5, "ab", object())] == [
+        "true", "false", "null", "7", "-7", "1.5", "'ab'", "<object>",
+    ]  # fmt: skip
+    assert show(10**19) == str(10**19) and show(10**20 - 1) == str(10**20 - 1)  # 20 digits
+    assert show(10**20) == "a 21-digit number" and show(-(10**4400)) == "a 4401-digit number"
+    assert show("x" * 40) == repr("x" * 40)
+    assert show("x" * 41) == "'" + "x" * 40 + "…' (41 characters)"
+
+
+def test_show_cuts_a_collection_at_80_characters() -> None:
+    # Each 12-character string shows as 14 characters, ", " between: five fill exactly 80.
+    five = ["b" * 12] * 5
+    assert show(five) == "[" + ", ".join(repr(s) for s in five) + "]" and len(show(five)) == 80
+    assert show([*five, "c"]) == "[" + ", ".join(repr(s) for s in five) + ", …]"
+    assert show(["b" * 12] * 4 + ["b" * 13]) == "[" + ", ".join(repr("b" * 12) for _ in range(4)) + ", …]"
+    assert show(tuple(five)) == show(five)
+    assert show({"k": "v", 1: [True, None]}) == "{'k': 'v', 1: [true, null]}"
+    long_values = {f"k{i}": "v" * 20 for i in range(5)}  # 'kN': 'vvv…' is 28 characters
+    assert show(long_values) == "{'k0': '" + "v" * 20 + "', 'k1': '" + "v" * 20 + "', …}"
+    assert show([]) == "[]" and show({}) == "{}"

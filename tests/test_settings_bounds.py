@@ -181,6 +181,7 @@ AUTH_OK = {
     "ampersand": "ab&cd",
     "paren": "ab(cd",
     "tilde": "ab~cd",
+    "upper-case": "abXcd",
     "1 char": "x",
     "8 chars": "abcdefgh",
 }
