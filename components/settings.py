@@ -484,7 +484,13 @@ def _hide_value(msg: str, value: Any) -> str:
     return msg[len(shown) :].removeprefix("is ") + " (secret: the value is not shown)"
 
 
-def _problems_from(exc: ValidationError, key_of: Mapping[str, str], secret_env: bool = False) -> list[str]:
+def _problems_from(
+    exc: ValidationError,
+    key_of: Mapping[str, str],
+    secret_env: bool = False,
+    refused: frozenset[tuple[str, ...]] = frozenset(),
+) -> list[str]:
+    """`refused`: keys already reported and left out, not to be called missing too."""
     errors = exc.errors()
     # pydantic adds "too short after validation" when every item failed: noise
     # beside the items' own errors.
@@ -493,6 +499,8 @@ def _problems_from(exc: ValidationError, key_of: Mapping[str, str], secret_env: 
     for err in errors:
         loc = tuple(err["loc"])
         if err["type"] == "too_short" and loc in failed_inside:
+            continue
+        if err["type"] == "missing" and loc in refused:
             continue
         top = str(loc[0]) if loc else ""
         full_key = key_of.get(top, f"{PROJECT}:{top}")
@@ -528,6 +536,11 @@ def _namespace_problem(full_key: str, known: frozenset[str]) -> str | None:
     return f"{short_name(full_key)}: unknown namespace {show(ns)}; did you mean {match}:{short_name(key)}?"
 
 
+def _loc(ns: str, key: str) -> tuple[str, ...]:
+    """Where pydantic puts a config key's value: `rancher2:` keys in `rancher`."""
+    return ("rancher", key) if ns == RANCHER else (key,)
+
+
 def parse_settings(raw: RawConfig) -> Settings:
     """Turn engine config into Settings, or raise SettingsError with every problem."""
     problems: list[str] = []
@@ -535,6 +548,7 @@ def parse_settings(raw: RawConfig) -> Settings:
     rancher: dict[str, Any] = {}
     key_of: dict[str, str] = {"rancher": f"{RANCHER}:"}
     known_fields = {v: k for k, v in _FIELD_KEYS.items()}
+    refused: set[tuple[str, ...]] = set()  # reported here: not "missing" as well
 
     for full_key, value in sorted(raw.values.items()):
         wrong_ns = _namespace_problem(full_key, frozenset(known_fields))
@@ -554,6 +568,7 @@ def parse_settings(raw: RawConfig) -> Settings:
                 f"{full_key}: holds a secret, but this setting reaches the cluster in plain text; "
                 f"{SECRET_RULE}"
             )
+            refused.add(_loc(ns, key))
             continue
         try:
             if ns == RANCHER:
@@ -567,6 +582,7 @@ def parse_settings(raw: RawConfig) -> Settings:
                 data[key] = _decode(value)
         except _UndecodableError as why:
             problems.append(f"{full_key}: {why}")
+            refused.add(_loc(ns, key))
             continue
         key_of[known_fields[key]] = full_key
         key_of[key] = full_key
@@ -575,7 +591,9 @@ def parse_settings(raw: RawConfig) -> Settings:
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        problems += _problems_from(exc, key_of, secret_env=f"{PROJECT}:services" in raw.secret_keys)
+        problems += _problems_from(
+            exc, key_of, secret_env=f"{PROJECT}:services" in raw.secret_keys, refused=frozenset(refused)
+        )
         raise SettingsError(problems) from None
     if problems:
         raise SettingsError(problems)

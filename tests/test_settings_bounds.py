@@ -15,12 +15,13 @@ import pytest
 from conftest import lab_value, stack_raw, with_overrides
 
 import halb.mockrun
-from components.settings import Settings, SettingsError, parse_settings
+from components.settings import RawConfig, Settings, SettingsError, parse_settings
 from components.values import short_name, show
 from halb.mockcluster import Rancher
 from halb.mockrun import RecordingMonitor, run_program
 
 P = "rancher-ha-lb:"
+BASE = stack_raw("lab")
 DNS_253 = ".".join(["a" * 61, "b" * 63, "c" * 63, "d" * 63])
 V2 = {"version": 2, "advertInterval": 1}
 
@@ -148,6 +149,34 @@ ROWS += [
      f"{P}loadBalancer.tolerations[0].bogus: unknown key; expected one of: effect, key, operator, value"),
     ("unknown key in the check", check(bogus=1),
      f"{P}vrrp.check.bogus: unknown key; expected one of: fall, interval, rise, timeout, watch"),
+    # Every edge port its own: they share the host's network namespace.
+    ("statsPort=httpPort", lb(statsPort=80), f"{P}loadBalancer.statsPort: 80 is also the httpPort"),
+    ("metricsPort=statsPort", vrrp(metricsPort=8404),
+     f"{P}vrrp.metricsPort: 8404 is also HAProxy's statsPort; pick a free port (default 9165)"),
+    ("metricsPort=httpPort", vrrp(metricsPort=80),
+     f"{P}vrrp.metricsPort: 80 is also HAProxy's httpPort; pick a free port (default 9165)"),
+    *[(f"handoff.port={port}", vrrp(handoff={"port": port}),
+       f"{P}vrrp.handoff.port: {port} is taken by another edge port (httpPort, statsPort, metricsPort); "
+       "pick a free one (default 9166)") for port in (80, 8404, 9165)],
+    ("handoff.port free", vrrp(handoff={"port": 9167}), None),
+    # Tolerations as the API server validates them.
+    ("toleration Exists with a value", lb(tolerations=[{"key": "a", "operator": "Exists", "value": "x"}]),
+     f"{P}loadBalancer.tolerations[0].value: must be empty with operator Exists"),
+    ("toleration Equal without a key",
+     lb(tolerations=[{"operator": "Exists"}, {"operator": "Equal", "value": "x"}]),
+     f"{P}loadBalancer.tolerations[1].key: required with operator Equal (or use operator Exists)"),
+    ("tolerations valid",
+     lb(tolerations=[{"operator": "Exists"}, {"key": "k", "operator": "Equal", "value": "v"}]), None),
+    # Neither a host nor the VIP on the subnet's network or broadcast address.
+    *[(f"lb-1 on {a}", host("lb-1", address=a),
+       f"{P}hosts.lb-1.address: {a} is the subnet's network/broadcast address")
+      for a in ("192.0.2.0", "192.0.2.255")],
+    ("VIP on the broadcast address", vip(address="192.0.2.255/24"),
+     f"{P}vip.address: 192.0.2.255/24 is the subnet's network/broadcast address"),
+    ("lb-1 on the last host address", host("lb-1", address="192.0.2.254"), None),
+    # Numbers JSON gives the program: at most 4000 digits (4001 is refused before pydantic).
+    ("routerId with 4001 digits", vip(routerId=10**4000),
+     f"{P}vip: holds a 4001-digit number (at most 4000 digits)"),
     # Increase() needs two scrapes inside the failover window.
     ("window=2 scrapes", {"monitoring": {"scrapeInterval": "15s", "failoverWindow": "30s"}}, None),
     ("window<2 scrapes", {"monitoring": {"scrapeInterval": "15s", "failoverWindow": "29s"}},
@@ -274,3 +303,28 @@ def test_a_bad_stack_stops_the_program_before_any_resource(
     monitors.clear()
     run_program(stack_raw("lab"), "lab", Rancher.with_nodes("lab", lab_value("hosts")))
     assert len(monitors[0].recorded) > 20
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (
+            RawConfig({**BASE.values, f"{P}services": "[" * 100_000 + "]" * 100_000}, BASE.secret_keys),
+            f"{P}services: is nested too deeply",
+        ),
+        (
+            RawConfig(BASE.values, BASE.secret_keys | {f"{P}loadBalancer"}),
+            f"{P}loadBalancer: holds a secret, but this setting reaches the cluster in plain text; only ",
+        ),
+        (
+            RawConfig(BASE.values, BASE.secret_keys | {"rancher2:apiUrl"}),
+            "rancher2:apiUrl: holds a secret, but this setting reaches the cluster in plain text; only ",
+        ),
+    ],
+    ids=["nested too deeply", "secret loadBalancer", "secret apiUrl"],
+)
+def test_a_key_refused_before_validation_is_not_called_missing_too(raw: RawConfig, expected: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        parse_settings(raw)
+    (problem,) = err.value.problems  # not also "<key>: missing (required)"
+    assert problem.startswith(expected), problem
