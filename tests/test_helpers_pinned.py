@@ -22,6 +22,7 @@ from pydantic_core import PydanticCustomError
 from components.cluster import required_access
 from components.monitoring import prometheus_config
 from components.settings import RawConfig, parse_settings
+from components.settings import _message as message_of
 from components.settings import _secret_env as secret_env
 from components.stack_config import TOKEN_ENV, TOKEN_KEY, raw_from_engine
 from components.values import KIND, digits, show
@@ -272,3 +273,33 @@ def test_show_cuts_a_collection_at_80_characters() -> None:
     long_values = {f"k{i}": "v" * 20 for i in range(5)}  # 'kN': 'vvv…' is 28 characters
     assert show(long_values) == "{'k0': '" + "v" * 20 + "', 'k1': '" + "v" * 20 + "', …}"
     assert show([]) == "[]" and show({}) == "{}"
+
+
+MESSAGES = [
+    ({"type": "missing"}, "missing (required)"),
+    ({"type": "extra_forbidden", "input": 1}, "unknown key"),
+    *[({"type": k, "input": "x"}, "'x' is not a whole number") for k in ("int_type", "int_parsing")],
+    *[({"type": k, "input": "x"}, "'x' is not a (finite) number")
+      for k in ("float_type", "float_parsing", "finite_number")],
+    *[({"type": k, "input": 2}, "2 is not true or false") for k in ("bool_type", "bool_parsing")],
+    ({"type": "string_type", "input": 2}, "2 is not a string"),
+    *[({"type": k, "input": [1]}, "[1] is not a mapping of keys to values")
+      for k in ("dict_type", "model_type", "model_attributes_type")],
+    *[({"type": k, "input": 1}, "1 is not a list") for k in ("tuple_type", "list_type")],
+    ({"type": "literal_error", "input": "x", "ctx": {"expected": "'a' or 'b'"}},
+     "'x' is not allowed ('a' or 'b')"),
+    ({"type": "too_short", "input": []}, "must not be empty"),
+    ({"type": "string_pattern_mismatch", "input": "x", "ctx": {"pattern": "^a$"}}, "'x' does not match ^a$"),
+    ({"type": "ip_v4_address", "input": 1}, "1 is not an IPv4 address"),
+    ({"type": "ip_v4_interface", "input": 1}, "1 is not an IPv4 address with prefix (a.b.c.d/n)"),
+    ({"type": KIND, "input": 1, "msg": "our own words"}, "our own words"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("err", "expected"), MESSAGES, ids=[f"{i}-{e['type']}" for i, (e, _) in enumerate(MESSAGES)]
+)
+def test_each_pydantic_error_kind_gets_our_wording(err: dict[str, Any], expected: str) -> None:
+    """Our validators catch most of these first (strict numbers, strings, booleans);
+    should a field ever reach pydantic's own check, the wording is still ours."""
+    assert message_of(err) == expected
