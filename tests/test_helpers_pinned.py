@@ -275,7 +275,7 @@ def test_show_cuts_a_collection_at_80_characters() -> None:
     assert show([]) == "[]" and show({}) == "{}"
 
 
-MESSAGES = [
+MESSAGES: list[tuple[dict[str, Any], str]] = [
     ({"type": "missing"}, "missing (required)"),
     ({"type": "extra_forbidden", "input": 1}, "unknown key"),
     *[({"type": k, "input": "x"}, "'x' is not a whole number") for k in ("int_type", "int_parsing")],
