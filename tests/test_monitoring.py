@@ -505,6 +505,35 @@ def test_dashboard_is_what_rancher_monitoring_loads() -> None:
     assert len(d["uid"]) <= 40
 
 
+GOLDEN_DASHBOARD = Path(__file__).parent / "golden" / "dashboard-prod.json"
+
+
+def test_dashboard_is_the_reviewed_one() -> None:
+    """No Grafana runs here to load it: the dashboard is pinned as a reviewed file.
+    After a deliberate change, rewrite it with `python tests/golden/update.py` and
+    review the diff."""
+    assert dashboard(settings_of("prod")) == json.loads(GOLDEN_DASHBOARD.read_text())
+
+
+def test_dashboard_panels_tile_the_grid_without_overlap() -> None:
+    cells: dict[tuple[int, int], int] = {}
+    for p in dashboard(S)["panels"]:
+        g = p["gridPos"]
+        assert g["w"] > 0 and g["h"] > 0 and g["x"] + g["w"] <= 24, p["title"]
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in cells, f"{p['title']} overlaps panel {cells[(x, y)]}"
+                cells[(x, y)] = p["id"]
+
+
+def test_dashboard_legends_name_labels_their_queries_keep() -> None:
+    for p in dashboard(S)["panels"]:
+        for t in p["targets"]:
+            kept = re.match(r"^\w+ by \(([\w, ]+)\)", t["expr"])
+            labels = set(re.findall(r"{{(\w+)}}", t["legendFormat"]))
+            assert labels <= ({x.strip() for x in kept.group(1).split(",")} if kept else set()), t
+
+
 def metric_names(exprs: list[str]) -> set[str]:
     return set(re.findall(r"\b([a-z_][a-z0-9_]*)\{", " ".join(exprs))) - {"up"}
 
