@@ -133,7 +133,10 @@ KIND = "halb_value"
 def fail(message: str, **ctx: Any) -> PydanticCustomError:
     # Formatted here with shortened values; no context is passed to pydantic,
     # so braces in a user's value are never read as a template.
-    return PydanticCustomError(KIND, message.format(**{k: show(v) for k, v in ctx.items()}))
+    # Without values the message is final text: a brace in it is not a placeholder.
+    return PydanticCustomError(
+        KIND, message.format(**{k: show(v) for k, v in ctx.items()}) if ctx else message
+    )
 
 
 def in_range(lo: int, hi: int) -> AfterValidator:

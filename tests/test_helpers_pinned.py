@@ -205,9 +205,13 @@ def test_a_token_from_the_environment_is_one_the_engine_holds_secret(monkeypatch
     `pulumi config set --secret` would have made it; a configured token wins over it."""
     monkeypatch.setattr(runtime_config, "get_config_env", lambda: {"rancher-ha-lb:cluster": "prod"})
     monkeypatch.setattr(runtime_config, "get_config_secret_keys_env", lambda: [])
+    # The engine's config as a fresh program sees it (run_program sets both globals).
     empty: ContextVar[dict[str, object]] = ContextVar("config")
     empty.set({})
+    no_secrets: ContextVar[set[str]] = ContextVar("secret_keys")
+    no_secrets.set(set())
     monkeypatch.setattr(runtime_config, "CONFIG", empty)
+    monkeypatch.setattr(runtime_config, "_SECRET_KEYS", no_secrets)
     monkeypatch.setenv(TOKEN_ENV, "token-env:s3cret")
     raw = raw_from_engine()
     assert raw.values == {"rancher-ha-lb:cluster": "prod", TOKEN_KEY: "token-env:s3cret"}

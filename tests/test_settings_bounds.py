@@ -313,15 +313,15 @@ def test_a_bad_stack_stops_the_program_before_any_resource(
             f"{P}services: is nested too deeply",
         ),
         (
-            RawConfig(BASE.values, BASE.secret_keys | {f"{P}loadBalancer"}),
-            f"{P}loadBalancer: holds a secret, but this setting reaches the cluster in plain text; only ",
+            RawConfig(BASE.values, BASE.secret_keys | {f"{P}cluster"}),
+            f"{P}cluster: holds a secret, but this setting reaches the cluster in plain text; only ",
         ),
         (
             RawConfig(BASE.values, BASE.secret_keys | {"rancher2:apiUrl"}),
             "rancher2:apiUrl: holds a secret, but this setting reaches the cluster in plain text; only ",
         ),
     ],
-    ids=["nested too deeply", "secret loadBalancer", "secret apiUrl"],
+    ids=["nested too deeply", "secret cluster", "secret apiUrl"],
 )
 def test_a_key_refused_before_validation_is_not_called_missing_too(raw: RawConfig, expected: str) -> None:
     with pytest.raises(SettingsError) as err:
