@@ -6,12 +6,15 @@ The score of an area is killed / (all - equivalent - not yet checked);
 `--require components=90` exits 1 when an area's score is below it.
 
     python tests/mutation_report.py [--require components=90] [--survivors]
+    python tests/mutation_report.py --sample 600 [--seed 14]   # names for `mutmut run`
+    python tests/mutation_report.py --forget                   # before a sampled run
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import re
 import sys
 from collections import Counter
@@ -33,6 +36,15 @@ def results(mutants: Path) -> dict[str, int | None]:
     for meta in sorted(mutants.rglob("*.py.meta")):
         out.update(json.loads(meta.read_text())["exit_code_by_key"])
     return out
+
+
+def forget(mutants: Path, area_name: str) -> None:
+    """A sampled run starts from nothing checked, so the report is the sample's."""
+    for meta in sorted(mutants.rglob("*.py.meta")):
+        data = json.loads(meta.read_text())
+        codes = data["exit_code_by_key"]
+        data["exit_code_by_key"] = {k: (None if area(k) == area_name else v) for k, v in codes.items()}
+        meta.write_text(json.dumps(data))
 
 
 def equivalents(doc: Path) -> set[str]:
@@ -68,11 +80,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--doc", type=Path, default=ROOT / "docs" / "mutation.md")
     p.add_argument("--require", action="append", default=[], help="AREA=PERCENT, e.g. components=90")
     p.add_argument("--survivors", action="store_true", help="list survived and unreached mutants")
+    p.add_argument("--sample", type=int, help="print N mutant names of --area drawn at random (--seed)")
+    p.add_argument("--seed", type=int, default=14)
+    p.add_argument("--area", default="components")
+    p.add_argument("--forget", action="store_true", help="set every verdict of --area to not checked")
     args = p.parse_args(argv)
     res = results(args.mutants)
     if not res:
         print(f"no mutmut results under {args.mutants}; run `make mutate` first", file=sys.stderr)
         return 2
+    if args.forget:
+        forget(args.mutants, args.area)
+        return 0
+    if args.sample is not None:
+        names = sorted(n for n in res if area(n) == args.area)
+        print("\n".join(random.Random(args.seed).sample(names, min(args.sample, len(names)))))
+        return 0
     eq = equivalents(args.doc)
     per_module: dict[str, Counter[str]] = {}
     per_area: dict[str, Counter[str]] = {}
