@@ -177,6 +177,17 @@ ROWS += [
     # Numbers JSON gives the program: at most 4000 digits (4001 is refused before pydantic).
     ("routerId with 4001 digits", vip(routerId=10**4000),
      f"{P}vip: holds a 4001-digit number (at most 4000 digits)"),
+    # Quantities up to 2^63-1 (the API server's int64), however written.
+    ("cpu 2^63-1", service(resources={"cpu": 2**63 - 1}), None),
+    ("cpu 2^63", service(resources={"cpu": 2**63}),
+     f"{P}services[0].resources.cpu: '9223372036854775808' is too large for a Kubernetes quantity"),
+    ("cpu 21 digits", service(resources={"cpu": 10**20}),
+     f"{P}services[0].resources.cpu: a 21-digit number is too large for a Kubernetes quantity"),
+    ("cpu 9E", service(resources={"cpu": "9E"}), None),
+    ("cpu 10E", service(resources={"cpu": "10E"}),
+     f"{P}services[0].resources.cpu: '10E' is too large for a Kubernetes quantity"),
+    ("cpu infinite", service(resources={"cpu": float("inf")}),
+     f"{P}services[0].resources.cpu: inf is not a Kubernetes quantity"),
     # Increase() needs two scrapes inside the failover window.
     ("window=2 scrapes", {"monitoring": {"scrapeInterval": "15s", "failoverWindow": "30s"}}, None),
     ("window<2 scrapes", {"monitoring": {"scrapeInterval": "15s", "failoverWindow": "29s"}},
