@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextvars import ContextVar
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pulumi
@@ -16,10 +17,11 @@ import pytest
 import yaml
 from conftest import settings_of, stack_raw, with_overrides
 from pulumi.runtime import config as runtime_config
+from pulumi_rancher2 import GetClusterResult
 from pydantic import SecretStr
 from pydantic_core import PydanticCustomError
 
-from components.cluster import required_access
+from components.cluster import node_command_of, required_access
 from components.monitoring import prometheus_config
 from components.settings import RawConfig, parse_settings
 from components.settings import _message as message_of
@@ -307,3 +309,22 @@ def test_each_pydantic_error_kind_gets_our_wording(err: dict[str, Any], expected
     """Our validators catch most of these first (strict numbers, strings, booleans);
     should a field ever reach pydantic's own check, the wording is still ours."""
     assert message_of(err) == expected
+
+
+@pytest.mark.parametrize(
+    ("cluster_id", "command"),
+    [("", "cmd"), ("-", "cmd"), ("c-m-abc", None), ("c-m-abc", "")],
+    ids=["no id", "id '-'", "no registration token", "empty command"],
+)
+def test_a_cluster_rancher_hides_stops_the_program(cluster_id: str, command: str | None) -> None:
+    """getCluster answers a token that may not manage the cluster with an id-less
+    or token-less result rather than an error."""
+    token = None if command is None else SimpleNamespace(node_command=command)
+    found = cast(GetClusterResult, SimpleNamespace(id=cluster_id, cluster_registration_token=token))
+    with pytest.raises(pulumi.RunError, match=r"^rancher-ha-lb:cluster: Rancher gave no registration token "):
+        node_command_of("prod", found)
+    ok = cast(
+        GetClusterResult,
+        SimpleNamespace(id="c-m-abc", cluster_registration_token=SimpleNamespace(node_command="cmd")),
+    )
+    assert node_command_of("prod", ok) == "cmd"

@@ -95,7 +95,10 @@ def test_only_the_edge_namespace_uses_host_networking(stack: str) -> None:
         if d["metadata"]["namespace"] == s.apps_namespace:
             spec = pod(d)
             assert not spec.get("hostNetwork")
-            assert spec["securityContext"]["runAsNonRoot"] is True
+            assert spec["securityContext"] == {
+                "runAsNonRoot": True,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            }
             for c in spec["containers"]:
                 assert c["securityContext"]["runAsNonRoot"] is True
                 assert c["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}

@@ -505,6 +505,13 @@ def test_dashboard_is_what_rancher_monitoring_loads() -> None:
     assert len(d["uid"]) <= 40
 
 
+def test_alert_groups_are_named_for_what_they_watch() -> None:
+    """The group names Prometheus and Rancher's alert views list the rules under."""
+    groups = alert_rules(S)
+    assert [g["name"] for g in groups] == ["rancher-ha-lb.vip", "rancher-ha-lb.haproxy"]
+    assert all(g["rules"] for g in groups)
+
+
 GOLDEN_DASHBOARD = Path(__file__).parent / "golden" / "dashboard-prod.json"
 
 

@@ -229,6 +229,65 @@ def test_k8s_resources_use_the_clusters_provider_and_parents() -> None:
             assert r.name.startswith(parent.name + "-"), r.name
 
 
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_resource_sits_under_its_component_and_reaches_the_stacks_cluster(stack: str) -> None:
+    """A resource without the explicit provider would go wherever the ambient
+    kubeconfig or Rancher login points; one outside its component would not be
+    deleted or renamed with it."""
+    run = rendered(stack)
+    providers = {"rancher2:": run.named("cluster-rancher").urn, "kubernetes:": run.named("cluster-k8s").urn}
+    stack_urn = run.of_type("pulumi:pulumi:Stack")[0].urn
+    for r in run.resources + run.reads:
+        if r.type == "pulumi:pulumi:Stack":
+            continue
+        if r.type.startswith("rancher-ha-lb:index:"):
+            assert r.parent == stack_urn, r.name
+        else:
+            parent = run.by_urn(r.parent or "")
+            assert parent.type.startswith("rancher-ha-lb:index:") and r.name.startswith(parent.name + "-"), (
+                r.name
+            )
+        for prefix, provider in providers.items():
+            if r.type.startswith(prefix):
+                assert r.provider is not None and r.provider.startswith(provider + "::"), r.name
+        if r.type.startswith("pulumi:providers:"):
+            assert run.by_urn(r.parent or "").name == "cluster", r.name
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_everything_the_program_makes_in_the_cluster_is_labelled_as_its_own(stack: str) -> None:
+    """`-l app.kubernetes.io/part-of=rancher-ha-lb` finds all of it (Rancher's project too)."""
+    run = rendered(stack)
+    for r in run.resources:
+        if r.type.startswith("kubernetes:") and not r.type.endswith("Patch"):
+            labels = r.inputs["metadata"]["labels"]
+        elif r.type.startswith(("rancher2:index/project", "rancher2:index/namespace")):
+            labels = r.inputs["labels"]
+        else:
+            continue
+        assert labels["app.kubernetes.io/part-of"] == "rancher-ha-lb", r.name
+
+
+def test_rancher_shows_what_each_namespace_and_the_project_is_for() -> None:
+    run = rendered("prod")
+    described = {
+        r.name: r.inputs["description"] for r in run.resources if r.type.startswith("rancher2:index/")
+    }
+    assert described == {
+        "cluster-project": "rancher-ha-lb: highly available web entry point",
+        "cluster-apps": "App services (Pod Security: restricted)",
+        "cluster-edge": "Edge tier: HAProxy + keepalived in host networking",
+    }
+
+
+def test_app_deployments_roll_one_new_pod_at_a_time_keeping_every_old_one() -> None:
+    for d in rendered("prod").of_type("kubernetes:apps/v1:Deployment"):
+        strategy = d.inputs["spec"]["strategy"]
+        assert strategy == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}, (
+            d.name
+        )
+
+
 def test_built_images_are_pinned_by_digest() -> None:
     run = rendered("prod")
     images = {r.inputs["imageName"]: r.inputs for r in run.of_type("docker:index/image:Image")}

@@ -118,7 +118,7 @@ def test_secret_env_values_only_under_secret_paths() -> None:
                 assert under(path, r.secret_paths), f"{needle} at {r.type} {r.name} {path}, not secret"
     assert seen == 2  # once each, in its service's Secret
     shop_secret, blog_secret = run.named("app-shop-env"), run.named("app-blog-env")
-    assert shop_secret.type == "kubernetes:core/v1:Secret"
+    assert shop_secret.type == "kubernetes:core/v1:Secret" and shop_secret.inputs["type"] == "Opaque"
     assert shop_secret.secret_paths == ["stringData"]
     assert shop_secret.inputs["stringData"] == {"DB_PASSWORD": DB_PASSWORD, "LOG_LEVEL": "info"}
     assert blog_secret.inputs["stringData"] == {"API_KEY": API_KEY}
