@@ -220,3 +220,56 @@ def test_the_manifest_gives_the_entrypoint_what_it_needs() -> None:
     assert not mounts[pid_default].get("readOnly", False)
     volumes = {v["name"]: v for v in spec["volumes"]}
     assert "emptyDir" in volumes[mounts[pid_default]["name"]]
+
+
+HELPERS = {
+    "/usr/local/bin/halb-haproxy": ROOT / "images" / "haproxy" / "halb-haproxy",
+    "/usr/local/bin/halb-keepalived": ROOT / "images" / "keepalived" / "halb-keepalived",
+}
+
+
+def helper_parser(path: Path, env: dict[str, str]) -> Any:
+    """The image's own argparse parser, built with the container's environment."""
+    import importlib.machinery
+    import importlib.util
+
+    loader = importlib.machinery.SourceFileLoader(path.name.replace("-", "_"), str(path))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    old = dict(os.environ)
+    os.environ.update(env)
+    try:
+        return module.parser()
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+
+
+@pytest.mark.parametrize("stack", ["lab", "prod"])
+def test_every_helper_command_in_the_pod_is_one_the_helper_takes(stack: str) -> None:
+    """Commands, args and preStop hooks that call the images' helpers parse with
+    the helpers' own parsers (a misspelt flag would only fail in a running pod)."""
+    from conftest import rendered
+
+    from halb.render import manifests
+
+    (ds,) = [d for d in manifests(rendered(stack)) if d["kind"] == "DaemonSet"]
+    seen = []
+    for c in ds["spec"]["template"]["spec"]["containers"]:
+        env = {e["name"]: e["value"] for e in c.get("env", []) if "value" in e}
+        pre_stop = c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+        for argv in (c.get("command", []) + c.get("args", []), pre_stop):
+            if argv and argv[0] in HELPERS:
+                try:
+                    helper_parser(HELPERS[argv[0]], env).parse_args(argv[1:])
+                except SystemExit as refused:
+                    raise AssertionError(f"{c['name']}: {argv} refused by {argv[0]}") from refused
+                seen.append((c["name"], argv[1]))
+    # keepalived's watch-config and steer are started by entrypoint.sh, not the spec.
+    assert sorted(seen) == [
+        ("haproxy", "drain"),
+        ("haproxy-reload", "watch-config"),
+        ("keepalived", "handoff"),
+    ]
