@@ -273,3 +273,24 @@ def test_every_helper_command_in_the_pod_is_one_the_helper_takes(stack: str) -> 
         ("haproxy-reload", "watch-config"),
         ("keepalived", "handoff"),
     ]
+
+
+@pytest.mark.parametrize("stack", ["lab", "prod"])
+def test_the_steer_daemon_gets_every_load_balancers_address(stack: str) -> None:
+    """HALB_STEER, "ADDR PORT PEERS VIP HTTP_PORT": entrypoint.sh passes it to
+    `halb-keepalived steer`; PEERS is every load balancer's address, comma-separated."""
+    from conftest import rendered, settings_of
+
+    from halb.render import manifests
+
+    s = settings_of(stack)
+    (ds,) = [d for d in manifests(rendered(stack)) if d["kind"] == "DaemonSet"]
+    (ka,) = [c for c in ds["spec"]["template"]["spec"]["containers"] if c["name"] == "keepalived"]
+    (steer,) = [e["value"] for e in ka["env"] if e["name"] == "HALB_STEER"]
+    addr, port, peers, vip, http_port = steer.split(" ")
+    assert addr == "$(HOST_IP)" and int(port) == s.vrrp.handoff.port
+    assert peers.split(",") == [str(s.address(n)) for n in s.lb_nodes]
+    assert (vip, int(http_port)) == (str(s.vip.ip), s.load_balancer.http_port)
+    argv = ["steer", "--listen", "192.0.2.11", "--port", port, "--peers", peers, "--vip", vip,
+            "--http-port", http_port, "--interface", s.vip.interface]  # fmt: skip
+    helper_parser(HELPERS["/usr/local/bin/halb-keepalived"], {}).parse_args(argv)

@@ -53,6 +53,19 @@ def host(name: str, **values: Any) -> dict[str, Any]:
     return {"hosts": hosts}
 
 
+def node_name(length: int) -> str:
+    """A valid node name (63-character labels) of `length` characters."""
+    name = ".".join(["n" * 63] * 5)[:length]
+    assert not name.endswith(".")
+    return name
+
+
+def extra_host(name: str, role: str) -> dict[str, Any]:
+    hosts = lab_value("hosts")
+    hosts[name] = {"role": role, "address": "192.0.2.13"} if role == "load-balancer" else {"role": role}
+    return {"hosts": hosts}
+
+
 def lb_hosts(count: int) -> dict[str, Any]:
     """`count` load-balancer hosts, lb-01..., default priorities 200, 190, ..."""
     hosts: dict[str, Any] = {
@@ -188,6 +201,14 @@ ROWS += [
      f"{P}services[0].resources.cpu: '10E' is too large for a Kubernetes quantity"),
     ("cpu infinite", service(resources={"cpu": float("inf")}),
      f"{P}services[0].resources.cpu: inf is not a Kubernetes quantity"),
+    # Node names: 253 characters, 248 for a load balancer (its `<node>.conf` is a Secret key).
+    ("lb host name 248 chars", extra_host(node_name(248), "load-balancer"), None),
+    ("lb host name 249 chars", extra_host(node_name(249), "load-balancer"),
+     f"{P}hosts.{short_name(node_name(249))}: 249 characters; a load-balancer host's name may have at most "
+     "248 (its keepalived config is the Secret key '<node>.conf', at most 253)"),
+    ("apps host name 253 chars", extra_host(node_name(253), "apps"), None),
+    ("apps host name 254 chars", extra_host(node_name(254), "apps"),
+     f"{P}hosts.{short_name(node_name(254))}: 254 characters; a node name may have at most 253"),
     # Increase() needs two scrapes inside the failover window.
     ("window=2 scrapes", {"monitoring": {"scrapeInterval": "15s", "failoverWindow": "30s"}}, None),
     ("window<2 scrapes", {"monitoring": {"scrapeInterval": "15s", "failoverWindow": "29s"}},
