@@ -209,6 +209,27 @@ ROWS += [
     ("apps host name 253 chars", extra_host(node_name(253), "apps"), None),
     ("apps host name 254 chars", extra_host(node_name(254), "apps"),
      f"{P}hosts.{short_name(node_name(254))}: 254 characters; a node name may have at most 253"),
+    # Every apps host is checked, also after one without an address.
+    ("apps host on the VIP after one without address",
+     {"hosts": {**lab_value("hosts"), "app-1": {"role": "apps"},
+                "app-2": {"role": "apps", "address": "192.0.2.10"}}},
+     f"{P}hosts.app-2.address: 192.0.2.10 is the VIP itself"),
+    ("loadBalancer build with a digest",
+     lb(build=True, image="registry.example.com/edge/haproxy@sha256:" + "a" * 64),
+     f"{P}loadBalancer.image: a digest cannot be a push target; with build: true give repository[:tag]"),
+    ("equal priorities", {"hosts": {**lab_value("hosts"),
+                                    "lb-1": {**lab_value("hosts")["lb-1"], "priority": 100},
+                                    "lb-2": {**lab_value("hosts")["lb-2"], "priority": 100}}},
+     f"{P}hosts.lb-2.priority: 100 is also lb-1's; priorities must be distinct so the cold-start election "
+     "is not arbitrary"),
+    ("requests equal to limits",
+     service(resources={"cpu": "1", "cpuLimit": "1", "memory": "64Mi", "memoryLimit": "64Mi"}), None),
+    ("cpu request above its limit", service(resources={"cpu": "2", "cpuLimit": "1"}),
+     f"{P}services[0].resources.cpu: 2 is more than cpuLimit 1 (requests must not exceed limits)"),
+    ("healthPath 1024 chars", service(healthPath="/" + "a" * 1023), None),
+    ("healthPath 1025 chars", service(healthPath="/" + "a" * 1024),
+     f"{P}services[0].healthPath: {show('/' + 'a' * 1024)} is not a URL path HAProxy and the kubelet "
+     "both take"),
     # Increase() needs two scrapes inside the failover window.
     ("window=2 scrapes", {"monitoring": {"scrapeInterval": "15s", "failoverWindow": "30s"}}, None),
     ("window<2 scrapes", {"monitoring": {"scrapeInterval": "15s", "failoverWindow": "29s"}},
