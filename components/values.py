@@ -243,14 +243,14 @@ def _ifname(value: str) -> str:
 
 def _host_address_class(addr: ipaddress.IPv4Address) -> str | None:
     """Why `addr` cannot be a host's (or the VIP's) address on a LAN, or None."""
-    for kind, test in (
-        ("multicast", addr.is_multicast),
-        ("loopback", addr.is_loopback),
-        ("unspecified", addr.is_unspecified),
-        ("reserved", addr.is_reserved),
+    for what, test in (
+        ("a multicast address", addr.is_multicast),
+        ("a loopback address", addr.is_loopback),
+        ("the unspecified address", addr.is_unspecified),
+        ("a reserved address", addr.is_reserved),
     ):
         if test:
-            return f"{addr} is a {kind} address, not a host's"
+            return f"{addr} is {what}, not a host's"
     return None
 
 

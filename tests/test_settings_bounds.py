@@ -230,6 +230,15 @@ ROWS += [
     ("healthPath 1025 chars", service(healthPath="/" + "a" * 1024),
      f"{P}services[0].healthPath: {show('/' + 'a' * 1024)} is not a URL path HAProxy and the kubelet "
      "both take"),
+    # Addresses no host can have, each named.
+    ("lb-1 on 0.0.0.0", host("lb-1", address="0.0.0.0"),
+     f"{P}hosts.lb-1.address: 0.0.0.0 is the unspecified address, not a host's"),
+    ("lb-1 on a reserved address", host("lb-1", address="240.0.0.1"),
+     f"{P}hosts.lb-1.address: 240.0.0.1 is a reserved address, not a host's"),
+    # A quoted boolean is a string, whatever its case.
+    *[(f"unicast {word!r}", vrrp(unicast=word),
+       f"{P}vrrp.unicast: {word!r} is a string, not true or false; remove the quotes")
+      for word in ("false", "True")],
     # Increase() needs two scrapes inside the failover window.
     ("window=2 scrapes", {"monitoring": {"scrapeInterval": "15s", "failoverWindow": "30s"}}, None),
     ("window<2 scrapes", {"monitoring": {"scrapeInterval": "15s", "failoverWindow": "29s"}},
@@ -381,3 +390,20 @@ def test_a_key_refused_before_validation_is_not_called_missing_too(raw: RawConfi
         parse_settings(raw)
     (problem,) = err.value.problems  # not also "<key>: missing (required)"
     assert problem.startswith(expected), problem
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        (
+            "cluster",
+            "cluster: no namespace (config keys are namespace:name); did you mean rancher-ha-lb:cluster?",
+        ),
+        ("apiUrl", "apiUrl: no namespace (config keys are namespace:name); did you mean rancher2:apiUrl?"),
+        ("colour", "colour: no namespace (config keys are namespace:name); e.g. rancher-ha-lb:colour"),
+    ],
+)
+def test_a_key_without_namespace_gets_the_one_it_belongs_to(key: str, expected: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        parse_settings(RawConfig({**BASE.values, key: "x"}, BASE.secret_keys))
+    assert err.value.problems == [expected]
