@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pulumi
@@ -15,6 +16,7 @@ from halb.mockrun import FAKE_DIGEST, Recorded, Run, run_program, stack_rancher
 
 DS = "kubernetes:apps/v1:DaemonSet"
 DEPLOY = "kubernetes:apps/v1:Deployment"
+P = "rancher-ha-lb:"
 K8S_TYPES = ("kubernetes:core/v1:", "kubernetes:apps/v1:", "kubernetes:policy/v1:")
 
 
@@ -229,12 +231,23 @@ def test_k8s_resources_use_the_clusters_provider_and_parents() -> None:
             assert r.name.startswith(parent.name + "-"), r.name
 
 
-@pytest.mark.parametrize("stack", STACKS)
+def with_everything() -> Run:
+    """prod plus what the stacks leave out: a pull secret (registry password) and secret env."""
+    services = [
+        {**svc, "env": {"TOKEN": "t0k3n"}} for svc in json.loads(stack_raw("prod").values[P + "services"])
+    ]
+    raw = with_overrides(stack_raw("prod"), secret=True, registryPassword="registry-pw", services=services)
+    return run_program(raw, "prod")
+
+
+@pytest.mark.parametrize("stack", [*STACKS, "prod+registry+env"])
 def test_every_resource_sits_under_its_component_and_reaches_the_stacks_cluster(stack: str) -> None:
     """A resource without the explicit provider would go wherever the ambient
     kubeconfig or Rancher login points; one outside its component would not be
     deleted or renamed with it."""
-    run = rendered(stack)
+    run = with_everything() if stack == "prod+registry+env" else rendered(stack)
+    if stack == "prod+registry+env":
+        assert run.of_type("rancher2:index/registry:Registry") and run.named("app-shop-env")
     providers = {"rancher2:": run.named("cluster-rancher").urn, "kubernetes:": run.named("cluster-k8s").urn}
     stack_urn = run.of_type("pulumi:pulumi:Stack")[0].urn
     for r in run.resources + run.reads:
@@ -254,10 +267,10 @@ def test_every_resource_sits_under_its_component_and_reaches_the_stacks_cluster(
             assert run.by_urn(r.parent or "").name == "cluster", r.name
 
 
-@pytest.mark.parametrize("stack", STACKS)
+@pytest.mark.parametrize("stack", [*STACKS, "prod+registry+env"])
 def test_everything_the_program_makes_in_the_cluster_is_labelled_as_its_own(stack: str) -> None:
     """`-l app.kubernetes.io/part-of=rancher-ha-lb` finds all of it (Rancher's project too)."""
-    run = rendered(stack)
+    run = with_everything() if stack == "prod+registry+env" else rendered(stack)
     for r in run.resources:
         if r.type.startswith("kubernetes:") and not r.type.endswith("Patch"):
             labels = r.inputs["metadata"]["labels"]

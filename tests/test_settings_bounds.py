@@ -230,6 +230,10 @@ ROWS += [
     ("healthPath 1025 chars", service(healthPath="/" + "a" * 1024),
      f"{P}services[0].healthPath: {show('/' + 'a' * 1024)} is not a URL path HAProxy and the kubelet "
      "both take"),
+    # Exponent notation, as Kubernetes reads it: 1e3 is 1000.
+    ("cpu 1e3 within limit 2e3", service(resources={"cpu": "1e3", "cpuLimit": "2e3"}), None),
+    ("cpu 2e3 above limit 1500", service(resources={"cpu": "2e3", "cpuLimit": "1500"}),
+     f"{P}services[0].resources.cpu: 2e3 is more than cpuLimit 1500 (requests must not exceed limits)"),
     # Addresses no host can have, each named.
     ("lb-1 on 0.0.0.0", host("lb-1", address="0.0.0.0"),
      f"{P}hosts.lb-1.address: 0.0.0.0 is the unspecified address, not a host's"),
