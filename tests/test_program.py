@@ -293,6 +293,36 @@ def test_rancher_shows_what_each_namespace_and_the_project_is_for() -> None:
     }
 
 
+def test_the_kubernetes_provider_applies_server_side_to_the_stacks_cluster() -> None:
+    """Server-side apply: NodePatch needs it, and a field another manager owns is a
+    conflict rather than silently overwritten (halb.mockcluster models both)."""
+    inputs = rendered("prod").named("cluster-k8s").inputs
+    assert inputs["enableServerSideApply"] == "true"
+    assert inputs["clusterIdentifier"] == CLUSTER_ID
+
+
+def test_the_namespaces_carry_exactly_their_pod_security_and_ownership_labels() -> None:
+    run = rendered("prod")
+    common = {
+        "app.kubernetes.io/part-of": "rancher-ha-lb",
+        "pod-security.kubernetes.io/enforce-version": "latest",
+    }
+    assert run.named("cluster-apps").inputs["labels"] == {
+        **common, "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/audit": "restricted", "pod-security.kubernetes.io/warn": "restricted",
+    }  # fmt: skip
+    assert run.named("cluster-edge").inputs["labels"] == {
+        **common, "pod-security.kubernetes.io/enforce": "privileged",
+        "pod-security.kubernetes.io/audit": "baseline", "rancher-ha-lb/host-network": "allowed",
+    }  # fmt: skip
+
+
+def test_pdbs_let_a_drain_evict_a_pod_that_is_not_ready() -> None:
+    """AlwaysAllow: a crash-looping pod must not block a node drain."""
+    for pdb in rendered("prod").of_type("kubernetes:policy/v1:PodDisruptionBudget"):
+        assert pdb.inputs["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow", pdb.name
+
+
 def test_app_deployments_roll_one_new_pod_at_a_time_keeping_every_old_one() -> None:
     for d in rendered("prod").of_type("kubernetes:apps/v1:Deployment"):
         strategy = d.inputs["spec"]["strategy"]
