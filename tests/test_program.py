@@ -317,6 +317,17 @@ def test_the_namespaces_carry_exactly_their_pod_security_and_ownership_labels() 
     }  # fmt: skip
 
 
+def test_an_upper_case_hostname_is_refused_with_the_rule() -> None:
+    services = json.loads(stack_raw("lab").values[P + "services"])
+    services[1]["hostnames"] = ["Shop.example.com"]
+    with pytest.raises(SettingsError) as err:
+        parse_settings(with_overrides(stack_raw("lab"), services=services))
+    assert err.value.problems == [
+        f"{P}services[1].hostnames[0]: 'Shop.example.com' is not a lower-case DNS host name "
+        "(a wildcard only as the whole first label: *.example.com)"
+    ]
+
+
 def test_pdbs_let_a_drain_evict_a_pod_that_is_not_ready() -> None:
     """AlwaysAllow: a crash-looping pod must not block a node drain."""
     for pdb in rendered("prod").of_type("kubernetes:policy/v1:PodDisruptionBudget"):

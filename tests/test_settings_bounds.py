@@ -234,6 +234,12 @@ ROWS += [
     ("cpu 1e3 within limit 2e3", service(resources={"cpu": "1e3", "cpuLimit": "2e3"}), None),
     ("cpu 2e3 above limit 1500", service(resources={"cpu": "2e3", "cpuLimit": "1500"}),
      f"{P}services[0].resources.cpu: 2e3 is more than cpuLimit 1500 (requests must not exceed limits)"),
+    # The whole message where it tells the fix.
+    ("unicast no", vrrp(unicast="no"), f"{P}vrrp.unicast: 'no' is not true or false (write false)"),
+    ("unicast yes", vrrp(unicast="yes"), f"{P}vrrp.unicast: 'yes' is not true or false (write true)"),
+    ("healthPath without slash", service(healthPath="healthz"),
+     f"{P}services[0].healthPath: 'healthz' is not a URL path HAProxy and the kubelet both take "
+     "(/, then A-Z a-z 0-9 and . _ ~ ! & + , ; = : @ / ? -)"),
     # Addresses no host can have, each named.
     ("lb-1 on 0.0.0.0", host("lb-1", address="0.0.0.0"),
      f"{P}hosts.lb-1.address: 0.0.0.0 is the unspecified address, not a host's"),
@@ -405,6 +411,16 @@ def test_a_key_refused_before_validation_is_not_called_missing_too(raw: RawConfi
         ),
         ("apiUrl", "apiUrl: no namespace (config keys are namespace:name); did you mean rancher2:apiUrl?"),
         ("colour", "colour: no namespace (config keys are namespace:name); e.g. rancher-ha-lb:colour"),
+        # Misspelt: the same letters and digits (any case, any punctuation), or close enough.
+        (
+            "r.a.n.c.h.e.r.H.A.l.b:colour",
+            "r.a.n.c.h.e.r.H.A.l.b:colour: unknown namespace 'r.a.n.c.h.e.r.H.A.l.b'; "
+            "did you mean rancher-ha-lb:colour?",
+        ),
+        (
+            "rancher-ha-lbb:colour",
+            "rancher-ha-lbb:colour: unknown namespace 'rancher-ha-lbb'; did you mean rancher-ha-lb:colour?",
+        ),
     ],
 )
 def test_a_key_without_namespace_gets_the_one_it_belongs_to(key: str, expected: str) -> None:
