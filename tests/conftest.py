@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -206,6 +207,12 @@ def plain_id(name: str) -> str:
     collection in one process (mutmut's fork server) escapes them again, so the ids
     mutmut recorded would name no test."""
     return re.sub(r"[^ -\[\]-~]", lambda m: f"<{ord(m.group()):x}>", name)
+
+
+# Started in the background by a script (`cmd &`), a process inherits SIGINT ignored;
+# the Ctrl-C tests (and the `halb` processes they interrupt) need it as a terminal gives it.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 _ROOT_AT_START: dict[str, str] = {}

@@ -93,7 +93,9 @@ def test_a_new_hostname_answers_in_place_with_no_restart_and_no_vip_move(steady:
     failed = under_probe(lab, lambda: apply(lab, changed(BASE, "add-hostname"), "lab", lambda _: None))
     assert failed == []
     assert "service=blog" in answers(fresh(lab), NEW_HOSTNAME)
-    assert time.monotonic() - started < sync_delay_s() + 1 + 1 + 2  # sync + reload + the probe's lead/tail
+    # A guard against a relist back-off or a restart (10 s and more), not a measurement:
+    # `halb bench changes` measures 5.3-5.6 s (sync 5 s) on a quiet machine.
+    assert time.monotonic() - started < sync_delay_s() + 10
     assert containers(fresh(lab)) == before  # nothing restarted
     assert fresh(lab).vip_holders() == holder  # the VIP did not move
     log = lab.pods.log(holder[0], "haproxy-reload").read_text()
@@ -181,7 +183,7 @@ def test_drain_and_uncordon_the_master_lose_nothing(steady: Lab) -> None:
     seen = len(log.read_text())
 
     def maintenance() -> None:
-        drain(lab, master, lambda _: None)
+        drain(fresh(lab), master, lambda _: None)
         assert fresh(lab).status()["nodes"] and master not in fresh(lab).vip_holders()
         uncordon(fresh(lab), master, lambda _: None)
 
@@ -209,7 +211,7 @@ def test_a_baseline_drain_evicts_without_the_prestop_hooks(steady: Lab) -> None:
     other = next(n.name for n in lab.plan.lb_nodes if n.name != master)
     log, steer = kubelet_log(lab, master), lab.pods.log(other, "keepalived")
     seen, steer_seen = len(log.read_text()), len(steer.read_text())
-    drain(lab, master, lambda _: None, hooks=False)
+    drain(fresh(lab), master, lambda _: None, hooks=False)  # fresh: the module's Lab holds stale state
     try:
         tail = log.read_text()[seen:]
         assert pre_stops(tail) == set(), tail
