@@ -72,11 +72,12 @@ mutate: deps
 	$(PY) tests/mutation_report.py --require components=90
 
 # A seeded random sample of components/ (the whole takes about 5 hours here):
-# every verdict is forgotten first, so the report is the sample's. The mutants
-# must exist (one `make mutate`, even interrupted, generates them).
+# every verdict is forgotten first, so the report is the sample's. On a fresh
+# checkout a run that matches no mutant generates them first (and maps the tests).
 SAMPLE ?= 600
 SEED ?= 14
 mutate-sample: deps
+	test -d mutants || env -u PYTHONDONTWRITEBYTECODE $(VENV)/bin/mutmut run --max-children $(MUTATE_JOBS) 'components.none-yet*' || test -d mutants
 	$(PY) tests/mutation_report.py --forget
 	env -u PYTHONDONTWRITEBYTECODE $(VENV)/bin/mutmut run --max-children $(MUTATE_JOBS) \
 	  $$($(PY) tests/mutation_report.py --sample $(SAMPLE) --seed $(SEED))
