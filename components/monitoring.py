@@ -99,7 +99,7 @@ def exporter_container(s: Settings, image: pulumi.Input[str]) -> k8s.core.v1.Con
 
 def job(s: Settings, monitor: str) -> str:
     """The `job` label prometheus-operator gives a PodMonitor's targets: namespace/name."""
-    return f"{s.edge_ns}/{monitor}"
+    return f"{s.edge_namespace}/{monitor}"
 
 
 def scrape_jobs(s: Settings) -> dict[str, int]:
@@ -198,7 +198,7 @@ def alert_rules(s: Settings) -> list[dict[str, Any]]:
             f"No host has {s.vip.ip} on {s.vip.interface}: clients of every service get no answer "
             "(or the holder's exporter does not answer: then HalbEdgeHostsMissing fires too).",
             "Check the edge pods (`kubectl -n "
-            + s.edge_ns
+            + s.edge_namespace
             + " get pods -o wide`) and keepalived's log in each; look for HalbVrrpFault, "
             "HalbHaproxyDown and HalbKeepalivedDown on the same hosts: a host in FAULT does not "
             "take the VIP. Fix the cause (HAProxy, link, keepalived) on one host; it takes the VIP "
@@ -251,7 +251,7 @@ def alert_rules(s: Settings) -> list[dict[str, Any]]:
             "keepalived is not running on {{ $labels.node }}",
             "keepalived's VRRP process does not hold its notify FIFO open: it is stopped, crashing, "
             "or could not open the FIFO. This host cannot take the VIP.",
-            f"`kubectl -n {s.edge_ns} logs <edge pod on the node> -c keepalived`; a config error or "
+            f"`kubectl -n {s.edge_namespace} logs <edge pod on the node> -c keepalived`; a config error or "
             "a missing capability shows at the top. The exporter logs why it cannot open the FIFO.",
         ),
         _alert(
@@ -262,7 +262,7 @@ def alert_rules(s: Settings) -> list[dict[str, Any]]:
             f"{{{{ $value }}}} of {n} load-balancer hosts report VRRP metrics",
             "An edge pod is missing, not ready, or its exporter does not answer: the VIP alerts "
             "above cannot see that host.",
-            f"`kubectl -n {s.edge_ns} get pods -o wide`; a node labelled role=load-balancer that is "
+            f"`kubectl -n {s.edge_namespace} get pods -o wide`; a node labelled role=load-balancer that is "
             "NotReady, or a pod stuck Pending (host port taken?) is the usual cause.",
         ),
         _alert(
@@ -286,7 +286,7 @@ def alert_rules(s: Settings) -> list[dict[str, Any]]:
             "HAProxy is down on {{ $labels.node }}",
             "haproxy-watch sees no HAProxy on {{ $labels.node }}, or Prometheus cannot scrape it. "
             "keepalived has put the host in FAULT: the VIP is elsewhere, with no standby here.",
-            f"`kubectl -n {s.edge_ns} logs <edge pod on the node> -c haproxy --previous`; a config "
+            f"`kubectl -n {s.edge_namespace} logs <edge pod on the node> -c haproxy --previous`; a config "
             "error, an out-of-memory kill or a port taken on the host are the usual causes.",
         ),
         _alert(
@@ -304,7 +304,7 @@ def alert_rules(s: Settings) -> list[dict[str, Any]]:
     ]
     for rule in vip_rules + haproxy_rules:
         # Aggregations drop `namespace`; routing (and Rancher's alert views) want it.
-        rule["labels"]["namespace"] = s.edge_ns
+        rule["labels"]["namespace"] = s.edge_namespace
     return [
         {"name": "rancher-ha-lb.vip", "rules": vip_rules},
         {"name": "rancher-ha-lb.haproxy", "rules": haproxy_rules},
@@ -410,8 +410,8 @@ def dashboard(s: Settings) -> dict[str, Any]:
                [(f"min by (proxy) (haproxy_backend_active_servers{{{be}}})", "{{proxy}}")]),
     ]  # fmt: skip
     return {
-        "uid": "halb-" + hashlib.sha256(s.edge_ns.encode()).hexdigest()[:12],
-        "title": f"rancher-ha-lb: VIP and HAProxy ({s.edge_ns})",
+        "uid": "halb-" + hashlib.sha256(s.edge_namespace.encode()).hexdigest()[:12],
+        "title": f"rancher-ha-lb: VIP and HAProxy ({s.edge_namespace})",
         "tags": ["rancher-ha-lb", "keepalived", "haproxy"],
         "timezone": "browser",
         "schemaVersion": 39,
@@ -474,7 +474,7 @@ class Monitoring(pulumi.ComponentResource):
             operator_object("PodMonitor", monitor, pod_monitor_spec(s, port))
         self.rule_name = RULE_NAME
         operator_object("PrometheusRule", RULE_NAME, {"groups": alert_rules(s)})
-        self.dashboard_name = f"rancher-ha-lb-{s.edge_ns}"
+        self.dashboard_name = f"rancher-ha-lb-{s.edge_namespace}"
         k8s.core.v1.ConfigMap(
             f"{name}-dashboard",
             metadata={

@@ -30,7 +30,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from components.settings import RawConfig, SettingsError, parse_settings
+from components.problems import InputError
+from components.settings import RawConfig, parse_settings
 from components.values import show
 from halb.bench.changes import CHANGES as BENCH_CHANGES
 from halb.bench.changes import MODES as BENCH_MODES
@@ -38,7 +39,7 @@ from halb.bench.failover import FAULTS as BENCH_FAULTS
 from halb.bench.failover import PROFILES as BENCH_PROFILES
 from halb.interrupts import held
 from halb.lab.faults import FAULTS as LAB_FAULTS
-from halb.stackfile import StackFileError, known_stacks, load_stack_file, stack_path
+from halb.stackfile import known_stacks, load_stack_file, stack_path
 
 BAD_INPUT = 2
 
@@ -201,9 +202,7 @@ def _load_raw(stack: str, config_file: str | None) -> RawConfig | int:
     try:
         raw = load_stack_file(stack_path(stack, config_file))
         parse_settings(raw)
-    except StackFileError as err:
-        return _fail(err.problems)
-    except SettingsError as err:
+    except InputError as err:
         return _fail(err.problems)
     return raw
 
@@ -237,13 +236,12 @@ def print_status(status: dict[str, Any]) -> None:
 
 def _lab_errors(action: Callable[[], int], interrupted: str = "interrupted") -> int:
     """What the lab can't do is exit 1 with its message (bad input: 2); Ctrl-C is 130."""
-    from halb.lab.base import LabError, LabInputError
+    from halb.lab.base import LabError
 
     try:
         return action()
-    except LabInputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return BAD_INPUT
+    except InputError as err:
+        return _fail(err.problems)
     except LabError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -262,7 +260,6 @@ def _lab(args: argparse.Namespace) -> int:
     from halb.lab.lab import Lab
     from halb.lab.state import lab_prefix, locked
     from halb.lab.teardown import teardown
-    from halb.lab.topology import LabPlanError
 
     prefix = lab_prefix()
     if args.lab_command == "down":
@@ -273,10 +270,7 @@ def _lab(args: argparse.Namespace) -> int:
         raw = _load_raw(args.stack, args.config_file)
         if isinstance(raw, int):
             return raw
-        try:
-            lab = Lab.create(raw, args.stack, prefix)
-        except LabPlanError as err:
-            return _fail(err.problems)
+        lab = Lab.create(raw, args.stack, prefix)
         with locked(prefix, _say, "up"):
             lab.up(_say)
         print_status(lab.status())

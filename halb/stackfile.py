@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from components.problems import InputError
 from components.settings import PROJECT, RANCHER, RANCHER_KEYS, SECRET_KEYS_ALLOWED, SECRET_RULE, RawConfig
 from components.values import short_name
 
@@ -58,12 +59,8 @@ _YAML11_NUMBER = re.compile(
 _INT64 = (-(2**63), 2**64 - 1)
 
 
-class StackFileError(Exception):
+class StackFileError(InputError):
     """A stack file that cannot be read; each problem names the file or key and the fix."""
-
-    def __init__(self, problems: list[str] | str) -> None:
-        self.problems = [problems] if isinstance(problems, str) else problems
-        super().__init__("\n".join(self.problems))
 
 
 def stack_path(stack: str, config_file: str | None = None) -> Path:

@@ -24,8 +24,8 @@ from pydantic_core import PydanticCustomError
 from components.cluster import node_command_of, required_access
 from components.monitoring import prometheus_config
 from components.settings import RawConfig, parse_settings
-from components.settings import _message as message_of
-from components.settings import _secret_env as secret_env
+from components.settings.engine import secret_env
+from components.settings.messages import message as message_of
 from components.stack_config import TOKEN_ENV, TOKEN_KEY, raw_from_engine
 from components.values import KIND, digits, show
 from components.values import in_range as _in_range
@@ -61,7 +61,7 @@ def test_the_labs_prometheus_scrapes_what_the_podmonitors_scrape() -> None:
         "rule_files": ["rules.yaml"],
         "scrape_configs": [
             {
-                "job_name": f"{s.edge_ns}/halb-haproxy",
+                "job_name": f"{s.edge_namespace}/halb-haproxy",
                 "metrics_path": "/metrics",
                 "static_configs": [
                     {"targets": ["192.0.2.11:8404"], "labels": {"node": "lb-1"}},
@@ -69,7 +69,7 @@ def test_the_labs_prometheus_scrapes_what_the_podmonitors_scrape() -> None:
                 ],
             },
             {
-                "job_name": f"{s.edge_ns}/halb-vrrp",
+                "job_name": f"{s.edge_namespace}/halb-vrrp",
                 "metrics_path": "/metrics",
                 "static_configs": [
                     {"targets": ["192.0.2.11:9165"], "labels": {"node": "lb-1"}},

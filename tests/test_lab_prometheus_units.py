@@ -59,7 +59,7 @@ def test_prepare_writes_the_scrape_jobs_and_the_rendered_rules(tmp_path: Path) -
     # Exactly the groups of the rendered PrometheusRule, which are alert_rules(s).
     (rules,) = config["rule_files"]
     (rule_doc,) = [d for d in lab_docs() if d["kind"] == "PrometheusRule"]
-    assert Path(rules).name == f"{s.edge_ns}-{rule_doc['metadata']['name']}.yaml"
+    assert Path(rules).name == f"{s.edge_namespace}-{rule_doc['metadata']['name']}.yaml"
     loaded = yaml.safe_load(Path(rules).read_text())
     assert loaded == {"groups": rule_doc["spec"]["groups"]} == {"groups": alert_rules(s)}
 

@@ -88,9 +88,9 @@ def test_only_the_edge_namespace_uses_host_networking(stack: str) -> None:
         d["metadata"]["name"]: d["metadata"]["labels"] for d in docs(stack) if d["kind"] == "Namespace"
     }
     assert namespaces[s.apps_namespace]["pod-security.kubernetes.io/enforce"] == "restricted"
-    assert namespaces[s.edge_ns]["pod-security.kubernetes.io/enforce"] == "privileged"
+    assert namespaces[s.edge_namespace]["pod-security.kubernetes.io/enforce"] == "privileged"
     host_net = {d["metadata"]["namespace"] for d in workloads(stack) if pod(d).get("hostNetwork")}
-    assert host_net == {s.edge_ns}
+    assert host_net == {s.edge_namespace}
     for d in workloads(stack):
         if d["metadata"]["namespace"] == s.apps_namespace:
             spec = pod(d)

@@ -254,13 +254,13 @@ def test_namespaces_belong_to_the_project_rancher_made(stack: str) -> None:
     # Rancher's ids are <cluster>:<project> (the mocks mint them so).
     project_id = f"{CLUSTER_ID}:{project.name}"
     docs = docs_of(run)
-    for ns in (s.apps_namespace, s.edge_ns):
+    for ns in (s.apps_namespace, s.edge_namespace):
         manifest = doc(docs, "Namespace", ns)
         assert manifest["metadata"]["annotations"] == {"field.cattle.io/projectId": project_id}
     namespaces = run.of_type("rancher2:index/namespace:Namespace")
     assert {r.inputs["name"]: r.inputs["projectId"] for r in namespaces} == {
         s.apps_namespace: project_id,
-        s.edge_ns: project_id,
+        s.edge_namespace: project_id,
     }
 
 
@@ -270,7 +270,7 @@ def test_the_app_namespace_is_restricted_and_only_the_edge_privileged(stack: str
     docs = docs_of(rendered(stack))
     psa = "pod-security.kubernetes.io/"
     apps = doc(docs, "Namespace", s.apps_namespace)["metadata"]["labels"]
-    edge = doc(docs, "Namespace", s.edge_ns)["metadata"]["labels"]
+    edge = doc(docs, "Namespace", s.edge_namespace)["metadata"]["labels"]
     assert {k: v for k, v in apps.items() if k.startswith(psa)} == {
         psa + "enforce": "restricted", psa + "enforce-version": "latest",
         psa + "warn": "restricted", psa + "audit": "restricted",

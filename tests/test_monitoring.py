@@ -234,7 +234,7 @@ def test_monitoring_component_creates_podmonitors_rules_and_dashboard() -> None:
     for name, port in (("halb-haproxy", "stats"), ("halb-vrrp", "vrrp-metrics")):
         r = monitors[name]
         assert r.parent == comp.urn and r.provider and "k8s" in r.provider
-        assert r.inputs["metadata"]["namespace"] == s.edge_ns
+        assert r.inputs["metadata"]["namespace"] == s.edge_namespace
         spec = r.inputs["spec"]
         assert spec["selector"] == {
             "matchLabels": {"app.kubernetes.io/name": "edge", "app.kubernetes.io/part-of": "rancher-ha-lb"}
@@ -243,7 +243,7 @@ def test_monitoring_component_creates_podmonitors_rules_and_dashboard() -> None:
         assert (ep["port"], ep["path"], ep["interval"]) == (port, "/metrics", "15s")
         assert ep["relabelings"][0]["targetLabel"] == "node"
     (rule,) = run.of_type(CR + "PrometheusRule")
-    assert rule.parent == comp.urn and rule.inputs["metadata"]["namespace"] == s.edge_ns
+    assert rule.parent == comp.urn and rule.inputs["metadata"]["namespace"] == s.edge_namespace
     assert rule.inputs["spec"]["groups"] == alert_rules(s)
     (cm,) = [r for r in run.of_type("kubernetes:core/v1:ConfigMap") if r.parent == comp.urn]
     meta = cm.inputs["metadata"]

@@ -33,14 +33,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from components.settings import RawConfig, SettingsError, parse_settings
+from components.problems import InputError
+from components.settings import RawConfig, parse_settings
 from halb.lab.base import LabError, LabInputError, Out, ip, wait_until, write_text_atomic
 from halb.lab.faults import lab_images, lb_host
 from halb.lab.journal import same_process
 from halb.lab.lab import Lab
 from halb.lab.limits import nofile_for
 from halb.lab.pods import sync_delay_s
-from halb.lab.topology import LabPlanError, plan_lab
+from halb.lab.topology import plan_lab
 
 READY_S = 60.0
 
@@ -136,10 +137,8 @@ def apply(
     cluster's API server would have them, from which its kubelets sync."""
     try:
         new_plan = plan_lab(parse_settings(raw), lab.plan.prefix, lab.plan.lab_id)
-    except SettingsError as err:
-        raise LabInputError("\n".join(err.problems)) from None
-    except LabPlanError as err:
-        raise LabInputError("\n".join(err.problems)) from None
+    except InputError as err:
+        raise LabInputError(err.problems) from None
     _refuse_topology_change(lab, new_plan)
     nofile_for(new_plan.settings)
     sync_s = sync_delay_s()

@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from components.problems import InputError
+
 POLL_S = 0.05
 
 Out = Callable[[str], None]
@@ -18,7 +20,7 @@ class LabError(Exception):
     """Something the lab could not do; the CLI prints it and exits 1."""
 
 
-class LabInputError(LabError):
+class LabInputError(LabError, InputError):
     """Bad input to the lab (a flag, a node name, the environment); exit 2."""
 
 

@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from components.settings import RawConfig, Role, SettingsError, parse_settings
+from components.problems import InputError
+from components.settings import RawConfig, Role, parse_settings
 from halb.lab.base import LabError, LabInputError, Out, in_ns, run, wait_until
 from halb.lab.images import ensure_image
 from halb.lab.journal import Journal, same_process
@@ -35,7 +36,7 @@ from halb.lab.pods import Pods, image_dirs
 from halb.lab.probe import Attempt, ProbeError, ProbeRun
 from halb.lab.prometheus import LabPrometheus
 from halb.lab.state import LabState, lab_dir
-from halb.lab.topology import LabPlan, LabPlanError, plan_lab
+from halb.lab.topology import LabPlan, plan_lab
 
 ROOT = Path(__file__).resolve().parents[2]
 STATE_RE_MARKERS = ("Entering ", "Stopping")
@@ -66,7 +67,7 @@ class Lab:
         state = LabState.load(lab_dir(prefix))
         try:
             plan = plan_lab(parse_settings(state.raw()), prefix, state.lab_id)
-        except (SettingsError, LabPlanError) as err:
+        except InputError as err:
             raise LabError(
                 f"the running lab's stack no longer validates ({str(err).splitlines()[0]}); "
                 "`python -m halb lab down` removes it"

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from components.problems import InputError
+
 # The kubelet's container runtime (containerd) gives a container these
 # capabilities unless it drops them; podman's own default set differs, so the
 # lab always passes the effective set explicitly.
@@ -97,12 +99,8 @@ OPAQUE = {"metadata.labels", "metadata.annotations", "spec.containers[].resource
           "spec.containers[].resources.limits"}  # fmt: skip
 
 
-class PodSpecError(Exception):
+class PodSpecError(InputError):
     """What of a pod template the lab cannot honour: one line per field."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 @dataclass(frozen=True)

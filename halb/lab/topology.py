@@ -17,6 +17,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from components.haproxy_cfg import service_fqdn
+from components.problems import InputError
 from components.settings import Role, Settings
 
 TEST_NETS = tuple(ipaddress.IPv4Network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"))
@@ -27,12 +28,8 @@ MAX_NETNS = 255
 PROMETHEUS_PORT = 9090
 
 
-class LabPlanError(Exception):
+class LabPlanError(InputError):
     """The stack cannot be run as a lab; one line per problem, each naming its key."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 @dataclass(frozen=True)
