@@ -301,3 +301,26 @@ def test_kubelet_notes_from_parallel_stops_stay_whole_lines(monkeypatch: pytest.
     lines = out.getvalue().splitlines()
     assert len(lines) == 160
     assert all(re.fullmatch(r"\d\d:\d\d:\d\d kubelet\[lb-1\]: c\d: note \d+", line) for line in lines), lines
+
+
+@pytest.mark.parametrize(
+    ("cpu", "cpu_limit", "memory_limit", "want"),
+    [
+        (".5", "1", "512Mi", (0.5, 1.0, 512 * 2**20)),
+        ("500u", "1e3", "1e9", (0.0005, 1000.0, 10**9)),
+        ("100m", "2", "0.5Gi", (0.1, 2.0, 2**29)),
+    ],
+)
+def test_the_lab_reads_every_quantity_the_settings_accept(
+    cpu: str, cpu_limit: str, memory_limit: str, want: tuple[float, float, int]
+) -> None:
+    """One parser (Kubernetes' grammar) for settings and lab: `.5`, `1e3`, `500u` included."""
+    from conftest import stack_raw, with_overrides
+
+    from halb.mockrun import run_program
+
+    resources = {"cpu": cpu, "cpuLimit": cpu_limit, "memory": "128Mi", "memoryLimit": memory_limit}
+    run = run_program(with_overrides(stack_raw("lab"), loadBalancer={"resources": resources}), "lab")
+    (doc,) = [d for d in manifests(run) if d["kind"] == "DaemonSet"]
+    hap = parse_daemonset(doc).container("haproxy")
+    assert (hap.cpu_request, hap.cpu_limit, hap.memory_limit) == pytest.approx(want)

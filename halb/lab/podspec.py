@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from components.problems import InputError
+from components.values import quantity as parse_quantity
 
 # The kubelet's container runtime (containerd) gives a container these
 # capabilities unless it drops them; podman's own default set differs, so the
@@ -203,19 +204,12 @@ def _matches(expr: tuple[str, str, tuple[str, ...]], labels: Mapping[str, str]) 
     return False
 
 
-_QTY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
-_FACTORS = {
-    None: 1, "m": 0.001, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
-    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
-}  # fmt: skip
-
-
 def quantity(text: Any) -> float:
-    """A Kubernetes quantity ('100m', '64Mi', 2) as a number."""
-    m = _QTY.match(str(text))
-    if not m:
+    """A Kubernetes quantity ('100m', '64Mi', '.5', '1e3', 2) as a number: the settings' parser."""
+    value = parse_quantity(str(text))
+    if value is None or value < 0:
         raise ValueError(f"{text!r} is not a Kubernetes quantity")
-    return float(m.group(1)) * _FACTORS[m.group(2)]
+    return float(value)
 
 
 def _walk(value: Any, path: str, pattern: str, problems: list[str]) -> None:
