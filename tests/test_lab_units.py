@@ -324,3 +324,83 @@ def test_the_lab_reads_every_quantity_the_settings_accept(
     (doc,) = [d for d in manifests(run) if d["kind"] == "DaemonSet"]
     hap = parse_daemonset(doc).container("haproxy")
     assert (hap.cpu_request, hap.cpu_limit, hap.memory_limit) == pytest.approx(want)
+
+
+class _Guarded:
+    """A kubelet lock that knows whether this thread holds it."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.RLock()
+        self.held = 0
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+        self.held += 1
+
+    def __exit__(self, *_: object) -> None:
+        self.held -= 1
+        self._lock.release()
+
+
+@pytest.mark.parametrize(("kind", "results"), [("readiness", [True, False]), ("liveness", [False, False])])
+def test_probe_threads_change_shared_status_under_the_lock(
+    kind: str, results: list[bool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The main loop reads and writes the containers' status under `lock`: the
+    probe threads must too (ready, probe_failures, the unhealthy set)."""
+    import threading
+    from types import SimpleNamespace
+
+    from halb.lab import kubelet as kubelet_mod
+    from halb.lab.podspec import Probe
+
+    guard = _Guarded()
+    unguarded: list[str] = []
+
+    class Watched(dict[str, Any]):
+        def __setitem__(self, key: str, value: Any) -> None:
+            if not guard.held:
+                unguarded.append(f"probe_failures[{key}]")
+            super().__setitem__(key, value)
+
+    class WatchedSet(set[str]):
+        def add(self, item: str) -> None:
+            if not guard.held:
+                unguarded.append("unhealthy")
+            super().add(item)
+
+    class WatchedState(CState):
+        def __setattr__(self, name: str, value: Any) -> None:
+            if name in ("ready", "probe_failures") and not guard.held:
+                unguarded.append(name)
+            super().__setattr__(name, value)
+
+    monkeypatch.setattr(kubelet_mod, "setns_net", lambda _: None)
+    spec = parse_daemonset(edge_doc())
+    c = spec.container("haproxy")
+    probe = Probe("http", period_s=0.01, failure_threshold=1, success_threshold=1)
+    k = Kubelet.__new__(Kubelet)
+    k.pf = cast(Any, SimpleNamespace(netns="/run/netns/x", node="lb-1"))
+    k.lock = cast(Any, guard)
+    k.stopping = threading.Event()
+    k.unhealthy = WatchedSet()
+    with guard:
+        st = WatchedState(c.name, state="running", id="c1", started_at=0.0, ready=kind == "liveness")
+        st.probe_failures = Watched()
+    k.states = {c.name: st}
+    answers = iter(results)
+
+    def once(_c: Any, _p: Any) -> bool:
+        ok = next(answers, None)
+        if ok is None:
+            k.stopping.set()
+            return False
+        return ok
+
+    monkeypatch.setattr(k, "_probe_once", once)
+    monkeypatch.setattr(k, "write_status", lambda: None)
+    k._probe_loop(c, kind, probe)
+    assert k.stopping.is_set()
+    assert unguarded == []

@@ -337,33 +337,41 @@ class Kubelet:
             conn.close()
 
     def _probe_loop(self, c: Container, kind: str, probe: Probe) -> None:
+        """One probe of one container, in its own thread; what it changes of the
+        shared status (ready, failures, the unhealthy set) it changes under `lock`."""
         setns_net(self.pf.netns)
         seen: str | None = None
         ok_run = fail_run = 0
         while not self.stopping.is_set():
             st = self.states[c.name]
-            if st.state != "running" or st.started_at is None:
+            with self.lock:
+                running, cid, started_at = st.state == "running", st.id, st.started_at
+            if not running or started_at is None:
                 seen, ok_run, fail_run = None, 0, 0
                 self.stopping.wait(TICK_S)
                 continue
-            if seen != st.id:
-                seen, ok_run, fail_run = st.id, 0, 0
-                delay = st.started_at + probe.initial_delay_s - time.time()
+            if seen != cid:
+                seen, ok_run, fail_run = cid, 0, 0
+                delay = started_at + probe.initial_delay_s - time.time()
                 if delay > 0 and self.stopping.wait(delay):
                     return
             ok = self._probe_once(c, probe)
             ok_run, fail_run = (ok_run + 1, 0) if ok else (0, fail_run + 1)
-            if kind == "readiness":
-                if ok_run >= probe.success_threshold and not st.ready:
-                    st.ready = True
-                    self.write_status()
-                elif fail_run >= probe.failure_threshold and st.ready:
-                    st.ready = False
-                    self.write_status()
-            elif fail_run >= probe.failure_threshold and st.id == seen:
+            changed = restart = False
+            with self.lock:
+                if kind == "readiness":
+                    if ok_run >= probe.success_threshold and not st.ready:
+                        st.ready = changed = True
+                    elif fail_run >= probe.failure_threshold and st.ready:
+                        st.ready, changed = False, True
+                elif fail_run >= probe.failure_threshold and st.id == seen:
+                    self.unhealthy.add(c.name)
+                    restart = True
+                st.probe_failures[kind] = fail_run
+            if restart:
                 self.note(f"{c.name}: liveness probe failed {fail_run} times; restarting")
-                self.unhealthy.add(c.name)
-            st.probe_failures[kind] = fail_run
+            if changed:
+                self.write_status()
             self.stopping.wait(probe.period_s)
 
     # --- the pod -----------------------------------------------------------------
@@ -398,8 +406,10 @@ class Kubelet:
                 self.sync_volumes()
             for c in self.pod.containers:
                 st = self.states[c.name]
-                if st.state == "running" and c.name in self.unhealthy:
+                with self.lock:
+                    restart = st.state == "running" and c.name in self.unhealthy
                     self.unhealthy.discard(c.name)
+                if restart:
                     self.stop_container(c, self.pod.grace_s)
                     self.exited(c)
                 elif st.state == "running" and not alive(st.pid):
