@@ -365,7 +365,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             problems.append(why.replace(f"--out {path.parent}", f"{flag} {path}"))
     if problems:
         return _fail(problems)
-    results: list[tuple[Any, str, Callable[[Path], None]]] = []
+    results: list[tuple[str, dict[str, Any], Callable[[Path], None]]] = []
 
     def bench() -> int:
         if args.bench_command == "changes":
@@ -373,28 +373,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
             c_report = changes.run_changes(args.runs, args.changes, args.modes, _progress)
             results.append(
-                (c_report.to_json(), changes.table(c_report), lambda p: changes.chart(c_report, p))
+                (changes.table(c_report), c_report.to_json(), lambda p: changes.chart(c_report, p))
             )
         else:
             from halb.bench import failover
 
             f_report = failover.run_bench(args.runs, args.faults, args.profiles, args.load_seconds, _progress)
             results.append(
-                (f_report.to_json(), failover.table(f_report), lambda p: failover.chart(f_report, p))
+                (failover.table(f_report), f_report.to_json(), lambda p: failover.chart(f_report, p))
             )
         return 0
 
     code = _lab_errors(bench, "interrupted; the bench lab was taken down")
     if code:
         return code
-    data, text, draw = results[0]
-    print(text)
-    if args.json:
-        args.json.write_text(json.dumps(data, indent=2) + "\n")
-    if args.markdown:
-        args.markdown.write_text(text + "\n")
-    if args.chart:
-        draw(args.chart)
+    from halb.bench.engine import write
+
+    write(*results[0], args.json, args.markdown, args.chart)
     return 0
 
 

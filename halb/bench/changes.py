@@ -1,12 +1,12 @@
 """Changes benchmark: what users see while the tier is changed, not broken.
 
-    python -m halb bench changes [--runs N] [--changes C,..] [--modes project,baseline]
+    halb bench changes [--runs N] [--changes C,..] [--modes project,baseline]
         [--json FILE] [--markdown FILE] [--chart FILE]
 
 Each run brings the lab from the lab stack to a changed stack with `lab
-apply` (halb/lab/apply.py) under the failover benchmark's probe (a new TCP
-connection and request to the VIP every 20 ms, 200 ms timeout), and counts
-failed requests and VIP moves; then it changes back (not measured). For a
+apply` (halb/lab/apply.py) in a measurement window (halb/bench/engine.py: a
+new TCP connection and request to the VIP every 20 ms, 200 ms timeout, the
+VIP's moves), and counts failed requests and VIP moves; then it changes back (not measured). For a
 new service or hostname it also records when the new name first answers.
 
 Modes: `project` is this repo's behaviour (configs reloaded in place, pods
@@ -19,30 +19,38 @@ from __future__ import annotations
 
 import json
 import secrets
-import statistics
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from components.settings import RawConfig
 from halb.bench.chart import Bar, grouped_bars, series
-from halb.bench.failover import VipMonitor, machine
+from halb.bench.engine import (
+    Progress,
+    Steps,
+    Window,
+    bench_lab,
+    machine,
+    markdown_table,
+    new_prefix,
+    probe_settings,
+    quiet,
+    settle,
+    stats,
+)
 from halb.lab.apply import apply, drain, uncordon
-from halb.lab.base import LabError, in_ns, run, wait_until
+from halb.lab.base import in_ns, run, wait_until
 from halb.lab.lab import Lab
 from halb.lab.pods import sync_delay_s
-from halb.lab.state import locked
-from halb.lab.teardown import teardown
 from halb.stackfile import load_stack_file, stack_path
 
 CHANGES = ("add-service", "add-hostname", "vrrp-timers", "haproxy-image", "keepalived-image", "drain")
 MODES = ("project", "baseline")
-PROBE_INTERVAL_S = 0.02
-PROBE_TIMEOUT_S = 0.2
-LEAD_S = 1.0
+SETTLE_TIMEOUT_S = 120.0
+# The longest a change may take under the probe (the probe's own bound).
+WINDOW_S = 599.0
 TAIL_S = 1.0
 NEW_SERVICE = {
     "name": "news", "image": "ghcr.io/example/news:1.0.0", "port": 8082, "replicas": 2,
@@ -50,8 +58,6 @@ NEW_SERVICE = {
 }  # fmt: skip
 # On the second service: the first is the default backend, which answers any name.
 NEW_HOSTNAME = "www.blog.lab.invalid"
-
-Progress = Callable[[int, int, str], None]
 
 
 @dataclass
@@ -129,34 +135,12 @@ def _first_answer(lab: Lab, host: str, service: str, since: float, until: thread
     return found
 
 
-class ChangeBench:
-    def __init__(self, runs: int, changes: list[str], total: int, progress: Progress) -> None:
-        self.runs, self.changes, self.total, self.progress, self.done = runs, changes, total, progress, 0
-
-    def step(self, text: str) -> None:
-        self.progress(self.done, self.total, text)
-        self.done += 1
-
-    def settle(self, lab: Lab) -> None:
-        def ok() -> bool:
-            lbs = [n for n in lab.status()["nodes"] if n["role"] == "load-balancer"]
-            return sum(n["holds_vip"] for n in lbs) == 1 and all(
-                n["vrrp_state"] in ("MASTER", "BACKUP") and n["haproxy_pid"] for n in lbs
-            )
-
-        if not wait_until(ok, 120, poll=0.2):
-            raise LabError(f"lab did not settle: {lab.status()}")
-        time.sleep(0.5)
-
-    def one(self, lab: Lab, base: RawConfig, mode: str, change: str, run_no: int) -> ChangeRun:
-        self.settle(lab)
-        monitor = VipMonitor(lab)
-        monitor.start()
-        probe = lab.start_probe(100_000, PROBE_INTERVAL_S, PROBE_TIMEOUT_S, 600.0)
-        stop_poll = threading.Event()
+def one_run(lab: Lab, base: RawConfig, mode: str, change: str, run_no: int) -> ChangeRun:
+    settle(lab, SETTLE_TIMEOUT_S)
+    stop_poll = threading.Event()
+    with Window(lab, WINDOW_S) as w:
         try:
-            time.sleep(LEAD_S)
-            t0 = time.monotonic()
+            t0 = w.mark("change")
             name = new_name(change)
             answered = (
                 _first_answer(lab, name, "news" if change == "add-service" else "blog", t0, stop_poll)
@@ -164,7 +148,6 @@ class ChangeBench:
                 else []
             )
             written: list[float] = []
-            quiet = lambda _: None  # noqa: E731
             if change == "drain":
                 master = lab.master() or lab.plan.lb_nodes[0].name
                 drain(lab, master, quiet, hooks=mode != "baseline")
@@ -178,37 +161,29 @@ class ChangeBench:
             if name:
                 wait_until(lambda: bool(answered), 30, poll=0.1)
             time.sleep(TAIL_S)
-            attempts = probe.finish(grace_s=10)
+            attempts = w.finish(grace_s=10)
         finally:
             stop_poll.set()
-            probe.stop()
-            monitor.stop()
-        result = ChangeRun(
-            mode=mode, change=change, run=run_no,
-            failed=sum(not a.ok for a in attempts), total=len(attempts),
-            vip_moves=sum(1 for _, _, holds in monitor.events if holds),
-            seconds=round(took, 3),
-            # From the objects' update, as the sync delay is: rendering the stack is `pulumi up`'s own time.
-            answers_after_s=round(answered[0] - written[0], 3) if answered and written else None,
-        )  # fmt: skip
-        if change != "drain":  # back to the base stack, not measured
-            apply(Lab.load(lab.plan.prefix), base, "lab", lambda _: None, baseline=mode == "baseline")
-        return result
+    result = ChangeRun(
+        mode=mode, change=change, run=run_no,
+        failed=sum(not a.ok for a in attempts), total=len(attempts),
+        vip_moves=w.monitor.moves(),
+        seconds=round(took, 3),
+        # From the objects' update, as the sync delay is: rendering the stack is `pulumi up`'s own time.
+        answers_after_s=round(answered[0] - written[0], 3) if answered and written else None,
+    )  # fmt: skip
+    if change != "drain":  # back to the base stack, not measured
+        apply(Lab.load(lab.plan.prefix), base, "lab", quiet, baseline=mode == "baseline")
+    return result
 
-    def mode(self, mode: str, report: ChangeReport) -> None:
-        prefix = "hc" + secrets.token_hex(3)
-        base = load_stack_file(stack_path("lab"))
-        lab = Lab.create(base, "lab", prefix)
-        try:
-            with locked(prefix, lambda _: None, "bench"):
-                lab.up(lambda _: None)
-            for change in self.changes:
-                for run_no in range(1, self.runs + 1):
-                    self.step(f"{mode} {change} run {run_no}/{self.runs}")
-                    report.runs.append(self.one(Lab.load(prefix), base, mode, change, run_no))
-        finally:
-            with locked(prefix, lambda _: None, "bench"):
-                teardown(prefix, lambda _: None)
+
+def run_mode(mode: str, changes: list[str], runs: int, report: ChangeReport, steps: Steps) -> None:
+    base = load_stack_file(stack_path("lab"))
+    with bench_lab(base, new_prefix("hc")) as lab:
+        for change in changes:
+            for run_no in range(1, runs + 1):
+                steps.step(f"{mode} {change} run {run_no}/{runs}")
+                report.runs.append(one_run(Lab.load(lab.plan.prefix), base, mode, change, run_no))
 
 
 def load_changes(path: Path) -> ChangeReport:
@@ -216,10 +191,6 @@ def load_changes(path: Path) -> ChangeReport:
     data = json.loads(path.read_text())
     runs = [ChangeRun(**r) for r in data["runs"]]
     return ChangeReport(machine=data["machine"], sync_s=data["sync_s"], runs=runs)
-
-
-def _stats(values: list[float]) -> dict[str, float]:
-    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
 def summary(runs: list[ChangeRun]) -> list[dict[str, Any]]:
@@ -230,27 +201,30 @@ def summary(runs: list[ChangeRun]) -> list[dict[str, Any]]:
         answers = [r.answers_after_s for r in rs if r.answers_after_s is not None]
         rows.append({
             "change": change, "mode": mode, "runs": len(rs),
-            "failed": _stats([float(r.failed) for r in rs]), "total": sum(r.total for r in rs),
-            "vip_moves": _stats([float(r.vip_moves) for r in rs]),
-            "seconds": _stats([r.seconds for r in rs]),
-            "answers_after_s": _stats(answers) if answers else None,
+            "failed": stats(float(r.failed) for r in rs), "total": sum(r.total for r in rs),
+            "vip_moves": stats(float(r.vip_moves) for r in rs),
+            "seconds": stats(r.seconds for r in rs),
+            "answers_after_s": stats(answers) if answers else None,
         })  # fmt: skip
     return rows
 
 
+HEAD = [
+    "change", "mode", "runs", "failed requests median (max)", "requests", "VIP moves median (max)",
+    "change took median (s)", "new name answers, s after the objects' update, median",
+]  # fmt: skip
+
+
 def table(report: ChangeReport) -> str:
-    lines = [
-        "| change | mode | runs | failed requests median (max) | requests | VIP moves median (max) "
-        "| change took median (s) | new name answers, s after the objects' update, median |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in summary(report.runs):
+    def cells(r: dict[str, Any]) -> list[str]:
         f, v, s, a = r["failed"], r["vip_moves"], r["seconds"], r["answers_after_s"]
         answers = f"{a['median']:.1f} (max {a['max']:.1f})" if a else ""
-        lines.append(
-            f"| {r['change']} | {r['mode']} | {r['runs']} | {f['median']:g} ({f['max']:g}) | {r['total']} "
-            f"| {v['median']:g} ({v['max']:g}) | {s['median']:.1f} | {answers} |"
-        )
+        return [
+            r["change"], r["mode"], str(r["runs"]), f"{f['median']:g} ({f['max']:g})", str(r["total"]),
+            f"{v['median']:g} ({v['max']:g})", f"{s['median']:.1f}", answers,
+        ]  # fmt: skip
+
+    lines = markdown_table(HEAD, (cells(r) for r in summary(report.runs)))
     lines.append(f"\nThe lab's kubelet syncs changed Secrets and ConfigMaps after {report.sync_s:g} s.")
     return "\n".join(lines)
 
@@ -273,10 +247,9 @@ def chart(report: ChangeReport, path: Path) -> None:
 
 def run_changes(runs: int, changes: list[str], modes: list[str], progress: Progress) -> ChangeReport:
     report = ChangeReport(machine=machine(), sync_s=sync_delay_s())
-    total = len(modes) * len(changes) * runs
-    bench = ChangeBench(runs, changes, total, progress)
+    steps = Steps(len(modes) * len(changes) * runs, progress)
     for mode in modes:
-        bench.mode(mode, report)
-    progress(total, total, "done")
-    report.machine["probe"] = {"interval_s": PROBE_INTERVAL_S, "timeout_s": PROBE_TIMEOUT_S}
+        run_mode(mode, changes, runs, report, steps)
+    steps.finish()
+    report.machine["probe"] = probe_settings()
     return report
