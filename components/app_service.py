@@ -13,10 +13,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.k8s import image_tag, labels, required_role, resources, selector
+from components.k8s import HOSTNAME_LABEL, image_tag, labels, required_role, resources, selector
 from components.settings import Role, Service
-
-HOSTNAME = "kubernetes.io/hostname"
 
 
 @dataclass(frozen=True)
@@ -68,7 +66,7 @@ class AppService(pulumi.ComponentResource):
                                 {
                                     "weight": 100,
                                     "pod_affinity_term": {
-                                        "topology_key": HOSTNAME,
+                                        "topology_key": HOSTNAME_LABEL,
                                         "label_selector": {"match_labels": match},
                                     },
                                 }

@@ -18,29 +18,23 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.edge_pod import (
+    HAPROXY_CONFIG_FILE,
+    HAPROXY_CONFIG_VOLUME,
+    HAPROXY_RUN_VOLUME,
+    KEEPALIVED_CONFIG_VOLUME,
+    KEEPALIVED_RUN_VOLUME,
+    NAME,
+    SHARED_VOLUME,
+)
 from components.haproxy_cfg import HARD_STOP_AFTER_S
 from components.k8s import edge_pod_spec, labels, one_node_at_a_time
-from components.keepalived import (
-    CONFIG_VOLUME,
-    RUN_VOLUME,
-    WATCH_VOLUME,
-    keepalived_container,
-    render_all,
-    watch_container,
-)
-from components.load_balancer import (
-    CONFIG_FILE,
-    drain_timeout_s,
-    haproxy_config,
-    haproxy_container,
-    reload_container,
-)
-from components.load_balancer import CONFIG_VOLUME as HAPROXY_CONFIG_VOLUME
-from components.load_balancer import RUN_VOLUME as HAPROXY_RUN_VOLUME
+from components.keepalived import keepalived_container, render_all, watch_container
+from components.load_balancer import drain_timeout_s, haproxy_config, haproxy_container, reload_container
 from components.monitoring import exporter_container
 from components.settings import Settings
 
-NAME = "edge"
+# The objects' names: the ConfigMap and the Secret the volumes come from.
 HAPROXY_CONFIG = "haproxy-config"
 KEEPALIVED_CONFIG = "keepalived-config"
 
@@ -78,7 +72,7 @@ class Edge(pulumi.ComponentResource):
         config_map = k8s.core.v1.ConfigMap(
             f"{name}-haproxy-config",
             metadata={"name": HAPROXY_CONFIG, "namespace": args.namespace, "labels": meta_labels},
-            data={CONFIG_FILE: self.haproxy_config},
+            data={HAPROXY_CONFIG_FILE: self.haproxy_config},
             opts=child,
         )
         if args.auth_pass is None:
@@ -103,10 +97,13 @@ class Edge(pulumi.ComponentResource):
         containers.append(exporter_container(s, args.keepalived_image))
         volumes: list[k8s.core.v1.VolumeArgsDict] = [
             {"name": HAPROXY_CONFIG_VOLUME, "config_map": {"name": config_map.metadata.name}},
-            {"name": CONFIG_VOLUME, "secret": {"secret_name": secret.metadata.name, "default_mode": 0o400}},
-            {"name": RUN_VOLUME, "empty_dir": {"medium": "Memory", "size_limit": "8Mi"}},
+            {
+                "name": KEEPALIVED_CONFIG_VOLUME,
+                "secret": {"secret_name": secret.metadata.name, "default_mode": 0o400},
+            },
+            {"name": KEEPALIVED_RUN_VOLUME, "empty_dir": {"medium": "Memory", "size_limit": "8Mi"}},
             {"name": HAPROXY_RUN_VOLUME, "empty_dir": {"medium": "Memory", "size_limit": "1Mi"}},
-            {"name": WATCH_VOLUME, "empty_dir": {"medium": "Memory", "size_limit": "1Mi"}},
+            {"name": SHARED_VOLUME, "empty_dir": {"medium": "Memory", "size_limit": "1Mi"}},
         ]
         pod_spec = edge_pod_spec(containers, volumes, termination_grace_s(s), s.load_balancer.tolerations)
         if args.pull_secret is not None:

@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from components.edge_pod import HOST_IP, SERVER_STATE_FILE
 from components.settings import Service, Settings
 
 RESOLVERS = "cluster"
-# The node's own address (downward API status.hostIP): the stats frontend binds
-# it and loopback, so /healthz and /metrics never answer on the VIP.
-HOST_IP_ENV = "HOST_IP"
+# The stats frontend binds the node's own address (HOST_IP) and loopback, so
+# /healthz and /metrics never answer on the VIP.
 # Bounds a soft stop so old workers holding long connections cannot linger.
 HARD_STOP_AFTER_S = 30
 # A node about to stop says so on /healthz (503) while it still serves: the
@@ -25,11 +25,9 @@ HARD_STOP_AFTER_S = 30
 # would move the VIP; HAProxy's manual says `grace` must not be used with
 # processes that are reloaded.
 DRAIN_BACKEND = "be_halb_drain"
-# Servers found by DNS keep their addresses across a hitless reload: the
-# haproxy-reload sidecar saves `show servers state` here first, the new worker
-# starts from it (`init-addr last`). Without it, a new worker's servers have
-# no address until the resolvers answer, and requests meet a 503.
-SERVER_STATE_FILE = "/run/haproxy/server-state"
+# SERVER_STATE_FILE: servers found by DNS keep their addresses across a hitless
+# reload (`init-addr last`); without it, a new worker's servers have no address
+# until the resolvers answer, and requests meet a 503.
 DRAIN_SERVER = "serving"
 
 
@@ -100,8 +98,8 @@ def render_haproxy_cfg(s: Settings, backends: Mapping[str, Backend]) -> str:
         "# haproxy.cfg rendered by rancher-ha-lb; do not edit.",
         # An unset or empty address would make the stats bind below listen on
         # every address, the VIP included: refuse to start instead.
-        f'.if !defined({HOST_IP_ENV}) || streq("${HOST_IP_ENV}","")',
-        f'    .alert "{HOST_IP_ENV} is not set: give the container status.hostIP (downward API)"',
+        f'.if !defined({HOST_IP}) || streq("${HOST_IP}","")',
+        f'    .alert "{HOST_IP} is not set: give the container status.hostIP (downward API)"',
         ".endif",
         "global",
         "    log stdout format raw local0 info",
@@ -139,7 +137,7 @@ def render_haproxy_cfg(s: Settings, backends: Mapping[str, Backend]) -> str:
         ]
     lines += [
         "frontend stats",
-        f'    bind "${{{HOST_IP_ENV}}}:{lb.stats_port}"',
+        f'    bind "${{{HOST_IP}}}:{lb.stats_port}"',
         f"    bind 127.0.0.1:{lb.stats_port}",
         # keepalived and the kubelet ask here; a draining node says 503 so the
         # VIP leaves before it stops serving.

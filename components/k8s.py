@@ -8,6 +8,8 @@ from components.settings import Resources, Role, Toleration
 
 PART_OF = "rancher-ha-lb"
 ROLE_LABEL = "role"
+# The label every node carries with its own name (pod anti-affinity spreads by it).
+HOSTNAME_LABEL = "kubernetes.io/hostname"
 
 
 def labels(name: str, component: str, version: str | None = None) -> dict[str, str]:
@@ -84,9 +86,14 @@ def root_with(capabilities: tuple[str, ...]) -> k8s.core.v1.SecurityContextArgsD
     }
 
 
+def field_env(name: str, field_path: str) -> k8s.core.v1.EnvVarArgsDict:
+    """An env var from the downward API."""
+    return {"name": name, "value_from": {"field_ref": {"field_path": field_path}}}
+
+
 def host_ip_env(name: str) -> k8s.core.v1.EnvVarArgsDict:
     """The node's own address (host networking: the pod's address too)."""
-    return {"name": name, "value_from": {"field_ref": {"field_path": "status.hostIP"}}}
+    return field_env(name, "status.hostIP")
 
 
 def tolerations(items: tuple[Toleration, ...]) -> list[k8s.core.v1.TolerationArgsDict]:

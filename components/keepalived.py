@@ -11,22 +11,32 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.k8s import host_ip_env, resources, root_with, unprivileged
-from components.keepalived_conf import (
+from components.edge_pod import (
     DRAIN_FILE,
+    HALB_KEEPALIVED,
     HANDOFF_DONE_FILE,
     HANDOFF_STARTED_FILE,
-    WATCH_DIR,
-    WATCH_FILE,
-    render_keepalived_conf,
+    HAPROXY_DOWN_FILE,
+    HOST_IP,
+    KEEPALIVED,
+    KEEPALIVED_CONFIG_DIR,
+    KEEPALIVED_CONFIG_DIR_ENV,
+    KEEPALIVED_CONFIG_VOLUME,
+    KEEPALIVED_INTERFACE,
+    KEEPALIVED_RUN_DIR,
+    KEEPALIVED_RUN_VOLUME,
+    KEEPALIVED_VIP,
+    NODE_NAME,
+    SHARED_DIR,
+    SHARED_VOLUME,
+    STEER_ENV,
+    WATCH,
+    WATCH_BIN,
 )
+from components.k8s import field_env, host_ip_env, resources, root_with, unprivileged
+from components.keepalived_conf import render_keepalived_conf
 from components.settings import Settings
 
-NAME = "keepalived"
-CONFIG_DIR = "/etc/keepalived/nodes"
-CONFIG_VOLUME = "keepalived-config"
-RUN_VOLUME = "keepalived-run"
-WATCH_VOLUME = "watch"
 # What VRRP needs and nothing more (tests/test_lab_pods.py takes each one away
 # in the lab and shows what breaks):
 #   NET_ADMIN  add/remove the VIP on the interface
@@ -39,8 +49,6 @@ WATCH_VOLUME = "watch"
 # Not NET_BROADCAST, which the seed asked for: Linux checks it nowhere a VRRP
 # speaker goes (multicast adverts and GARP work without it; a test shows so).
 CAPABILITIES = ("NET_ADMIN", "NET_RAW", "SETGID")
-WATCH = "haproxy-watch"
-HELPER = "/usr/local/bin/halb-keepalived"
 
 
 def render_all(s: Settings, auth_pass: str | None) -> dict[str, str]:
@@ -51,35 +59,45 @@ def render_all(s: Settings, auth_pass: str | None) -> dict[str, str]:
 def handoff_command(s: Settings) -> list[str]:
     """The preStop (and `lab handoff`): hand the VIP over without losing a connection."""
     return [
-        HELPER, "handoff", "--vip", str(s.vip.address), "--interface", s.vip.interface,
+        HALB_KEEPALIVED, "handoff", "--vip", str(s.vip.address), "--interface", s.vip.interface,
         "--drain-file", DRAIN_FILE, "--started-file", HANDOFF_STARTED_FILE, "--done-file", HANDOFF_DONE_FILE,
         "--drain-seconds", f"{s.vrrp.handoff.drain_seconds:g}",
     ]  # fmt: skip
 
 
+def steer_env(s: Settings) -> list[k8s.core.v1.EnvVarArgsDict]:
+    """The steering listener's fields, a variable each (`$(HOST_IP)`: the kubelet expands it)."""
+    values = {
+        "listen": f"$({HOST_IP})",
+        "port": str(s.vrrp.handoff.port),
+        "peers": ",".join(str(s.address(n)) for n in s.lb_nodes),
+        "vip": str(s.vip.ip),
+        "http_port": str(s.load_balancer.http_port),
+    }
+    return [{"name": STEER_ENV[field], "value": value} for field, value in values.items()]
+
+
 def keepalived_container(s: Settings, image: pulumi.Input[str]) -> k8s.core.v1.ContainerArgsDict:
-    addresses = ",".join(str(s.address(n)) for n in s.lb_nodes)
-    steer = f"$(HOST_IP) {s.vrrp.handoff.port} {addresses} {s.vip.ip} {s.load_balancer.http_port}"
     return {
-        "name": NAME,
+        "name": KEEPALIVED,
         "image": image,
         "env": [
-            {"name": "NODE_NAME", "value_from": {"field_ref": {"field_path": "spec.nodeName"}}},
-            {"name": "KEEPALIVED_VIP", "value": str(s.vip.address)},
-            {"name": "KEEPALIVED_INTERFACE", "value": s.vip.interface},
-            {"name": "KEEPALIVED_CONFIG_DIR", "value": CONFIG_DIR},
-            host_ip_env("HOST_IP"),
+            field_env(NODE_NAME, "spec.nodeName"),
+            {"name": KEEPALIVED_VIP, "value": str(s.vip.address)},
+            {"name": KEEPALIVED_INTERFACE, "value": s.vip.interface},
+            {"name": KEEPALIVED_CONFIG_DIR_ENV, "value": KEEPALIVED_CONFIG_DIR},
+            host_ip_env(HOST_IP),
             # The steering listener: this node, its port, every LB host, the VIP, HTTP.
-            {"name": "HALB_STEER", "value": steer},
+            *steer_env(s),
         ],
         "lifecycle": {"pre_stop": {"exec_": {"command": handoff_command(s)}}},
         "resources": resources(s.keepalived.resources),
         "security_context": root_with(CAPABILITIES),
         "volume_mounts": [
-            {"name": CONFIG_VOLUME, "mount_path": CONFIG_DIR, "read_only": True},
+            {"name": KEEPALIVED_CONFIG_VOLUME, "mount_path": KEEPALIVED_CONFIG_DIR, "read_only": True},
             # pid files and keepalived's runtime directory.
-            {"name": RUN_VOLUME, "mount_path": "/run/keepalived"},
-            {"name": WATCH_VOLUME, "mount_path": WATCH_DIR},
+            {"name": KEEPALIVED_RUN_VOLUME, "mount_path": KEEPALIVED_RUN_DIR},
+            {"name": SHARED_VOLUME, "mount_path": SHARED_DIR},
         ],
     }
 
@@ -90,14 +108,8 @@ def watch_container(s: Settings, image: pulumi.Input[str]) -> k8s.core.v1.Contai
     return {
         "name": WATCH,
         "image": image,
-        "command": [
-            f"/usr/local/bin/{WATCH}",
-            "--port",
-            str(s.load_balancer.stats_port),
-            "--file",
-            WATCH_FILE,
-        ],
+        "command": [WATCH_BIN, "--port", str(s.load_balancer.stats_port), "--file", HAPROXY_DOWN_FILE],
         "resources": resources(s.keepalived.resources),
         "security_context": unprivileged(),
-        "volume_mounts": [{"name": WATCH_VOLUME, "mount_path": WATCH_DIR}],
+        "volume_mounts": [{"name": SHARED_VOLUME, "mount_path": SHARED_DIR}],
     }

@@ -9,23 +9,13 @@ VRRPv2 and only 1..8 characters (validated in settings).
 
 from __future__ import annotations
 
+from components.edge_pod import DRAIN_FILE, HAPROXY_DOWN_FILE, NOTIFY_FIFO
 from components.settings import Settings
 
 CHECK_NAME = "chk_haproxy"
+# keepalived's names of the two files it tracks (components/edge_pod.py).
 WATCH_NAME = "haproxy_down"
-# Shared with the haproxy-watch sidecar (an emptyDir in the pod).
-WATCH_DIR = "/run/halb"
-WATCH_FILE = f"{WATCH_DIR}/haproxy-down"
-# keepalived writes `INSTANCE "VI_1" MASTER 200` here on every state change;
-# the vrrp-exporter sidecar reads it (images/keepalived/vrrp-exporter).
-NOTIFY_FIFO = f"{WATCH_DIR}/vrrp-notify.fifo"
-# Written by the pod's preStop (halb-keepalived handoff): 1 = this node is going
-# away; the instance leaves MASTER at once (a priority-0 advert) and stays out.
 DRAIN_NAME = "draining"
-DRAIN_FILE = f"{WATCH_DIR}/draining"
-# ... when it begins and when it is done handing over: HAProxy's preStop waits for it.
-HANDOFF_STARTED_FILE = f"{WATCH_DIR}/handoff-started"
-HANDOFF_DONE_FILE = f"{WATCH_DIR}/handoff-done"
 # One fixed binary with arguments: keepalived execs it without a shell.
 CURL = "/usr/bin/curl"
 
@@ -108,7 +98,7 @@ def render_keepalived_conf(s: Settings, node: str, auth_pass: str | None = None)
             # (No `init_file`: keepalived would create it root-owned 0600 in the
             # sticky emptyDir, and the watcher, uid 65534, could never replace it.)
             f"track_file {WATCH_NAME} {{",
-            f'    file "{WATCH_FILE}"',
+            f'    file "{HAPROXY_DOWN_FILE}"',
             "    weight 0",
             "}",
             "",

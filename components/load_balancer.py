@@ -10,29 +10,30 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.haproxy_cfg import (
-    HOST_IP_ENV,
+from components.edge_pod import (
+    HALB_HAPROXY,
+    HANDOFF_DONE_FILE,
+    HANDOFF_STARTED_FILE,
+    HAPROXY,
+    HAPROXY_CONFIG_DIR,
+    HAPROXY_CONFIG_FILE,
+    HAPROXY_CONFIG_VOLUME,
+    HAPROXY_RUN_DIR,
+    HAPROXY_RUN_VOLUME,
+    HOST_IP,
+    HTTP_PORT_NAME,
+    MASTER_SOCKET,
+    RELOAD,
+    RELOAD_STATUS,
     SERVER_STATE_FILE,
-    dns_backends,
-    render_haproxy_cfg,
-    vip_leave_s,
+    SHARED_DIR,
+    SHARED_VOLUME,
+    STATS_PORT_NAME,
 )
+from components.haproxy_cfg import dns_backends, render_haproxy_cfg, vip_leave_s
 from components.k8s import host_ip_env, resources, root_with, unprivileged
-from components.keepalived_conf import HANDOFF_DONE_FILE, HANDOFF_STARTED_FILE, WATCH_DIR
 from components.settings import Settings
 
-NAME = "haproxy"
-CONFIG_DIR = "/usr/local/etc/haproxy"
-CONFIG_FILE = "haproxy.cfg"
-CONFIG_VOLUME = "haproxy-config"
-# The master CLI socket (hitless reloads, the drain), shared with the
-# haproxy-reload sidecar through this emptyDir.
-RUN_VOLUME = "haproxy-run"
-RUN_DIR = "/run/haproxy"
-MASTER_SOCKET = f"{RUN_DIR}/master.sock"
-RELOAD_STATUS = f"{RUN_DIR}/reload.json"
-RELOAD = "haproxy-reload"
-HELPER = "/usr/local/bin/halb-haproxy"
 # A non-root user cannot bind :80 here: with host networking there is no
 # per-pod ip_unprivileged_port_start, and capabilities added for a non-root
 # user are not effective (no ambient capabilities in Kubernetes). So uid 0
@@ -54,14 +55,14 @@ def drain_timeout_s(s: Settings) -> int:
 def haproxy_container(s: Settings, image: pulumi.Input[str]) -> k8s.core.v1.ContainerArgsDict:
     """HAProxy, master-worker, in the foreground; its health and metrics on the stats port."""
     lb = s.load_balancer
-    health: k8s.core.v1.HTTPGetActionArgsDict = {"path": "/healthz", "port": "stats"}
+    health: k8s.core.v1.HTTPGetActionArgsDict = {"path": "/healthz", "port": STATS_PORT_NAME}
     drain = [
-        HELPER, "drain", "--socket", MASTER_SOCKET, "--vip", str(s.vip.ip),
+        HALB_HAPROXY, "drain", "--socket", MASTER_SOCKET, "--vip", str(s.vip.ip),
         "--started-file", HANDOFF_STARTED_FILE, "--done-file", HANDOFF_DONE_FILE,
         "--timeout", str(drain_timeout_s(s)),
     ]  # fmt: skip
     return {
-        "name": NAME,
+        "name": HAPROXY,
         "image": image,
         # -S: the master CLI, for `reload` (the sidecar) and the drain (preStop);
         # mode 666 in the pod's own emptyDir, which only this pod mounts.
@@ -72,24 +73,24 @@ def haproxy_container(s: Settings, image: pulumi.Input[str]) -> k8s.core.v1.Cont
             "-S",
             f"{MASTER_SOCKET},mode,666",
             "-f",
-            f"{CONFIG_DIR}/{CONFIG_FILE}",
+            f"{HAPROXY_CONFIG_DIR}/{HAPROXY_CONFIG_FILE}",
         ],
         "lifecycle": {"pre_stop": {"exec_": {"command": drain}}},
         # The stats frontend binds this address and loopback, not the VIP.
-        "env": [host_ip_env(HOST_IP_ENV)],
+        "env": [host_ip_env(HOST_IP)],
         "ports": [
-            {"name": "http", "container_port": lb.http_port, "host_port": lb.http_port},
-            {"name": "stats", "container_port": lb.stats_port, "host_port": lb.stats_port},
+            {"name": HTTP_PORT_NAME, "container_port": lb.http_port, "host_port": lb.http_port},
+            {"name": STATS_PORT_NAME, "container_port": lb.stats_port, "host_port": lb.stats_port},
         ],
         "readiness_probe": {"http_get": health, "period_seconds": 2, "failure_threshold": 1},
         "liveness_probe": {"http_get": health, "period_seconds": 10, "failure_threshold": 3},
         "resources": resources(lb.resources),
         "security_context": root_with(CAPABILITIES),
         "volume_mounts": [
-            {"name": CONFIG_VOLUME, "mount_path": CONFIG_DIR, "read_only": True},
-            {"name": RUN_VOLUME, "mount_path": RUN_DIR},
+            {"name": HAPROXY_CONFIG_VOLUME, "mount_path": HAPROXY_CONFIG_DIR, "read_only": True},
+            {"name": HAPROXY_RUN_VOLUME, "mount_path": HAPROXY_RUN_DIR},
             # keepalived's handoff says there when it is done.
-            {"name": "watch", "mount_path": WATCH_DIR, "read_only": True},
+            {"name": SHARED_VOLUME, "mount_path": SHARED_DIR, "read_only": True},
         ],
     }
 
@@ -104,10 +105,10 @@ def reload_container(s: Settings, image: pulumi.Input[str]) -> k8s.core.v1.Conta
         "name": RELOAD,
         "image": image,
         "command": [
-            HELPER,
+            HALB_HAPROXY,
             "watch-config",
             "--config",
-            f"{CONFIG_DIR}/{CONFIG_FILE}",
+            f"{HAPROXY_CONFIG_DIR}/{HAPROXY_CONFIG_FILE}",
             "--socket",
             MASTER_SOCKET,
             "--status",
@@ -116,11 +117,11 @@ def reload_container(s: Settings, image: pulumi.Input[str]) -> k8s.core.v1.Conta
             SERVER_STATE_FILE,
         ],
         # The config's `.if defined(HOST_IP)` must see what HAProxy sees.
-        "env": [host_ip_env(HOST_IP_ENV)],
+        "env": [host_ip_env(HOST_IP)],
         "resources": resources(s.keepalived.resources),
         "security_context": unprivileged(),
         "volume_mounts": [
-            {"name": CONFIG_VOLUME, "mount_path": CONFIG_DIR, "read_only": True},
-            {"name": RUN_VOLUME, "mount_path": RUN_DIR},
+            {"name": HAPROXY_CONFIG_VOLUME, "mount_path": HAPROXY_CONFIG_DIR, "read_only": True},
+            {"name": HAPROXY_RUN_VOLUME, "mount_path": HAPROXY_RUN_DIR},
         ],
     }

@@ -23,22 +23,24 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
-from components.k8s import labels, resources, selector, unprivileged
-from components.keepalived_conf import NOTIFY_FIFO, WATCH_DIR, WATCH_FILE, instance_name
+from components.edge_pod import (
+    EXPORTER,
+    EXPORTER_BIN,
+    EXPORTER_PORT_NAME,
+    EXPORTER_STATE_FILE,
+    HAPROXY_DOWN_FILE,
+    HOST_IP,
+    NOTIFY_FIFO,
+    SHARED_DIR,
+    SHARED_VOLUME,
+    STATS_PORT_NAME,
+)
+from components.edge_pod import NAME as EDGE
+from components.k8s import host_ip_env, labels, resources, selector, unprivileged
+from components.keepalived_conf import instance_name
 from components.settings import Settings
 from components.values import duration_seconds
 
-EXPORTER = "vrrp-exporter"
-EXPORTER_BIN = f"/usr/local/bin/{EXPORTER}"
-# Port names the PodMonitors select: ours, and HAProxy's (components/load_balancer.py).
-EXPORTER_PORT_NAME = "vrrp-metrics"
-HAPROXY_PORT_NAME = "stats"
-# The edge pod's emptyDir mounted at WATCH_DIR (/run/halb) in keepalived,
-# haproxy-watch and the exporter: the notify FIFO, haproxy-down, our state.
-SHARED_VOLUME = "watch"
-STATE_FILE = f"{WATCH_DIR}/{EXPORTER}.json"
-# The edge DaemonSet's name: its pods carry components.k8s.labels("edge", ...).
-EDGE = "edge"
 HAPROXY_MONITOR = "halb-haproxy"
 VRRP_MONITOR = "halb-vrrp"
 RULE_NAME = "halb"
@@ -55,14 +57,14 @@ def exporter_args(s: Settings, listen: list[str]) -> list[str]:
         *[a for addr in listen for a in ("--listen", addr)],
         "--port", str(s.vrrp.metrics_port),
         "--fifo", NOTIFY_FIFO,
-        "--state-file", STATE_FILE,
+        "--state-file", EXPORTER_STATE_FILE,
         "--instance", instance_name(s),
         "--interface", s.vip.interface,
         "--vrid", str(s.vip.router_id),
         "--vip", str(s.vip.address),
     ]  # fmt: skip
     if s.vrrp.check.watch:
-        args += ["--haproxy-down-file", WATCH_FILE]
+        args += ["--haproxy-down-file", HAPROXY_DOWN_FILE]
     return args
 
 
@@ -79,8 +81,8 @@ def exporter_container(s: Settings, image: pulumi.Input[str]) -> k8s.core.v1.Con
     return {
         "name": EXPORTER,
         "image": image,
-        "command": exporter_args(s, ["$(HOST_IP)", "127.0.0.1"]),
-        "env": [{"name": "HOST_IP", "value_from": {"field_ref": {"field_path": "status.hostIP"}}}],
+        "command": exporter_args(s, [f"$({HOST_IP})", "127.0.0.1"]),
+        "env": [host_ip_env(HOST_IP)],
         "ports": [{"name": EXPORTER_PORT_NAME, "container_port": port, "host_port": port, "protocol": "TCP"}],
         "liveness_probe": {
             "http_get": {"path": "/metrics", "port": EXPORTER_PORT_NAME},
@@ -90,7 +92,7 @@ def exporter_container(s: Settings, image: pulumi.Input[str]) -> k8s.core.v1.Con
         },
         "resources": resources(s.keepalived.resources),
         "security_context": unprivileged(),
-        "volume_mounts": [{"name": SHARED_VOLUME, "mount_path": WATCH_DIR}],
+        "volume_mounts": [{"name": SHARED_VOLUME, "mount_path": SHARED_DIR}],
     }
 
 
@@ -470,7 +472,7 @@ class Monitoring(pulumi.ComponentResource):
                 opts=child,
             )
 
-        for monitor, port in ((HAPROXY_MONITOR, HAPROXY_PORT_NAME), (VRRP_MONITOR, EXPORTER_PORT_NAME)):
+        for monitor, port in ((HAPROXY_MONITOR, STATS_PORT_NAME), (VRRP_MONITOR, EXPORTER_PORT_NAME)):
             operator_object("PodMonitor", monitor, pod_monitor_spec(s, port))
         self.rule_name = RULE_NAME
         operator_object("PrometheusRule", RULE_NAME, {"groups": alert_rules(s)})

@@ -246,7 +246,7 @@ def haproxy_check(cfg: str, tmp: Path) -> subprocess.CompletedProcess[str]:
     """`haproxy -c` of a rendered config as the pod runs it: HOST_IP set (the
     downward API), the server-state file in place (haproxy-reload makes it)."""
     require_root_tools("haproxy")
-    from components.haproxy_cfg import SERVER_STATE_FILE
+    from components.edge_pod import SERVER_STATE_FILE
 
     state = tmp / f"server-state-{uuid.uuid4().hex}"
     state.write_text("1\n")

@@ -184,7 +184,7 @@ def test_refuses_a_node_without_a_config(world: dict[str, Path]) -> None:
 
 def test_the_image_default_config_dir_is_the_manifests() -> None:
     """The Dockerfile's and the entrypoint's config directory: where the pod mounts the Secret."""
-    from components.keepalived import CONFIG_DIR
+    from components.edge_pod import KEEPALIVED_CONFIG_DIR as CONFIG_DIR
 
     dockerfile = (ROOT / "images" / "keepalived" / "Dockerfile").read_text()
     assert f"ENV KEEPALIVED_CONFIG_DIR={CONFIG_DIR}\n" in dockerfile
@@ -277,20 +277,29 @@ def test_every_helper_command_in_the_pod_is_one_the_helper_takes(stack: str) -> 
 
 @pytest.mark.parametrize("stack", ["lab", "prod"])
 def test_the_steer_daemon_gets_every_load_balancers_address(stack: str) -> None:
-    """HALB_STEER, "ADDR PORT PEERS VIP HTTP_PORT": entrypoint.sh passes it to
+    """HALB_STEER_LISTEN, _PORT, _PEERS, _VIP, _HTTP_PORT: entrypoint.sh passes each to
     `halb-keepalived steer`; PEERS is every load balancer's address, comma-separated."""
     from conftest import rendered, settings_of
 
+    from components.edge_pod import STEER_ENV
     from halb.render import manifests
 
     s = settings_of(stack)
     (ds,) = [d for d in manifests(rendered(stack)) if d["kind"] == "DaemonSet"]
     (ka,) = [c for c in ds["spec"]["template"]["spec"]["containers"] if c["name"] == "keepalived"]
-    (steer,) = [e["value"] for e in ka["env"] if e["name"] == "HALB_STEER"]
-    addr, port, peers, vip, http_port = steer.split(" ")
+    env = {e["name"]: e["value"] for e in ka["env"] if "value" in e}
+    addr, port, peers, vip, http_port = (
+        env[STEER_ENV[f]] for f in ("listen", "port", "peers", "vip", "http_port")
+    )
     assert addr == "$(HOST_IP)" and int(port) == s.vrrp.handoff.port
     assert peers.split(",") == [str(s.address(n)) for n in s.lb_nodes]
     assert (vip, int(http_port)) == (str(s.vip.ip), s.load_balancer.http_port)
     argv = ["steer", "--listen", "192.0.2.11", "--port", port, "--peers", peers, "--vip", vip,
             "--http-port", http_port, "--interface", s.vip.interface]  # fmt: skip
     helper_parser(HELPERS["/usr/local/bin/halb-keepalived"], {}).parse_args(argv)
+    # The entrypoint starts it with exactly these variables, each quoted: nothing split by the shell.
+    text = ENTRYPOINT.read_text()
+    for flag, field in (("--listen", "listen"), ("--port", "port"), ("--peers", "peers"), ("--vip", "vip"),
+                        ("--http-port", "http_port")):  # fmt: skip
+        assert f'{flag} "${STEER_ENV[field]}"' in text
+    assert "set -- $HALB" not in text

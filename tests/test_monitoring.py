@@ -16,10 +16,8 @@ from conftest import rendered, run_halb, settings_of, stack_raw, with_overrides
 from k8s_schema import validate
 from test_vrrp_exporter import exported_names
 
+from components.edge_pod import EXPORTER, EXPORTER_PORT_NAME, SHARED_VOLUME
 from components.monitoring import (
-    EXPORTER,
-    EXPORTER_PORT_NAME,
-    SHARED_VOLUME,
     alert_rules,
     dashboard,
     dashboard_exprs,

@@ -22,9 +22,10 @@ import pytest
 from conftest import ROOT, require_root_tools, settings_of
 from test_monitoring import all_exprs, haproxy_metric_names
 
+from components.edge_pod import HAPROXY_DOWN_FILE, NOTIFY_FIFO
 from components.haproxy_cfg import StaticBackend, StaticServer, render_haproxy_cfg
 from components.keepalived import CAPABILITIES
-from components.keepalived_conf import NOTIFY_FIFO, WATCH_FILE, render_keepalived_conf
+from components.keepalived_conf import render_keepalived_conf
 from components.monitoring import exporter_args
 from halb.lab.base import wait_until as lab_wait_until
 from halb.lab.metrics import Samples, parse
@@ -249,7 +250,7 @@ def test_exporter_follows_real_keepalived_through_failovers(hosts: dict[str, Hos
     ka1 = lb1.start_keepalived()
     # What haproxy-watch writes once HAProxy answers (no HAProxy runs here).
     for h in (lb1, lb2):
-        h.enter("sh", "-c", f"echo 0 > {WATCH_FILE}")
+        h.enter("sh", "-c", f"echo 0 > {HAPROXY_DOWN_FILE}")
     # ... and keepalived, root without DAC_OVERRIDE, opens it: events flow.
     lb1.expect(state=2, master=1, vip=1, up=1, haproxy=1)
     assert cap_eff(ka1) == VRRP_CAPS
@@ -268,10 +269,10 @@ def test_exporter_follows_real_keepalived_through_failovers(hosts: dict[str, Hos
     assert refused.returncode == 7, refused  # connection refused by the holder, lb-1
 
     # HAProxy down on lb-1 (haproxy-watch's file): FAULT there, lb-2 takes over.
-    lb1.enter("sh", "-c", f"echo 1 > {WATCH_FILE}")
+    lb1.enter("sh", "-c", f"echo 1 > {HAPROXY_DOWN_FILE}")
     lb1.expect(state=3, vip=0, haproxy=0)
     lb2.expect(state=2, master=1, vip=1)
-    lb1.enter("sh", "-c", f"echo 0 > {WATCH_FILE}")
+    lb1.enter("sh", "-c", f"echo 0 > {HAPROXY_DOWN_FILE}")
     lb1.expect(state=1, master=1, vip=0, haproxy=1)  # nopreempt: it stays BACKUP
 
     # keepalived on lb-2 stopped (SIGTERM: STOP, priority-0 advert): lb-1 again.

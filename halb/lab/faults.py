@@ -19,6 +19,7 @@ import os
 import signal
 import time
 
+from components.edge_pod import HAPROXY, KEEPALIVED
 from halb.lab.base import LabError, LabInputError
 from halb.lab.lab import Lab
 
@@ -130,13 +131,13 @@ def inject(lab: Lab, kind: str, node: str | None) -> str:
         return "; ".join(done) or "nothing to restore"
     hit = target(lab, node)
     if kind == "kill-keepalived":
-        pid = _signal(lab, hit, "keepalived", signal.SIGKILL)
+        pid = _signal(lab, hit, KEEPALIVED, signal.SIGKILL)
         return f"SIGKILL keepalived (pid {pid}) on {hit}; its kubelet restarts the container"
     if kind == "stop-keepalived":
-        pid = _signal(lab, hit, "keepalived", signal.SIGTERM)
+        pid = _signal(lab, hit, KEEPALIVED, signal.SIGTERM)
         return f"SIGTERM keepalived (pid {pid}) on {hit}; its kubelet restarts the container"
     if kind == "kill-haproxy":
-        pid = _signal(lab, hit, "haproxy", signal.SIGKILL)
+        pid = _signal(lab, hit, HAPROXY, signal.SIGKILL)
         return f"SIGKILL haproxy (pid {pid}) on {hit}; its kubelet restarts the container"
     if kind == "link-down":
         lab.net.set_link(hit, "down")

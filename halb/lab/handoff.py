@@ -15,8 +15,15 @@ import re
 import subprocess
 import time
 
-from components.keepalived import HELPER, handoff_command
-from components.keepalived_conf import DRAIN_FILE, HANDOFF_DONE_FILE, HANDOFF_STARTED_FILE
+from components.edge_pod import (
+    DRAIN_FILE,
+    HALB_KEEPALIVED,
+    HANDOFF_DONE_FILE,
+    HANDOFF_STARTED_FILE,
+    HAPROXY,
+    KEEPALIVED,
+)
+from components.keepalived import handoff_command
 from halb.lab.base import LabError, Out, in_ns, run, wait_until
 from halb.lab.faults import target
 from halb.lab.lab import Lab
@@ -39,11 +46,11 @@ def handoff(lab: Lab, out: Out) -> str:
         if n.name != old
         and n.name not in lab.state.crashed
         and lab.vrrp_state(n.name) == "BACKUP"
-        and lab.daemon_pid(n.name, "haproxy") is not None
+        and lab.daemon_pid(n.name, HAPROXY) is not None
     ]
     if not ready:
         raise LabError(f"no healthy BACKUP to hand {old}'s VIP to")
-    st = lab.pods.status(old).get("containers", {}).get("keepalived", {})
+    st = lab.pods.status(old).get("containers", {}).get(KEEPALIVED, {})
     if st.get("state") != "running" or not st.get("id"):
         raise LabError(f"keepalived is not running on {old}")
     s = lab.plan.settings
@@ -62,7 +69,7 @@ def handoff(lab: Lab, out: Out) -> str:
     if proc.returncode != 0 or new is None:
         raise LabError(f"the handoff on {old} failed (exit {proc.returncode}; VIP holders {holders})")
     out(f"{new} steered {steered_packets(lab, new)} packet(s) of connections begun on {old} back to it")
-    podman("exec", str(st["id"]), HELPER, "undrain", "--drain-file", DRAIN_FILE,
+    podman("exec", str(st["id"]), HALB_KEEPALIVED, "undrain", "--drain-file", DRAIN_FILE,
            "--started-file", HANDOFF_STARTED_FILE, "--done-file", HANDOFF_DONE_FILE)  # fmt: skip
     if not wait_until(lambda: lab.vrrp_state(old) == "BACKUP", 10.0):
         raise LabError(f"{old} did not come back as BACKUP after the handoff")

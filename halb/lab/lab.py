@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from components.edge_pod import HAPROXY, KEEPALIVED
 from components.problems import InputError
 from components.settings import RawConfig, Role, parse_settings
 from halb.lab.base import LabError, LabInputError, Out, in_ns, run, wait_until
@@ -256,10 +257,10 @@ class Lab:
 
     def _log_state(self, node: str) -> str:
         """keepalived's last state in its running container's log."""
-        if self.daemon_pid(node, "keepalived") is None:
+        if self.daemon_pid(node, KEEPALIVED) is None:
             return "STOPPED"
         try:
-            lines = self.pods.log(node, "keepalived").read_text(errors="replace").splitlines()
+            lines = self.pods.log(node, KEEPALIVED).read_text(errors="replace").splitlines()
         except OSError:
             return "UNKNOWN"
         for line in reversed(lines):
@@ -288,8 +289,8 @@ class Lab:
                 "vrrp_source": vrrp.source if vrrp else None,
                 "become_master_total": vrrp.become_master_total if vrrp else None,
                 "holds_vip": self.holds_vip(n.name) if lb else False,
-                "keepalived_pid": self.daemon_pid(n.name, "keepalived") if lb else None,
-                "haproxy_pid": self.daemon_pid(n.name, "haproxy") if lb else None,
+                "keepalived_pid": self.daemon_pid(n.name, KEEPALIVED) if lb else None,
+                "haproxy_pid": self.daemon_pid(n.name, HAPROXY) if lb else None,
                 "crashed": n.name in self.state.crashed,
             }
             if lb:

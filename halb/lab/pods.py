@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from components.edge_pod import NAME as EDGE
 from halb.lab.base import LabError, Out, wait_until, write_text_atomic
 from halb.lab.journal import Journal, alive, same_process
 from halb.lab.kubelet import PodFile
@@ -115,14 +116,14 @@ class Pods:
     def status_file(self, node: str, ds: str) -> Path:
         return self.pod_dir(node, ds) / "status.json"
 
-    def status(self, node: str, ds: str = "edge") -> dict[str, Any]:
+    def status(self, node: str, ds: str = EDGE) -> dict[str, Any]:
         try:
             data: dict[str, Any] = json.loads(self.status_file(node, ds).read_text())
         except (OSError, ValueError):
             return {}
         return data
 
-    def container_pid(self, node: str, container: str, ds: str = "edge") -> int | None:
+    def container_pid(self, node: str, container: str, ds: str = EDGE) -> int | None:
         st = self.status(node, ds).get("containers", {}).get(container, {})
         pid = st.get("pid")
         return pid if st.get("state") == "running" and alive(pid) else None
@@ -209,7 +210,7 @@ class Pods:
         for _, spec in self.scheduled(node):
             self._write_objects(self.pod_dir(node, spec.name))
 
-    def reload_status(self, node: str, ds: str = "edge") -> dict[str, Any] | None:
+    def reload_status(self, node: str, ds: str = EDGE) -> dict[str, Any] | None:
         """What haproxy-reload last said of the config (loaded, rejected + the error)."""
         try:
             data: dict[str, Any] = json.loads(
@@ -219,7 +220,7 @@ class Pods:
             return None
         return data
 
-    def running_template(self, node: str, ds: str = "edge") -> dict[str, Any] | None:
+    def running_template(self, node: str, ds: str = EDGE) -> dict[str, Any] | None:
         """The pod template the node's pod was made from."""
         try:
             template: dict[str, Any] = PodFile.load(self.pod_dir(node, ds) / "pod.json").daemonset["spec"][

@@ -17,12 +17,11 @@ import ipaddress
 from dataclasses import dataclass
 
 from components.haproxy_cfg import service_fqdn
+from components.k8s import HOSTNAME_LABEL, ROLE_LABEL
 from components.problems import InputError
 from components.settings import Role, Settings
 
 TEST_NETS = tuple(ipaddress.IPv4Network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"))
-ROLE_LABEL = "role"
-HOSTNAME_LABEL = "kubernetes.io/hostname"
 # Linux names a network namespace by a file in /run/netns: at most 255 bytes.
 MAX_NETNS = 255
 PROMETHEUS_PORT = 9090

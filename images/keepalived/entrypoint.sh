@@ -8,8 +8,10 @@
 #   KEEPALIVED_INTERFACE  the interface that carries it
 #   KEEPALIVED_CONFIG_DIR where <NODE_NAME>.conf lives (default /etc/keepalived/nodes)
 #   KEEPALIVED_PID_DIR    where keepalived's pid files go (default /run/keepalived)
-#   HALB_STEER            "ADDR PORT PEERS VIP HTTP_PORT" (optional): run halb-keepalived steer, so a
-#                         peer handing the VIP over keeps its connections (see halb-keepalived)
+#   HALB_STEER_LISTEN, HALB_STEER_PORT, HALB_STEER_PEERS, HALB_STEER_VIP, HALB_STEER_HTTP_PORT
+#                         (optional, together): run halb-keepalived steer on this address and UDP
+#                         port for these peers (comma-separated), so a peer handing the VIP over
+#                         keeps its connections to VIP:HTTP_PORT (see halb-keepalived)
 # Extra arguments are passed to keepalived.
 set -eu
 
@@ -42,12 +44,9 @@ echo "keepalived-entrypoint: node $NODE_NAME, config $conf"
 halb=/usr/local/bin/halb-keepalived
 if [ -x "$halb" ]; then
     "$halb" watch-config --config "$conf" &
-    if [ -n "${HALB_STEER:-}" ]; then
-        # shellcheck disable=SC2086
-        set -- $HALB_STEER "$@"
-        "$halb" steer --listen "$1" --port "$2" --peers "$3" --vip "$4" --http-port "$5" \
-            --interface "$KEEPALIVED_INTERFACE" &
-        shift 5
+    if [ -n "${HALB_STEER_PORT:-}" ]; then
+        "$halb" steer --listen "$HALB_STEER_LISTEN" --port "$HALB_STEER_PORT" --peers "$HALB_STEER_PEERS" \
+            --vip "$HALB_STEER_VIP" --http-port "$HALB_STEER_HTTP_PORT" --interface "$KEEPALIVED_INTERFACE" &
     fi
 fi
 # exec: keepalived becomes PID 1 and gets SIGTERM itself, so it sends its

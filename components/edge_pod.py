@@ -1,0 +1,81 @@
+"""The edge pod's contract: what its containers, the images' helpers and the lab agree on.
+
+Names, paths, volumes, environment and ports of the one `edge` DaemonSet's
+pod, defined once. The images (images/*) read the same names: their
+entrypoints and helpers take the environment named here (`STEER_ENV`:
+one variable a field, no positional words to split) and the paths as flags.
+"""
+
+from __future__ import annotations
+
+NAME = "edge"  # the DaemonSet, and `app.kubernetes.io/name` of its pods
+
+# Containers.
+HAPROXY = "haproxy"
+RELOAD = "haproxy-reload"
+KEEPALIVED = "keepalived"
+WATCH = "haproxy-watch"
+EXPORTER = "vrrp-exporter"
+
+# The images' helpers.
+HALB_HAPROXY = "/usr/local/bin/halb-haproxy"
+HALB_KEEPALIVED = "/usr/local/bin/halb-keepalived"
+WATCH_BIN = f"/usr/local/bin/{WATCH}"
+EXPORTER_BIN = f"/usr/local/bin/{EXPORTER}"
+
+# HAProxy's config (a ConfigMap) and its runtime directory (an emptyDir shared
+# with haproxy-reload: the master CLI, for hitless reloads and the drain).
+HAPROXY_CONFIG_VOLUME = "haproxy-config"
+HAPROXY_CONFIG_DIR = "/usr/local/etc/haproxy"
+HAPROXY_CONFIG_FILE = "haproxy.cfg"
+HAPROXY_RUN_VOLUME = "haproxy-run"
+HAPROXY_RUN_DIR = "/run/haproxy"
+MASTER_SOCKET = f"{HAPROXY_RUN_DIR}/master.sock"
+RELOAD_STATUS = f"{HAPROXY_RUN_DIR}/reload.json"
+# Servers found by DNS keep their addresses across a reload: haproxy-reload
+# saves `show servers state` here, the new worker starts from it.
+SERVER_STATE_FILE = f"{HAPROXY_RUN_DIR}/server-state"
+
+# keepalived's configs (a Secret: `<node>.conf` each) and its pid files.
+KEEPALIVED_CONFIG_VOLUME = "keepalived-config"
+KEEPALIVED_CONFIG_DIR = "/etc/keepalived/nodes"
+KEEPALIVED_RUN_VOLUME = "keepalived-run"
+KEEPALIVED_RUN_DIR = "/run/keepalived"
+
+# The emptyDir keepalived, haproxy-watch, the exporter and HAProxy's preStop
+# share. (Its volume name, `watch`, is older than most of what it holds.)
+SHARED_VOLUME = "watch"
+SHARED_DIR = "/run/halb"
+# haproxy-watch writes 1 here when HAProxy is down; keepalived tracks it.
+HAPROXY_DOWN_FILE = f"{SHARED_DIR}/haproxy-down"
+# keepalived writes `INSTANCE "VI_1" MASTER 200` here on every state change;
+# the exporter reads it.
+NOTIFY_FIFO = f"{SHARED_DIR}/vrrp-notify.fifo"
+EXPORTER_STATE_FILE = f"{SHARED_DIR}/{EXPORTER}.json"
+# Written by the preStop (halb-keepalived handoff): 1 = this node is going
+# away; the instance leaves MASTER at once (a priority-0 advert) and stays out.
+DRAIN_FILE = f"{SHARED_DIR}/draining"
+# ... when it begins and when it is done handing over: HAProxy's preStop waits for it.
+HANDOFF_STARTED_FILE = f"{SHARED_DIR}/handoff-started"
+HANDOFF_DONE_FILE = f"{SHARED_DIR}/handoff-done"
+
+# Environment.
+HOST_IP = "HOST_IP"  # downward API status.hostIP: the node's own address
+NODE_NAME = "NODE_NAME"  # downward API spec.nodeName: picks `<node>.conf`
+KEEPALIVED_VIP = "KEEPALIVED_VIP"
+KEEPALIVED_INTERFACE = "KEEPALIVED_INTERFACE"
+KEEPALIVED_CONFIG_DIR_ENV = "KEEPALIVED_CONFIG_DIR"
+# The steering listener (`halb-keepalived steer`, started by the keepalived
+# entrypoint) and the handoff (its preStop) read these, one field each.
+STEER_ENV = {
+    "listen": "HALB_STEER_LISTEN",  # this node's address
+    "port": "HALB_STEER_PORT",  # the peers' UDP steering port
+    "peers": "HALB_STEER_PEERS",  # every load-balancer host's address, comma-separated
+    "vip": "HALB_STEER_VIP",  # the VIP, without prefix
+    "http_port": "HALB_STEER_HTTP_PORT",  # the port whose flows are steered
+}
+
+# Port names (the PodMonitors and probes select by them).
+HTTP_PORT_NAME = "http"
+STATS_PORT_NAME = "stats"
+EXPORTER_PORT_NAME = "vrrp-metrics"
