@@ -23,11 +23,12 @@ system-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null; \
 	fi
 
-$(STAMP): requirements.txt requirements-dev.txt | system-deps
-	@echo "==> creating $(VENV) and installing Python dependencies"
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml | system-deps
+	@echo "==> creating $(VENV) and installing Python dependencies, and this project (the halb command)"
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	@$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	@$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	@touch $(STAMP)
 
 deps: system-deps $(STAMP)
@@ -43,23 +44,23 @@ unit: deps
 test: lint unit
 
 render: deps
-	$(PY) -m halb render --stack $(STACK) --out $(OUT)/$(STACK)
+	$(VENV)/bin/halb render --stack $(STACK) --out $(OUT)/$(STACK)
 
 demo: deps
 	@if [ "$$(id -u)" != 0 ]; then echo "make demo needs root (network namespaces)"; exit 1; fi
-	@$(PY) -m halb demo
+	@$(VENV)/bin/halb demo
 
 # The full failover benchmark (~25 min): every fault, both profiles, CPU-load phase.
 RUNS ?= 5
 bench: deps
 	@if [ "$$(id -u)" != 0 ]; then echo "make bench needs root (network namespaces)"; exit 1; fi
-	$(PY) -m halb bench failover --runs $(RUNS) --json docs/failover.json \
+	$(VENV)/bin/halb bench failover --runs $(RUNS) --json docs/failover.json \
 	    --markdown docs/failover-table.md --chart docs/failover.png
 
 # Failed requests and VIP moves across changes (~25 min): this project vs the baseline.
 bench-changes: deps
 	@if [ "$$(id -u)" != 0 ]; then echo "make bench-changes needs root (network namespaces)"; exit 1; fi
-	$(PY) -m halb bench changes --runs $(RUNS) --json docs/changes.json \
+	$(VENV)/bin/halb bench changes --runs $(RUNS) --json docs/changes.json \
 	    --markdown docs/changes-table.md --chart docs/changes.png
 
 # Mutation testing (docs/mutation.md); not in CI: slow (hours for all of components/ on

@@ -1,18 +1,18 @@
 """The `halb` command line: tools beside the Pulumi program.
 
-    python -m halb render --stack NAME [--config-file PATH] --out DIR
-    python -m halb lab up [--stack lab | --config-file PATH]
-    python -m halb lab status [--json]
-    python -m halb lab request [--count N] [--service NAME]
-    python -m halb lab fault KIND [--node NAME]
-    python -m halb lab handoff
-    python -m halb lab apply [--stack NAME | --config-file PATH]
-    python -m halb lab drain NODE | uncordon NODE
-    python -m halb lab down
-    python -m halb demo
-    python -m halb bench failover [--runs N] [--json FILE] [--markdown FILE] [--chart FILE]
+    halb render --stack NAME [--config-file PATH] --out DIR
+    halb lab up [--stack lab | --config-file PATH]
+    halb lab status [--json]
+    halb lab request [--count N] [--service NAME]
+    halb lab fault KIND [--node NAME]
+    halb lab handoff
+    halb lab apply [--stack NAME | --config-file PATH]
+    halb lab drain NODE | uncordon NODE
+    halb lab down
+    halb demo
+    halb bench failover [--runs N] [--json FILE] [--markdown FILE] [--chart FILE]
         [--faults F,...] [--profiles P,...] [--load-seconds S]
-    python -m halb bench changes [--runs N] [--changes C,...] [--modes M,...] [--json FILE]
+    halb bench changes [--runs N] [--changes C,...] [--modes M,...] [--json FILE]
         [--markdown FILE] [--chart FILE]
 
 Exit codes: 0 done, 1 the lab could not do it (message says why), 2 bad
@@ -52,7 +52,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m halb", description=__doc__.split("\n\n")[0])
+    p = _Parser(prog="halb", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     r = sub.add_parser("render", help="render a stack's manifests and daemon configs offline")
     r.add_argument("--stack", required=True, help="stack name: reads Pulumi.<stack>.yaml")
@@ -174,7 +174,13 @@ def _render(args: argparse.Namespace, check: Callable[[], None]) -> int:
     if out is None:
         return _fail([why or f"--out {args.out}: cannot write there"])
     check()
-    from halb.render import render_files  # imports Pulumi: only for valid input
+    from halb.sdk import SdkDriftError
+
+    try:
+        from halb.render import render_files  # imports Pulumi: only for valid input
+    except SdkDriftError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
 
     check()
     files = render_files(raw, args.stack)
@@ -274,10 +280,7 @@ def _lab(args: argparse.Namespace) -> int:
         with locked(prefix, _say, "up"):
             lab.up(_say)
         print_status(lab.status())
-        print(
-            f"try: python -m halb lab request   "
-            f"(or: ip netns exec {lab.plan.client_netns} curl {lab.plan.url})"
-        )
+        print(f"try: halb lab request   (or: ip netns exec {lab.plan.client_netns} curl {lab.plan.url})")
         return 0
     lab = Lab.load(prefix)
     if args.lab_command == "status":

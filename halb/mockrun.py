@@ -15,7 +15,6 @@ import asyncio
 import hashlib
 import os
 import runpy
-import sys
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -24,16 +23,20 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
-from pulumi.runtime import rpc
-from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs, Mocks
-from pulumi.runtime.settings import SETTINGS, get_root_resource, set_root_resource
-from pulumi.runtime.stack import run_pulumi_func
-from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
-from components.settings import PROJECT, RawConfig, SettingsError, parse_settings
-from components.stack_config import TOKEN_ENV
-from halb.interrupts import held
-from halb.mockcluster import ENV_TOKEN, Rancher
+from halb import sdk
+
+sdk.require()  # the private names below, or one message saying which are gone
+from pulumi.runtime import rpc  # noqa: E402
+from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs, Mocks  # noqa: E402
+from pulumi.runtime.settings import SETTINGS, get_root_resource, set_root_resource  # noqa: E402
+from pulumi.runtime.stack import run_pulumi_func  # noqa: E402
+from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await  # noqa: E402
+
+from components.settings import PROJECT, RawConfig, SettingsError, parse_settings  # noqa: E402
+from components.stack_config import TOKEN_ENV  # noqa: E402
+from halb.interrupts import held  # noqa: E402
+from halb.mockcluster import ENV_TOKEN, Rancher  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIN = ROOT / "__main__.py"
@@ -250,8 +253,6 @@ def run_program(
     operator's environment (default: a `RANCHER_TOKEN_KEY`, since a stack
     file never holds the token in plain).
     """
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
     rancher = rancher if rancher is not None else stack_rancher(raw)
     # A loop of this run's own, made before the mocks bind anything to one.
     loop = asyncio.new_event_loop()

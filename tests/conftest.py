@@ -18,12 +18,13 @@ from typing import Any, TypeVar, cast
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from components.settings import SECRET_KEYS_ALLOWED, RawConfig, Settings, parse_settings
+from halb.mockrun import Run, run_program
+from halb.stackfile import load_stack_file, stack_path
 
-from components.settings import SECRET_KEYS_ALLOWED, RawConfig, Settings, parse_settings  # noqa: E402
-from halb.mockrun import Run, run_program  # noqa: E402
-from halb.stackfile import load_stack_file, stack_path  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+# The `halb` command `pip install -e .` (the set-up) put beside this interpreter.
+HALB = Path(sys.executable).parent / "halb"
 
 STACKS = ("dev", "prod", "lab")
 P = "rancher-ha-lb:"
@@ -99,9 +100,10 @@ def _caches_follow_the_mutant() -> None:
 def run_halb(
     *args: str, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m halb ARGS` as a user runs it: exit code, stdout, stderr."""
+    """`halb ARGS` as a user runs it (the console script the set-up installs):
+    exit code, stdout, stderr."""
     return subprocess.run(
-        [sys.executable, "-m", "halb", *args],
+        [str(HALB), *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

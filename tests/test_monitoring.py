@@ -515,7 +515,7 @@ GOLDEN_DASHBOARD = Path(__file__).parent / "golden" / "dashboard-prod.json"
 
 def test_dashboard_is_the_reviewed_one() -> None:
     """No Grafana runs here to load it: the dashboard is pinned as a reviewed file.
-    After a deliberate change, rewrite it with `python tests/golden/update.py` and
+    After a deliberate change, rewrite it with `.venv/bin/python tests/golden/update.py` and
     review the diff."""
     assert dashboard(settings_of("prod")) == json.loads(GOLDEN_DASHBOARD.read_text())
 

@@ -1,4 +1,4 @@
-"""`python -m halb demo`: the lab in one screen, for a newcomer.
+"""`halb demo`: the lab in one screen, for a newcomer.
 
 Brings the lab stack up, serves requests through the VIP, kills the MASTER
 host while a client sends a request every 20 ms, shows the new MASTER and
@@ -65,5 +65,5 @@ def run_demo(prefix: str) -> int:
         _step(5, "lab down")
         with locked(prefix, print, "demo"):
             teardown(prefix, lambda line: print(f"    {line}", flush=True))
-    print("\nnext: python -m halb lab up, then lab status / request / fault KIND / handoff / down")
+    print("\nnext: halb lab up, then lab status / request / fault KIND / handoff / down")
     return 0

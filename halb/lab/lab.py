@@ -71,7 +71,7 @@ class Lab:
         except InputError as err:
             raise LabError(
                 f"the running lab's stack no longer validates ({str(err).splitlines()[0]}); "
-                "`python -m halb lab down` removes it"
+                "`halb lab down` removes it"
             ) from None
         return cls(plan, state)
 
@@ -86,8 +86,8 @@ class Lab:
 
         if (self.dir / "state.json").exists() or (self.dir / "journal.jsonl").exists():
             raise LabInputError(
-                f"a lab is already up (prefix {self.plan.prefix!r}); see `python -m halb lab status`, "
-                "or remove it with `python -m halb lab down`"
+                f"a lab is already up (prefix {self.plan.prefix!r}); see `halb lab status`, "
+                "or remove it with `halb lab down`"
             )
         missing = [t for t in TOOLS if shutil.which(t) is None]
         if missing:
@@ -167,7 +167,7 @@ class Lab:
         null = os.open(os.devnull, os.O_RDWR)
         try:
             pid = os.posix_spawnp(
-                "ip", in_ns(netns, *sup), {**os.environ, "PYTHONPATH": str(ROOT)}, setsid=True,
+                "ip", in_ns(netns, *sup), dict(os.environ), setsid=True,
                 file_actions=[(os.POSIX_SPAWN_DUP2, null, fd) for fd in (0, 1, 2)],
             )  # fmt: skip
         finally:
@@ -324,9 +324,7 @@ class Lab:
         ]  # fmt: skip
         if host:
             cmd += ["--host-header", host]
-        return ProbeRun(
-            in_ns(self.plan.client_netns, *cmd), duration, {**os.environ, "PYTHONPATH": str(ROOT)}
-        )
+        return ProbeRun(in_ns(self.plan.client_netns, *cmd), duration, dict(os.environ))
 
     def request(
         self, count: int, timeout: float = 0.5, interval: float = 0.0, host: str | None = None

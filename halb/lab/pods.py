@@ -237,7 +237,7 @@ class Pods:
             return os.posix_spawnp(
                 sys.executable,
                 [sys.executable, "-m", "halb.lab.kubelet", str(pod_file)],
-                {**os.environ, "PYTHONPATH": str(ROOT)},
+                dict(os.environ),
                 setsid=True,  # Ctrl-C in the lab command is not for the pod
                 file_actions=[
                     (os.POSIX_SPAWN_DUP2, null, 0),

@@ -182,5 +182,5 @@ class LabPrometheus:
             sys.executable, "-m", "halb.lab.alertwatch", "--url", str(self.plan.prometheus_url),
             "--duration", str(duration), "--interval", str(interval),
         ]  # fmt: skip
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env = dict(os.environ)
         return AlertWatch(in_ns(self.plan.client_netns, *cmd), duration, env)

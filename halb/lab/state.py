@@ -142,11 +142,9 @@ class LabState:
         try:
             data: Any = json.loads(path.read_text())
         except FileNotFoundError:
-            raise LabError("no lab is up; start one with `python -m halb lab up`") from None
+            raise LabError("no lab is up; start one with `halb lab up`") from None
         except (OSError, ValueError) as err:
-            raise LabError(
-                f"{path}: unreadable lab state ({err}); `python -m halb lab down` cleans up"
-            ) from None
+            raise LabError(f"{path}: unreadable lab state ({err}); `halb lab down` cleans up") from None
         try:
             state = cls(**data)
             ok = (
@@ -160,5 +158,5 @@ class LabState:
         except TypeError:
             ok = False
         if not ok:
-            raise LabError(f"{path}: not a lab state this version wrote; `python -m halb lab down` cleans up")
+            raise LabError(f"{path}: not a lab state this version wrote; `halb lab down` cleans up")
         return state
