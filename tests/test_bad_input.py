@@ -1061,9 +1061,7 @@ def test_bad_cli_call(argv: list[str], expected: str, tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     assert expected in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
-    assert all(
-        line.startswith(("error: ", "usage: ", "  ", "halb")) for line in result.stderr.splitlines()
-    )
+    assert all(line.startswith(("error: ", "usage: ", "  ", "halb")) for line in result.stderr.splitlines())
     assert not (tmp_path / "o").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling", "file"]
     assert (tmp_path / "file").read_text() == "x"
