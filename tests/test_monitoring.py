@@ -248,6 +248,24 @@ def test_monitoring_component_creates_podmonitors_rules_and_dashboard() -> None:
     assert meta["namespace"] == "cattle-dashboards" and meta["labels"]["grafana_dashboard"] == "1"
     (body,) = cm.inputs["data"].values()
     assert json.loads(body) == dashboard(s)
+    # One file named for the edge namespace, indented as Grafana's provisioning shows it.
+    assert cm.inputs["data"] == {
+        f"rancher-ha-lb-{s.edge_namespace}.json": json.dumps(dashboard(s), indent=1, sort_keys=True)
+    }
+    for r in [*monitors.values(), rule]:
+        labels = r.inputs["metadata"]["labels"]
+        assert labels["app.kubernetes.io/name"] == r.inputs["metadata"]["name"]
+        assert labels["app.kubernetes.io/component"] == "monitoring"
+
+
+def test_rules_file_keeps_the_rules_order_and_a_zero_duration_is_0s() -> None:
+    text = rules_file(settings_of("prod"))
+    assert text.startswith("groups:\n- name: ")
+    assert "\n  rules:\n  - alert: " in text
+    # Each rule reads as written (alert, expr, for, labels, annotations), not alphabetically.
+    first = text.split("\n  - alert: ", 2)[1]
+    assert [line.split(":")[0].strip() for line in first.splitlines()[1:3]] == ["expr", "for"]
+    assert fmt_duration(0) == "0s"
 
 
 def test_monitoring_labels_reach_what_prometheus_selects() -> None:
