@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-stamp
 APT_PACKAGES := keepalived haproxy curl iproute2 procps nftables python3 python3-venv \
-	podman runc debootstrap python3-prometheus-client prometheus
+	podman runc debootstrap python3-prometheus-client prometheus openssl nghttp2-client
 OUT ?= out
 
 .PHONY: all demo test lint unit render bench bench-changes mutate mutate-sample system-deps deps clean
@@ -15,7 +15,7 @@ all: test
 
 system-deps:
 	@missing=""; \
-	for bin in keepalived haproxy curl ip pgrep nft python3 podman runc debootstrap promtool; do command -v $$bin >/dev/null || missing=1; done; \
+	for bin in keepalived haproxy curl ip pgrep nft python3 podman runc debootstrap promtool openssl h2load; do command -v $$bin >/dev/null || missing=1; done; \
 	/usr/bin/python3 -c 'import prometheus_client' 2>/dev/null || missing=1; \
 	python3 -c 'import venv, ensurepip' 2>/dev/null || missing=1; \
 	if [ -n "$$missing" ]; then \

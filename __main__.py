@@ -10,6 +10,7 @@ from components.image import IMAGES, EdgeImages, EdgeImagesArgs, ImageSource
 from components.monitoring import Monitoring, MonitoringArgs
 from components.settings import Role
 from components.stack_config import load_settings, secret
+from components.tls import EdgeTls, EdgeTlsArgs
 
 s = load_settings()
 cluster = ClusterAccess(
@@ -48,6 +49,8 @@ images = EdgeImages(
     ),
     in_cluster,
 )
+# HTTPS: cert-manager Certificates and the shared session-ticket Secret.
+tls = [EdgeTls("tls", EdgeTlsArgs(s, edge_namespace), in_cluster)] if s.tls_services else []
 edge = Edge(
     "edge",
     EdgeArgs(
@@ -58,7 +61,8 @@ edge = Edge(
         secret(s.vrrp_auth_pass),
         images.pull_secret,
     ),
-    in_cluster,
+    # The pods mount what EdgeTls makes (the ticket Secret, cert-manager's Secrets).
+    pulumi.ResourceOptions.merge(in_cluster, pulumi.ResourceOptions(depends_on=tls)),
 )
 if s.monitoring.enabled:
     Monitoring("monitoring", MonitoringArgs(s, cluster.edge_namespace), in_cluster)

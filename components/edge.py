@@ -26,17 +26,44 @@ from components.edge_pod import (
     KEEPALIVED_RUN_VOLUME,
     NAME,
     SHARED_VOLUME,
+    TICKET_SECRET,
+    TICKET_SECRET_VOLUME,
 )
 from components.haproxy_cfg import HARD_STOP_AFTER_S
 from components.k8s import edge_pod_spec, labels, one_node_at_a_time
 from components.keepalived import keepalived_container, render_all, watch_container
-from components.load_balancer import drain_timeout_s, haproxy_config, haproxy_container, reload_container
+from components.load_balancer import (
+    drain_timeout_s,
+    haproxy_config,
+    haproxy_container,
+    reload_container,
+    tls_container,
+    tls_volumes,
+)
 from components.monitoring import exporter_container
 from components.settings import Settings
 
 # The objects' names: the ConfigMap and the Secret the volumes come from.
 HAPROXY_CONFIG = "haproxy-config"
 KEEPALIVED_CONFIG = "keepalived-config"
+
+
+def tls_pod_volumes(s: Settings) -> list[k8s.core.v1.VolumeArgsDict]:
+    """The certificates' Secrets (optional: one cert-manager has not issued yet
+    leaves its service on the default certificate, not the pod unstarted) and
+    the shared ticket secret; 0444 because haproxy-tls (uid 65534) reads them,
+    the only container that mounts them."""
+    if not s.tls_services:
+        return []
+    volumes: list[k8s.core.v1.VolumeArgsDict] = [
+        {"name": volume, "secret": {"secret_name": secret, "default_mode": 0o444, "optional": True}}
+        for volume, secret in tls_volumes(s)
+    ]
+    if s.tls.session_tickets == "shared":
+        volumes.append(
+            {"name": TICKET_SECRET_VOLUME, "secret": {"secret_name": TICKET_SECRET, "default_mode": 0o444}}
+        )
+    return volumes
 
 
 @dataclass(frozen=True)
@@ -90,11 +117,13 @@ class Edge(pulumi.ComponentResource):
         containers = [
             haproxy_container(s, args.haproxy_image),
             reload_container(s, args.haproxy_image),
+            *([tls_container(s, args.haproxy_image)] if s.tls_services else []),
             keepalived_container(s, args.keepalived_image),
         ]
         if s.vrrp.check.watch:
             containers.append(watch_container(s, args.keepalived_image))
         containers.append(exporter_container(s, args.keepalived_image))
+        run_size = "16Mi" if s.tls_services else "1Mi"
         volumes: list[k8s.core.v1.VolumeArgsDict] = [
             {"name": HAPROXY_CONFIG_VOLUME, "config_map": {"name": config_map.metadata.name}},
             {
@@ -102,9 +131,11 @@ class Edge(pulumi.ComponentResource):
                 "secret": {"secret_name": secret.metadata.name, "default_mode": 0o400},
             },
             {"name": KEEPALIVED_RUN_VOLUME, "empty_dir": {"medium": "Memory", "size_limit": "8Mi"}},
-            {"name": HAPROXY_RUN_VOLUME, "empty_dir": {"medium": "Memory", "size_limit": "1Mi"}},
+            # With HTTPS it also holds the checked certificates (a few KiB each).
+            {"name": HAPROXY_RUN_VOLUME, "empty_dir": {"medium": "Memory", "size_limit": run_size}},
             {"name": SHARED_VOLUME, "empty_dir": {"medium": "Memory", "size_limit": "1Mi"}},
         ]
+        volumes += tls_pod_volumes(s)
         pod_spec = edge_pod_spec(containers, volumes, termination_grace_s(s), s.load_balancer.tolerations)
         if args.pull_secret is not None:
             pod_spec["image_pull_secrets"] = [{"name": args.pull_secret}]

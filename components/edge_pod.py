@@ -16,10 +16,12 @@ RELOAD = "haproxy-reload"
 KEEPALIVED = "keepalived"
 WATCH = "haproxy-watch"
 EXPORTER = "vrrp-exporter"
+TLS = "haproxy-tls"  # with HTTPS
 
 # The images' helpers.
 HALB_HAPROXY = "/usr/local/bin/halb-haproxy"
 HALB_KEEPALIVED = "/usr/local/bin/halb-keepalived"
+HALB_TLS = "/usr/local/bin/halb-tls"
 WATCH_BIN = f"/usr/local/bin/{WATCH}"
 EXPORTER_BIN = f"/usr/local/bin/{EXPORTER}"
 
@@ -79,3 +81,26 @@ STEER_ENV = {
 HTTP_PORT_NAME = "http"
 STATS_PORT_NAME = "stats"
 EXPORTER_PORT_NAME = "vrrp-metrics"
+
+# HTTPS. Each certificate's Secret is a volume under TLS_SECRETS_DIR
+# (`<secret>/tls.crt`, `tls.key`), mounted in haproxy-tls only: it checks
+# each pair and keeps the good ones in TLS_DIR (in HAPROXY_RUN_VOLUME, which
+# HAProxy reads), so a malformed or mismatched renewal is never loaded, not
+# even on a restart.
+HTTPS_PORT_NAME = "https"
+TLS_SECRETS_DIR = "/etc/haproxy/tls"
+TLS_DIR = f"{HAPROXY_RUN_DIR}/tls"
+TLS_DEFAULT_CERT = f"{TLS_DIR}/default.pem"  # the first certificate of the bind: clients without SNI
+TLS_CERTS_DIR = f"{TLS_DIR}/certs"  # one `<secret>.pem` (chain and key) per good pair
+TLS_READY_FILE = f"{TLS_DIR}/ready"  # HAProxy starts once haproxy-tls has put the certificates in place
+TLS_READY_ENV = "HALB_TLS_READY"  # the haproxy image's entrypoint waits for this file
+TLS_STATUS_FILE = f"{HAPROXY_RUN_DIR}/tls.json"  # what haproxy-tls loaded or refused, and why
+# Session tickets shared by every load-balancer host: each derives the same keys
+# from this Secret's `secret` and the clock (halb-haproxy ticket-keys).
+TICKET_SECRET = "edge-tls-tickets"
+TICKET_SECRET_KEY = "secret"
+TICKET_SECRET_VOLUME = "tls-tickets"
+TICKET_SECRET_DIR = "/etc/haproxy/tickets"
+TICKET_KEYS_FILE = f"{TLS_DIR}/ticket-keys"
+# HAProxy's runtime API (certificate updates, ticket key rotation without a reload).
+ADMIN_SOCKET = f"{HAPROXY_RUN_DIR}/admin.sock"

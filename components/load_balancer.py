@@ -11,7 +11,9 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.edge_pod import (
+    ADMIN_SOCKET,
     HALB_HAPROXY,
+    HALB_TLS,
     HANDOFF_DONE_FILE,
     HANDOFF_STARTED_FILE,
     HAPROXY,
@@ -22,6 +24,7 @@ from components.edge_pod import (
     HAPROXY_RUN_VOLUME,
     HOST_IP,
     HTTP_PORT_NAME,
+    HTTPS_PORT_NAME,
     MASTER_SOCKET,
     RELOAD,
     RELOAD_STATUS,
@@ -29,10 +32,23 @@ from components.edge_pod import (
     SHARED_DIR,
     SHARED_VOLUME,
     STATS_PORT_NAME,
+    TICKET_KEYS_FILE,
+    TICKET_SECRET_DIR,
+    TICKET_SECRET_KEY,
+    TICKET_SECRET_VOLUME,
+    TLS,
+    TLS_CERTS_DIR,
+    TLS_DEFAULT_CERT,
+    TLS_READY_ENV,
+    TLS_READY_FILE,
+    TLS_SECRETS_DIR,
+    TLS_STATUS_FILE,
 )
 from components.haproxy_cfg import dns_backends, render_haproxy_cfg, vip_leave_s
 from components.k8s import host_ip_env, resources, root_with, unprivileged
 from components.settings import Settings
+from components.settings.tls import certificate_secrets
+from components.values import duration_seconds
 
 # A non-root user cannot bind :80 here: with host networking there is no
 # per-pod ip_unprivileged_port_start, and capabilities added for a non-root
@@ -52,9 +68,34 @@ def drain_timeout_s(s: Settings) -> int:
     return vip_leave_s(s) + int(s.vrrp.handoff.drain_seconds + 0.999) + 3
 
 
+def tls_secrets(s: Settings) -> list[str]:
+    """Every certificate Secret the edge serves, the default certificate's first."""
+    default = s.default_tls_service
+    ordered = ([default] if default else []) + [svc for svc in s.tls_services if svc is not default]
+    names: list[str] = []
+    for svc in ordered:
+        assert svc.tls is not None
+        names += [n for n in certificate_secrets(svc.name, svc.tls) if n not in names]
+    return names
+
+
+def tls_volumes(s: Settings) -> list[tuple[str, str]]:
+    """(volume, Secret) per certificate Secret: volume names are short labels, Secret names need not be."""
+    return [(f"tls-{i}", name) for i, name in enumerate(tls_secrets(s))]
+
+
 def haproxy_container(s: Settings, image: pulumi.Input[str]) -> k8s.core.v1.ContainerArgsDict:
     """HAProxy, master-worker, in the foreground; its health and metrics on the stats port."""
     lb = s.load_balancer
+    tls = bool(s.tls_services)
+    env: list[k8s.core.v1.EnvVarArgsDict] = [host_ip_env(HOST_IP)]
+    ports: list[k8s.core.v1.ContainerPortArgsDict] = [
+        {"name": HTTP_PORT_NAME, "container_port": lb.http_port, "host_port": lb.http_port}
+    ]
+    if tls:
+        env.append({"name": TLS_READY_ENV, "value": TLS_READY_FILE})
+        ports.append({"name": HTTPS_PORT_NAME, "container_port": lb.https_port, "host_port": lb.https_port})
+    ports.append({"name": STATS_PORT_NAME, "container_port": lb.stats_port, "host_port": lb.stats_port})
     health: k8s.core.v1.HTTPGetActionArgsDict = {"path": "/healthz", "port": STATS_PORT_NAME}
     drain = [
         HALB_HAPROXY, "drain", "--socket", MASTER_SOCKET, "--vip", str(s.vip.ip),
@@ -77,11 +118,9 @@ def haproxy_container(s: Settings, image: pulumi.Input[str]) -> k8s.core.v1.Cont
         ],
         "lifecycle": {"pre_stop": {"exec_": {"command": drain}}},
         # The stats frontend binds this address and loopback, not the VIP.
-        "env": [host_ip_env(HOST_IP)],
-        "ports": [
-            {"name": HTTP_PORT_NAME, "container_port": lb.http_port, "host_port": lb.http_port},
-            {"name": STATS_PORT_NAME, "container_port": lb.stats_port, "host_port": lb.stats_port},
-        ],
+        # With HTTPS the entrypoint waits for haproxy-reload's checked certificates.
+        "env": env,
+        "ports": ports,
         "readiness_probe": {"http_get": health, "period_seconds": 2, "failure_threshold": 1},
         "liveness_probe": {"http_get": health, "period_seconds": 10, "failure_threshold": 3},
         "resources": resources(lb.resources),
@@ -115,6 +154,8 @@ def reload_container(s: Settings, image: pulumi.Input[str]) -> k8s.core.v1.Conta
             RELOAD_STATUS,
             "--state-file",
             SERVER_STATE_FILE,
+            # A certificate new to the directory is loaded by a reload (a renewal is not: haproxy-tls).
+            *(["--watch-dir", TLS_CERTS_DIR, "--wait-for", TLS_READY_FILE] if s.tls_services else []),
         ],
         # The config's `.if defined(HOST_IP)` must see what HAProxy sees.
         "env": [host_ip_env(HOST_IP)],
@@ -125,3 +166,43 @@ def reload_container(s: Settings, image: pulumi.Input[str]) -> k8s.core.v1.Conta
             {"name": HAPROXY_RUN_VOLUME, "mount_path": HAPROXY_RUN_DIR},
         ],
     }
+
+
+def tls_container(s: Settings, image: pulumi.Input[str]) -> k8s.core.v1.ContainerArgsDict:
+    """The haproxy-tls sidecar (HAProxy's image, uid 65534, no capabilities): the only
+    container that mounts the certificates' Secrets; it checks each pair and keeps
+    the good ones for HAProxy, and derives the shared session-ticket keys."""
+    return {
+        "name": TLS,
+        "image": image,
+        "command": [HALB_TLS, "watch", *_tls_args(s)],
+        "resources": resources(s.keepalived.resources),
+        "security_context": unprivileged(),
+        "volume_mounts": [{"name": HAPROXY_RUN_VOLUME, "mount_path": HAPROXY_RUN_DIR}, *_tls_mounts(s)],
+    }
+
+
+def _tls_args(s: Settings) -> list[str]:
+    """The certificates to check and keep for HAProxy, the ticket keys to derive."""
+    args = [
+        "--secrets", TLS_SECRETS_DIR, "--certs-dir", TLS_CERTS_DIR, "--default-cert", TLS_DEFAULT_CERT,
+        "--ready", TLS_READY_FILE, "--status", TLS_STATUS_FILE, "--admin-socket", ADMIN_SOCKET,
+    ]  # fmt: skip
+    for name in tls_secrets(s):
+        args += ["--certificate", name]
+    if s.tls.session_tickets == "shared":
+        args += [
+            "--ticket-secret", f"{TICKET_SECRET_DIR}/{TICKET_SECRET_KEY}", "--ticket-keys", TICKET_KEYS_FILE,
+            "--ticket-period", f"{duration_seconds(s.tls.ticket_key_rotation):g}",
+        ]  # fmt: skip
+    return args
+
+
+def _tls_mounts(s: Settings) -> list[k8s.core.v1.VolumeMountArgsDict]:
+    mounts: list[k8s.core.v1.VolumeMountArgsDict] = [
+        {"name": volume, "mount_path": f"{TLS_SECRETS_DIR}/{secret}", "read_only": True}
+        for volume, secret in tls_volumes(s)
+    ]
+    if s.tls.session_tickets == "shared":
+        mounts.append({"name": TICKET_SECRET_VOLUME, "mount_path": TICKET_SECRET_DIR, "read_only": True})
+    return mounts

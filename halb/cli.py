@@ -7,6 +7,7 @@
     halb lab fault KIND [--node NAME]
     halb lab handoff
     halb lab apply [--stack NAME | --config-file PATH]
+    halb lab renew SERVICE
     halb lab drain NODE | uncordon NODE
     halb lab down
     halb demo
@@ -80,6 +81,10 @@ def _parser() -> argparse.ArgumentParser:
     ap = lsub.add_parser("apply", help="change the running lab to a stack, as `pulumi up` would")
     ap.add_argument("--stack", default="lab", help="stack name (default: lab)")
     ap.add_argument("--config-file", help="read this stack file instead of Pulumi.<stack>.yaml")
+    rn = lsub.add_parser(
+        "renew", help="issue a TLS service's certificates again, as cert-manager renews them"
+    )
+    rn.add_argument("service")
     dr = lsub.add_parser("drain", help="evict a load-balancer host's edge pod (preStop hands the VIP over)")
     dr.add_argument("node")
     un = lsub.add_parser("uncordon", help="let the edge pod run on a drained host again")
@@ -232,7 +237,13 @@ def print_status(status: dict[str, Any]) -> None:
         if cfg.get("state") in ("rejected", "failed"):
             print(f"  {'':<10} HAProxy config {str(cfg.get('config'))[:12]} {cfg['state']}; still serving "
                   f"{str(cfg.get('serving'))[:12]}: {cfg.get('error', '').strip()[:300]}")  # fmt: skip
+        for cert, st in ((n.get("tls") or {}).get("certificates") or {}).items():
+            if st.get("state") == "rejected":
+                serving = "the old one serves on" if st.get("serving") else "not served"
+                print(f"  {'':<10} certificate {cert} refused ({st.get('error')}); {serving}")
     print(f"  client netns {status['client_netns']}")
+    if status.get("tls_ca"):
+        print(f"  lab CA {status['tls_ca']} (curl --cacert it; `lab renew SERVICE` issues again)")
     prom = status.get("prometheus")
     if prom:
         firing = prom.get("firing")
@@ -320,6 +331,12 @@ def _lab(args: argparse.Namespace) -> int:
             return raw
         with locked(prefix, _say, "apply"):
             print(apply(Lab.load(prefix), raw, args.stack, _say))
+        return 0
+    if args.lab_command == "renew":
+        from halb.lab.apply import renew
+
+        with locked(prefix, _say, "renew"):
+            print(renew(Lab.load(prefix), args.service, _say))
         return 0
     if args.lab_command in ("drain", "uncordon"):
         from halb.lab.apply import drain, uncordon

@@ -12,6 +12,7 @@ several runs is one cluster across several `pulumi up`s.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import os
 import runpy
@@ -45,6 +46,7 @@ SECRET_SIG = rpc._special_sig_key
 SECRET_VALUE = rpc._special_secret_sig
 FAKE_DIGEST = "sha256:" + "0" * 64
 NODE = "kubernetes:core/v1:Node"
+RANDOM_BYTES = "random:index/randomBytes:RandomBytes"
 PATCH = NODE + "Patch"
 
 
@@ -142,6 +144,13 @@ class RecordingMocks(Mocks):
         elif args.typ == "rancher2:index/namespace:Namespace":
             self.rancher.create_namespace(inputs["name"], inputs.get("labels", {}))
             return f"{self.rancher.cluster_id}:{args.name}", outputs
+        elif args.typ == RANDOM_BYTES:
+            # The provider mints once and keeps it in the state: here derived from
+            # the resource's name, so every run of a stack mints the same.
+            seed = hashlib.sha256(f"mock-minted:{args.name}".encode()).digest()
+            raw = (seed * (int(inputs["length"]) // len(seed) + 1))[: int(inputs["length"])]
+            outputs["base64"] = base64.b64encode(raw).decode()
+            outputs["hex"] = raw.hex()
         elif args.typ == "docker:index/image:Image":
             repo = str(inputs.get("imageName", "image")).rsplit(":", 1)[0]
             outputs["repoDigest"] = f"{repo}@{FAKE_DIGEST}"

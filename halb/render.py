@@ -13,8 +13,10 @@ from typing import Any
 
 import yaml
 
+from components.edge_pod import TICKET_SECRET
 from components.settings import RawConfig, parse_settings
 from halb.mockrun import Recorded, Run, run_program
+from halb.stackfile import REDACTED
 
 K8S_PREFIX = "kubernetes:"
 RANCHER_NAMESPACE = "rancher2:index/namespace:Namespace"
@@ -42,6 +44,9 @@ def _manifest(r: Recorded) -> dict[str, Any] | None:
     if isinstance(doc.get("metadata"), dict) and not doc["metadata"].get("name") and minted:
         doc["metadata"] = {**doc["metadata"], "name": minted}  # auto-named by the provider
     kind = str(doc.get("kind", ""))
+    if kind == "Secret" and doc.get("metadata", {}).get("name") == TICKET_SECRET:
+        # Minted by pulumi_random at `pulumi up`: the mocks' stand-in is no one's secret.
+        doc["stringData"] = {k: REDACTED for k in doc.get("stringData", {})}
     if kind.endswith(PATCH_SUFFIX):
         # A server-side-apply patch: the partial object it applies.
         doc["kind"] = kind[: -len(PATCH_SUFFIX)]

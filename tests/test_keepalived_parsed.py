@@ -199,7 +199,7 @@ def edge_settings(draw: Any) -> dict[str, Any]:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(edge_settings(), st.integers(1, 65535).filter(lambda p: p not in (80, 9165, 9166)))
+@given(edge_settings(), st.integers(1, 65535).filter(lambda p: p not in (80, 443, 9165, 9166)))
 def test_generated_settings_render_each_node_its_own_conf(edge: dict[str, Any], stats_port: int) -> None:
     lb = {"statsPort": stats_port}
     s = parse_settings(with_overrides(stack_raw("lab"), loadBalancer=lb, **edge))

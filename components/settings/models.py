@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 
+from components.settings.tls import ServiceTls, Tls
 from components.values import (
     ApiToken,
     Bool,
@@ -148,6 +149,8 @@ class Service(_Model):
     health_path: HealthPath = Field("/", alias="healthPath")
     env: dict[EnvName, EnvValue] = {}
     resources: Resources = Resources()
+    # HTTPS: its certificate, the HTTP redirect and HSTS (components/settings/tls.py).
+    tls: ServiceTls | None = None
 
     @property
     def plain_env(self) -> dict[str, str]:
@@ -177,6 +180,7 @@ class LoadBalancer(_Model):
     image: Image = "registry.example.com/edge/haproxy:2.6.12"
     build: Bool = True
     http_port: Port = Field(80, alias="httpPort")
+    https_port: Port = Field(443, alias="httpsPort")
     # Serves /healthz (keepalived and kubelet probes) and /metrics (Prometheus),
     # on the node's own address and loopback only, never on the VIP.
     stats_port: Port = Field(8404, alias="statsPort")
@@ -245,6 +249,7 @@ class Settings(_Model):
     load_balancer: LoadBalancer = Field(LoadBalancer(), alias="loadBalancer")
     keepalived: KeepalivedImage = KeepalivedImage()
     monitoring: Monitoring = Monitoring()
+    tls: Tls = Tls()
     registry: Registry | None = None
     # The platform images are built for (`docker build --platform`).
     image_platform: Annotated[Str, Field(pattern=r"^linux/(amd64|arm64|arm/v7|ppc64le|s390x)$")] = Field(
@@ -265,6 +270,16 @@ class Settings(_Model):
     @property
     def project_name(self) -> str:
         return self.project or self.namespace
+
+    @property
+    def tls_services(self) -> list[Service]:
+        return [svc for svc in self.services if svc.tls is not None]
+
+    @property
+    def default_tls_service(self) -> Service | None:
+        """Whose certificate answers a client that sends no SNI."""
+        named = self.tls.default_certificate
+        return next((svc for svc in self.tls_services if named in (None, svc.name)), None)
 
     def nodes(self, role: Role) -> list[str]:
         """Node names with `role`, sorted so priorities and outputs are stable."""

@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable
 from decimal import Decimal
 
+from components.settings import tls_rules
 from components.settings.messages import key
 from components.settings.models import Resources, Role, Settings
 from components.values import (
@@ -322,6 +323,7 @@ RULES: tuple[Callable[[Settings], list[str]], ...] = (
     _check_timing,
     _auth_pass,
     _registry,
+    *tls_rules.RULES,
 )
 
 

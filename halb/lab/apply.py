@@ -161,7 +161,8 @@ def apply(
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
     new = Lab.load(lab.plan.prefix)
-    said = _sync_apps(lab, new)
+    issued = new.ca.issue_all(new.plan.settings)  # cert-manager's stand-in, for new TLS services
+    said = _sync_apps(lab, new) + ([f"issued {', '.join(issued)}"] if issued else [])
     specs = new.pods.specs()
     images = new._images(out, {c.image for _, s in specs for c in s.containers}) if specs else lab_images(lab)
     live = [n.name for n in new.plan.lb_nodes if n.name not in new.state.crashed + new.state.drained]
@@ -183,6 +184,17 @@ def apply(
         _replace_pods(new, replace, images, batch, hooks=not baseline, out=out)
         said.append(f"replaced the pods on {', '.join(replace)}, {batch} node at a time")
     return "applied: " + ("; ".join(said) or "nothing changed")
+
+
+def renew(lab: Lab, service: str, out: Out) -> str:
+    """A TLS service's certificates issued again (new keys, new serials), as
+    cert-manager renews them: the Secrets change, the pods' volumes follow."""
+    names = lab.ca.renew(lab.plan.settings, service)
+    live = [n.name for n in lab.plan.lb_nodes if n.name not in lab.state.crashed + lab.state.drained]
+    for node in live:
+        lab.pods.update_objects(node)
+    out(f"{', '.join(names)}: issued again; the kubelets sync them in {sync_delay_s():g} s")
+    return f"renewed {service}: {', '.join(names)}"
 
 
 def drain(lab: Lab, node: str, out: Out, hooks: bool = True) -> str:

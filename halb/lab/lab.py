@@ -27,6 +27,7 @@ from components.edge_pod import HAPROXY, KEEPALIVED
 from components.problems import InputError
 from components.settings import RawConfig, Role, parse_settings
 from halb.lab.base import LabError, LabInputError, Out, in_ns, run, wait_until
+from halb.lab.certs import LabCA
 from halb.lab.images import ensure_image
 from halb.lab.journal import Journal, same_process
 from halb.lab.limits import nofile_for
@@ -55,6 +56,7 @@ class Lab:
         self.net = Network(plan, self.journal)
         self.pods = Pods(plan, self.dir, self.journal)
         self.prometheus = LabPrometheus(plan, self.dir)
+        self.ca = LabCA(self.dir)
 
     @classmethod
     def create(cls, raw: RawConfig, stack: str, prefix: str) -> Lab:
@@ -101,6 +103,9 @@ class Lab:
         self.save()  # first, so `down` finds a half-built lab
         try:
             self._render(out)
+            issued = self.ca.issue_all(self.plan.settings)
+            if issued:
+                out(f"lab CA {self.ca.root}: issued {', '.join(issued)} (cert-manager's stand-in)")
             specs = self.pods.specs()  # refuse what the lab cannot run before making anything
             prometheus = self.prometheus.prepare(self.pods.manifests())
             images = self._images(out, {c.image for _, s in specs for c in s.containers})
@@ -296,6 +301,7 @@ class Lab:
             if lb:
                 entry["drained"] = n.name in self.state.drained
                 entry["haproxy_config"] = self.pods.reload_status(n.name)
+                entry["tls"] = self.pods.tls_status(n.name)
                 pod = self.pods.status(n.name)
                 entry["pod"] = {
                     name: {k: c.get(k) for k in ("state", "ready", "restarts", "reason", "pid")}
@@ -308,6 +314,7 @@ class Lab:
             "vip": str(self.plan.vip),
             "url": self.plan.url,
             "client_netns": self.plan.client_netns,
+            "tls_ca": str(self.ca.root) if self.plan.settings.tls_services else None,
             "prometheus": self.prometheus.status(),
             "nodes": nodes,
         }

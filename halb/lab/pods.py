@@ -22,8 +22,10 @@ from typing import Any
 
 import yaml
 
+from components.edge_pod import HAPROXY_RUN_DIR, HAPROXY_RUN_VOLUME, RELOAD_STATUS, TLS_STATUS_FILE
 from components.edge_pod import NAME as EDGE
 from halb.lab.base import LabError, Out, wait_until, write_text_atomic
+from halb.lab.certs import lab_objects
 from halb.lab.journal import Journal, alive, same_process
 from halb.lab.kubelet import PodFile
 from halb.lab.limits import nofile_for
@@ -91,11 +93,10 @@ class Pods:
         return [d for d in self.manifests() if d.get("kind") == "DaemonSet"]
 
     def objects(self) -> dict[tuple[str, str], Mapping[str, Any]]:
-        return {
-            (d["kind"], d["metadata"]["name"]): d
-            for d in self.manifests()
-            if d.get("kind") in ("Secret", "ConfigMap")
-        }
+        """The API server's Secrets and ConfigMaps: the rendered ones, and those the
+        lab's cert-manager stand-in issued (halb/lab/certs.py)."""
+        docs = [d for d in self.manifests() if d.get("kind") in ("Secret", "ConfigMap")]
+        return {(d["kind"], d["metadata"]["name"]): d for d in docs + lab_objects(self.dir)}
 
     def specs(self) -> list[tuple[dict[str, Any], PodSpec]]:
         try:
@@ -212,9 +213,18 @@ class Pods:
 
     def reload_status(self, node: str, ds: str = EDGE) -> dict[str, Any] | None:
         """What haproxy-reload last said of the config (loaded, rejected + the error)."""
+        return self._run_json(node, RELOAD_STATUS, ds)
+
+    def tls_status(self, node: str, ds: str = EDGE) -> dict[str, Any] | None:
+        """What haproxy-tls last said of each certificate (loaded, rejected + why)."""
+        return self._run_json(node, TLS_STATUS_FILE, ds)
+
+    def _run_json(self, node: str, path_in_pod: str, ds: str) -> dict[str, Any] | None:
+        """A JSON file the pod's sidecars keep in HAProxy's run volume."""
+        rel = os.path.relpath(path_in_pod, HAPROXY_RUN_DIR)
         try:
             data: dict[str, Any] = json.loads(
-                (self.pod_dir(node, ds) / "volumes" / "haproxy-run" / "reload.json").read_text()
+                (self.pod_dir(node, ds) / "volumes" / HAPROXY_RUN_VOLUME / rel).read_text()
             )
         except (OSError, ValueError):
             return None

@@ -164,6 +164,7 @@ class Volume:
     items: tuple[tuple[str, str, int | None], ...] = ()  # (key, path, mode)
     medium: str = ""
     size_limit: int | None = None  # bytes
+    optional: bool = False  # a missing Secret or ConfigMap: an empty volume, not a pod that cannot start
 
 
 @dataclass(frozen=True)
@@ -353,6 +354,7 @@ def _volume(raw: Mapping[str, Any]) -> Volume:
         source=str(src["secretName"] if kind == "secret" else src["name"]),
         default_mode=int(src.get("defaultMode", DEFAULT_MODE)),
         items=items,
+        optional=bool(src.get("optional", False)),
     )
 
 

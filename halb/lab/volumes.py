@@ -41,6 +41,8 @@ def _stamp() -> str:
 def payload(vol: Volume, objects: Objects) -> dict[str, tuple[bytes, int]]:
     """Relative path -> (bytes, mode) for a Secret or ConfigMap volume."""
     obj = objects.get(("Secret" if vol.kind == "secret" else "ConfigMap", vol.source))
+    if obj is None and vol.optional:
+        return {}
     if obj is None:
         raise VolumeError(f"volume {vol.name}: no {vol.kind} {vol.source!r} in the rendered manifests")
     data: dict[str, bytes] = {}
