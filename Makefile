@@ -23,12 +23,18 @@ system-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null; \
 	fi
 
+# cert-manager's Certificate schema, as a validator compiled from its CRD (tests/k8s_schema.py).
+CERT_MANAGER_MODELS := @kubernetes-models/cert-manager@6.0.0
+NODE_DIR := $(VENV)/node
+
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml | system-deps
 	@echo "==> creating $(VENV) and installing Python dependencies, and this project (the halb command)"
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	@$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	@$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	@command -v npm >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null)
+	@npm install --silent --no-audit --no-fund --prefix $(NODE_DIR) $(CERT_MANAGER_MODELS) >/dev/null
 	@touch $(STAMP)
 
 deps: system-deps $(STAMP)

@@ -1,4 +1,4 @@
-"""A lab app replica: answers with its host and service name.
+"""A lab app replica: answers with its host and service name (and, at /headers, the request's headers).
 
 python -m halb.lab.app --node app-1 --service shop --replica 0 --address 192.0.2.200 --port 8080
 
@@ -17,7 +17,13 @@ def make_handler(body: bytes) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"
 
         def do_GET(self) -> None:
-            payload = b"ok\n" if self.path == "/healthz" else body
+            if self.path == "/healthz":
+                payload = b"ok\n"
+            elif self.path == "/headers":
+                # What reached the app: the forwarding headers the edge set, nothing a client forged.
+                payload = "".join(f"{k}: {v}\n" for k, v in self.headers.items()).encode()
+            else:
+                payload = body
             self.send_response(200)
             self.send_header("Content-Type", "text/plain")
             self.send_header("Content-Length", str(len(payload)))

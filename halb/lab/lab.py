@@ -320,10 +320,18 @@ class Lab:
         }
 
     def start_probe(
-        self, count: int, interval: float, timeout: float, duration: float, host: str | None = None
+        self,
+        count: int,
+        interval: float,
+        timeout: float,
+        duration: float,
+        host: str | None = None,
+        tls: bool = False,
     ) -> ProbeRun:
-        """The client probe (halb.lab.probe) running in the client namespace."""
-        port = self.plan.settings.load_balancer.http_port
+        """The client probe (halb.lab.probe) running in the client namespace; `tls`:
+        to the HTTPS port, verified against the lab's CA (SNI: `host`)."""
+        lb = self.plan.settings.load_balancer
+        port = lb.https_port if tls else lb.http_port
         cmd = [
             sys.executable, "-m", "halb.lab.probe", "--target", f"{self.plan.vip}:{port}",
             "--count", str(count), "--interval", str(interval), "--timeout", str(timeout),
@@ -331,6 +339,8 @@ class Lab:
         ]  # fmt: skip
         if host:
             cmd += ["--host-header", host]
+        if tls:
+            cmd += ["--tls", "--cafile", str(self.ca.root)]
         return ProbeRun(in_ns(self.plan.client_netns, *cmd), duration, dict(os.environ))
 
     def request(

@@ -1,7 +1,10 @@
 """The lab client: a new TCP connection + HTTP request per attempt, open loop.
 
-    python -m halb.lab.probe --target 192.0.2.10:80 [--host-header H]
+    python -m halb.lab.probe --target 192.0.2.10:80 [--host-header H] [--tls --cafile F]
         [--interval 0.02] [--timeout 0.2] (--count N | --duration S) [--json]
+
+With --tls each attempt is a new TLS connection (SNI: the host header),
+verified against --cafile: a failed handshake is a failed attempt.
 
 Runs in the client namespace. Bounded by --count and --duration both.
 Timestamps are CLOCK_MONOTONIC, which namespaces share, so the caller can
@@ -14,6 +17,7 @@ import argparse
 import asyncio
 import json
 import signal
+import ssl
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -32,12 +36,16 @@ class Attempt:
     error: str | None = None
 
 
-async def attempt(host: str, port: int, host_header: str | None, timeout: float) -> Attempt:
+async def attempt(
+    host: str, port: int, host_header: str | None, timeout: float, tls: ssl.SSLContext | None = None
+) -> Attempt:
     start = time.monotonic()
     request = f"GET / HTTP/1.1\r\nHost: {host_header or host}\r\nConnection: close\r\n\r\n".encode()
 
     async def exchange() -> bytes:
-        reader, writer = await asyncio.open_connection(host, port)
+        reader, writer = await asyncio.open_connection(
+            host, port, ssl=tls, server_hostname=(host_header or host) if tls else None
+        )
         try:
             writer.write(request)
             await writer.drain()
@@ -49,6 +57,8 @@ async def attempt(host: str, port: int, host_header: str | None, timeout: float)
         raw = await asyncio.wait_for(exchange(), timeout)
     except TimeoutError:
         return Attempt(start, False, (time.monotonic() - start) * 1000, None, "timeout")
+    except ssl.SSLError as err:
+        return Attempt(start, False, (time.monotonic() - start) * 1000, None, f"TLS: {err.reason or err}")
     except OSError as err:
         reason = err.strerror or type(err).__name__
         return Attempt(start, False, (time.monotonic() - start) * 1000, None, reason)
@@ -69,6 +79,7 @@ async def _run(
     timeout: float,
     count: int,
     duration: float,
+    tls: ssl.SSLContext | None = None,
 ) -> list[Attempt]:
     # Open loop: a new attempt every `interval` whatever is still in flight,
     # so one lost request does not blind the probe for its whole timeout.
@@ -84,7 +95,7 @@ async def _run(
         delay = at - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(attempt(host, port, host_header, timeout)))
+        tasks.append(asyncio.create_task(attempt(host, port, host_header, timeout, tls)))
     return list(await asyncio.gather(*tasks))
 
 
@@ -97,10 +108,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--count", type=int, default=MAX_COUNT)
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--json", action="store_true", help="one JSON document at the end")
+    p.add_argument("--tls", action="store_true", help="a new TLS connection per attempt")
+    p.add_argument("--cafile", help="the CA that signs the edge's certificates (with --tls)")
     args = p.parse_args(argv)
     host, _, port = args.target.rpartition(":")
+    tls = None
+    if args.tls:
+        tls = ssl.create_default_context(cafile=args.cafile)
+        # One full handshake per attempt, as a new client's: no session reuse.
+        tls.options |= ssl.OP_NO_TICKET
     results = asyncio.run(
-        _run(host, int(port), args.host_header, args.interval, args.timeout, args.count, args.duration)
+        _run(host, int(port), args.host_header, args.interval, args.timeout, args.count, args.duration, tls)
     )
     if args.json:
         json.dump({"attempts": [asdict(a) for a in results]}, sys.stdout)
