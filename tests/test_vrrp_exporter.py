@@ -78,7 +78,9 @@ class Running:
             target=ve.run, args=(self.exporter, self.fifo, self.stop, self.logs.append)
         )
         self.thread.start()
-        assert wait_for(self.fifo_path.exists), self.logs
+        # Opened for reading, not just created: a writer that closes before
+        # any reader has it open loses what it wrote (keepalived keeps its end open).
+        assert wait_for(lambda: self.fifo.fd is not None), self.logs
 
     def close(self) -> None:
         self.stop.set()
