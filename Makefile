@@ -9,7 +9,7 @@ APT_PACKAGES := keepalived haproxy curl iproute2 procps nftables python3 python3
 	podman runc debootstrap python3-prometheus-client prometheus openssl nghttp2-client
 OUT ?= out
 
-.PHONY: all demo test lint unit render bench bench-changes mutate mutate-sample system-deps deps clean
+.PHONY: all demo test lint unit render bench bench-changes bench-tls mutate mutate-sample system-deps deps clean
 
 all: test
 
@@ -35,6 +35,10 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml | system-deps
 	@$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	@command -v npm >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null)
 	@npm install --silent --no-audit --no-fund --prefix $(NODE_DIR) $(CERT_MANAGER_MODELS) >/dev/null
+	@# Debian's nginx, unpacked, not installed (its package would start a server on :80 of this
+	@# machine): the app stand-in of the data-path benchmarks (HALB lab app "nginx").
+	@test -x $(VENV)/nginx/usr/sbin/nginx || (cd $(VENV) && (apt-get download nginx >/dev/null 2>&1 || \
+	  (apt-get update -qq && apt-get download nginx >/dev/null)) && dpkg -x nginx_*.deb nginx && rm -f nginx_*.deb)
 	@touch $(STAMP)
 
 deps: system-deps $(STAMP)
@@ -68,6 +72,11 @@ bench-changes: deps
 	@if [ "$$(id -u)" != 0 ]; then echo "make bench-changes needs root (network namespaces)"; exit 1; fi
 	$(VENV)/bin/halb bench changes --runs $(RUNS) --json docs/changes.json \
 	    --markdown docs/changes-table.md --chart docs/changes.png
+
+# HTTPS (~15 min): handshakes, HTTPS vs HTTP, renewals under load, resumption across faults.
+bench-tls: deps
+	@if [ "$$(id -u)" != 0 ]; then echo "make bench-tls needs root (network namespaces)"; exit 1; fi
+	$(VENV)/bin/halb bench tls --json docs/tls.json --markdown docs/tls-table.md --chart docs/tls.png
 
 # Mutation testing (docs/mutation.md); not in CI: slow (hours for all of components/ on
 # a shared 2-core machine: scope it). Without MUTANTS it checks the mutants not yet

@@ -13,6 +13,7 @@
     halb demo
     halb bench failover [--runs N] [--json FILE] [--markdown FILE] [--chart FILE]
         [--faults F,...] [--profiles P,...] [--load-seconds S]
+    halb bench tls [--seconds S] [--renewals N] [--sessions N] [--json FILE] [--markdown FILE] [--chart FILE]
     halb bench changes [--runs N] [--changes C,...] [--modes M,...] [--json FILE]
         [--markdown FILE] [--chart FILE]
 
@@ -101,12 +102,23 @@ def _parser() -> argparse.ArgumentParser:
     fo.add_argument("--profiles", type=_choices(list(BENCH_PROFILES)), default=["project", "nowatch", "seed"],
                     help="comma-separated, from: project,nowatch,seed,fast "
                          "(default: project,nowatch,seed)")  # fmt: skip
+    tl = bsub.add_parser(
+        "tls", help="handshakes, HTTPS vs HTTP, renewals under load, resumption across faults"
+    )
+    _report_flags(tl, "case", "sessions resumed", runs=False)  # its sizes are --seconds and --sessions
+    tl.add_argument("--seconds", type=_bounded(1, 120), default=10,
+                    help="seconds per handshake and keep-alive case (1..120, default 10)")  # fmt: skip
+    tl.add_argument("--renewals", type=_bounded(1, 100), default=20, help="lab renew under load (default 20)")
+    tl.add_argument("--sessions", type=_bounded(1, 5000), default=200,
+                    help="sessions offered again after each fault (default 200)")  # fmt: skip
     ch = bsub.add_parser("changes", help="failed requests and VIP moves while the lab is changed")
     _report_flags(ch, "change and mode", "failed requests")
     ch.add_argument("--changes", type=_choices(BENCH_CHANGES), default=list(BENCH_CHANGES),
                     help=f"comma-separated, from: {','.join(BENCH_CHANGES)} (default: all)")  # fmt: skip
     ch.add_argument("--modes", type=_choices(BENCH_MODES), default=list(BENCH_MODES),
                     help="comma-separated, from: project,baseline (default: both)")  # fmt: skip
+    fo.add_argument("--https", action="store_true",
+                    help="HTTPS on every service and a TLS probe beside the HTTP one")  # fmt: skip
     fo.add_argument("--load-seconds", type=_bounded(0, 600), default=60,
                     help="CPU-load phase per profile in seconds (0 skips; default 60)")  # fmt: skip
     return p
@@ -125,9 +137,12 @@ def _bounded(lo: int, hi: int) -> Callable[[str], int]:
     return parse
 
 
-def _report_flags(parser: argparse.ArgumentParser, per: str, charted: str) -> None:
+def _report_flags(parser: argparse.ArgumentParser, per: str, charted: str, runs: bool = True) -> None:
     """A benchmark's runs and where its report goes."""
-    parser.add_argument("--runs", type=_bounded(1, 50), default=5, help=f"runs per {per} (1..50, default 5)")
+    if runs:
+        parser.add_argument(
+            "--runs", type=_bounded(1, 50), default=5, help=f"runs per {per} (1..50, default 5)"
+        )
     parser.add_argument("--json", type=Path, help="write every run and the summary as JSON")
     parser.add_argument("--markdown", type=Path, help="write the table as markdown")
     parser.add_argument("--chart", type=Path, help=f"write a PNG chart of {charted} per {per}")
@@ -388,7 +403,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     results: list[tuple[str, dict[str, Any], Callable[[Path], None]]] = []
 
     def bench() -> int:
-        if args.bench_command == "changes":
+        if args.bench_command == "tls":
+            from halb.bench import tls
+
+            t_report = tls.run_tls(args.seconds, args.renewals, args.sessions, _progress)
+            results.append((tls.table(t_report), t_report.to_json(), lambda p: tls.chart(t_report, p)))
+        elif args.bench_command == "changes":
             from halb.bench import changes
 
             c_report = changes.run_changes(args.runs, args.changes, args.modes, _progress)
@@ -398,7 +418,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         else:
             from halb.bench import failover
 
-            f_report = failover.run_bench(args.runs, args.faults, args.profiles, args.load_seconds, _progress)
+            f_report = failover.run_bench(
+                args.runs, args.faults, args.profiles, args.load_seconds, _progress, https=args.https
+            )
             results.append(
                 (failover.table(f_report), f_report.to_json(), lambda p: failover.chart(f_report, p))
             )

@@ -20,6 +20,7 @@ from halb.bench.failover import (
     summary,
     table,
 )
+from halb.bench.tls import HANDSHAKE_CASES
 
 
 @pytest.mark.netns
@@ -124,6 +125,44 @@ def test_changes_smoke_run_one_change_loses_nothing(tmp_path: Path) -> None:
     assert "| add-hostname | project | 1 | 0 (0) |" in result.stdout
 
 
+@pytest.mark.netns
+def test_tls_smoke_run_resumes_only_with_shared_keys(tmp_path: Path) -> None:
+    require_root_tools(*LAB_TOOLS, "h2load", "openssl")
+    out = tmp_path / "tls.json"
+    result = run_halb(
+        "bench", "tls", "--seconds", "1", "--renewals", "1", "--sessions", "5", "--json", str(out),
+        timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out.read_text())
+    assert [h["case"] for h in data["handshakes"]] == [c[0] for c in HANDSHAKE_CASES]
+    for h in data["handshakes"]:
+        assert h["failed"] == 0 and h["handshakes"] > 10, h
+        assert h["resumed"] == (h["handshakes"] if h["case"].endswith("resumed") else 0), h
+    for k in data["keepalive"]:
+        assert k["failed"] == 0 and k["done"] > 100 and k["ok_2xx"] == k["done"], k
+    (ren,) = data["renewals"]
+    assert ren["failed_handshakes"] == 0 and ren["failed_requests"] == 0 and ren["handshakes"] > 10
+    assert ren["renewals"][0]["served_after_s"] is not None
+    shares = data["summary"]["resumed_share"]
+    assert len(shares) == 12
+    assert all(v == 1.0 for k, v in shares.items() if k.startswith("shared")), shares
+    # HAProxy's own keys die with the host or the process that made them.
+    assert all(v == 0.0 for k, v in shares.items() if k.startswith("perHost")), shares
+    assert "| crash | 1.3 | 100.0% (5/5) | 0.0% (0/5) |" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [(["--seconds", "0"], "--seconds: 0 is not in 1..120"),
+     (["--sessions", "5001"], "5001 is not in 1..5000"),
+     (["--runs", "3"], "unrecognized arguments: --runs 3")],
+)  # fmt: skip
+def test_tls_bad_flags_exit_2(flags: list[str], said: str) -> None:
+    result = run_halb("bench", "tls", *flags, timeout=60)
+    assert result.returncode == 2 and said in result.stderr
+
+
 def test_changes_bad_flags_exit_2() -> None:
     result = run_halb("bench", "changes", "--changes", "meteor", timeout=60)
     assert result.returncode == 2 and "meteor not allowed" in result.stderr
@@ -170,20 +209,66 @@ def test_the_changes_table_and_chart(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
-@pytest.mark.parametrize("bench", ["failover", "changes"])
+@pytest.mark.parametrize("bench", ["failover", "changes", "tls"])
 def test_the_published_results_re_table_byte_for_byte(bench: str) -> None:
     """The engine changed how tables are built, not what they say: the JSON in
     docs/ gives back its markdown table and its summary exactly."""
-    from halb.bench import changes, failover
+    from halb.bench import changes, failover, tls
 
     root = Path(__file__).resolve().parent.parent / "docs"
     data = json.loads((root / f"{bench}.json").read_text())
     if bench == "failover":
         report: Any = load_report(root / "failover.json")
         text = table(report)
+    elif bench == "tls":
+        report = tls.load_tls(root / "tls.json")
+        text = tls.table(report)
     else:
         report = changes.load_changes(root / "changes.json")
         text = changes.table(report)
     assert text + "\n" == (root / f"{bench}-table.md").read_text()
     assert json.loads(json.dumps(report.to_json()))["summary"] == data["summary"]
     assert failover.FAULTS and changes.CHANGES  # both benchmarks' modules import cleanly
+
+
+def test_the_tls_table_json_and_chart(tmp_path: Path) -> None:
+    from halb.bench.tls import TlsReport, load_tls
+    from halb.bench.tls import chart as tls_chart
+    from halb.bench.tls import table as tls_table
+
+    report = TlsReport(
+        machine={"cpus": 2},
+        handshakes=[
+            {"case": "ECDSA full", "handshakes": 4000, "resumed": 0, "failed": 0, "seconds": 10.0,
+             "per_s": 400.0},
+            {"case": "ECDSA resumed", "handshakes": 9000, "resumed": 9000, "failed": 0, "seconds": 10.0,
+             "per_s": 900.0},
+        ],
+        keepalive=[
+            {"case": "HTTP/1.1", "req_s": 20000.0, "done": 200000, "failed": 0},
+            {"case": "HTTPS, HTTP/1.1", "req_s": 15000.0, "done": 150000, "failed": 0, "ok_2xx": 149990},
+        ],
+        renewals=[{"renewals": [{"renewal": 1, "served_after_s": 5.5}, {"renewal": 2, "served_after_s": 6.5}],
+                   "handshakes": 700, "failed_handshakes": 0, "requests": 90000, "failed_requests": 0}],
+        resumption=[
+            {"tickets": "shared", "fault": "crash", "version": "1.3", "sessions": 200, "resumed": 200,
+             "new": 0, "failed": 0, "share": 1.0},
+            {"tickets": "perHost", "fault": "crash", "version": "1.3", "sessions": 200, "resumed": 0,
+             "new": 200, "failed": 0, "share": 0.0},
+        ],
+    )  # fmt: skip
+    text = tls_table(report)
+    assert "| ECDSA resumed | 900 | 0 | 9000/9000 | 2.25x |" in text
+    assert "| HTTPS, HTTP/1.1 | 15000 | 10 | 0.75x |" in text  # 10 answers not 2xx
+    assert (
+        "2 renewals under load: 0 of 700 new TLS connections failed, 0 of 90000 keep-alive requests failed; "
+        "the new serial served 5.5 / 6.5 / 6.5 s after the renewal (min / median / max; 2/2 seen)" in text
+    )
+    assert "| crash | 1.3 | 100.0% (200/200) | 0.0% (0/200) |" in text
+    assert report.to_json()["summary"]["https_vs_http_keepalive"] == 0.75
+    saved = tmp_path / "t.json"
+    saved.write_text(json.dumps(report.to_json()))
+    assert load_tls(saved) == report
+    png = tmp_path / "t.png"
+    tls_chart(report, png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

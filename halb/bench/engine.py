@@ -55,9 +55,9 @@ def new_prefix(tag: str) -> str:
 
 
 @contextmanager
-def bench_lab(raw: RawConfig, prefix: str) -> Iterator[Lab]:
-    """A lab up for `raw` under `prefix`, taken down afterwards, even on failure."""
-    lab = Lab.create(raw, "lab", prefix)
+def bench_lab(raw: RawConfig, prefix: str, app: str = "python") -> Iterator[Lab]:
+    """A lab up for `raw` under `prefix` (`app`: the app stand-in), taken down afterwards, even on failure."""
+    lab = Lab.create(raw, "lab", prefix, app=app)
     try:
         with locked(prefix, quiet, "bench"):
             lab.up(quiet)
@@ -185,11 +185,15 @@ class Window:
     Entering starts them and probes for LEAD_S; they go on for `window_s` after
     that; leaving stops them all."""
 
-    def __init__(self, lab: Lab, window_s: float, alert_poll_s: float | None = None) -> None:
-        self.lab, self.window_s, self.alert_poll_s = lab, window_s, alert_poll_s
+    def __init__(
+        self, lab: Lab, window_s: float, alert_poll_s: float | None = None, tls_host: str | None = None
+    ) -> None:
+        self.lab, self.window_s, self.alert_poll_s, self.tls_host = lab, window_s, alert_poll_s, tls_host
         self.marks: dict[str, float] = {}
         self.monitor = VipMonitor(lab)
         self.probe: ProbeRun | None = None
+        # With `tls_host`: a second probe, a new TLS connection every 20 ms to that name.
+        self.tls_probe: ProbeRun | None = None
         self.watch: AlertWatch | None = None
 
     def __enter__(self) -> Window:
@@ -197,6 +201,10 @@ class Window:
         try:
             span = LEAD_S + self.window_s
             self.probe = self.lab.start_probe(PROBE_COUNT, PROBE_INTERVAL_S, PROBE_TIMEOUT_S, span)
+            if self.tls_host is not None:
+                self.tls_probe = self.lab.start_probe(
+                    PROBE_COUNT, PROBE_INTERVAL_S, PROBE_TIMEOUT_S, span, host=self.tls_host, tls=True
+                )
             if self.alert_poll_s is not None and self.lab.prometheus.enabled:
                 self.watch = self.lab.prometheus.start_watch(span, self.alert_poll_s)
             time.sleep(LEAD_S)
@@ -212,8 +220,9 @@ class Window:
         self.marks.setdefault("end", time.monotonic())
 
     def _stop(self) -> None:
-        if self.probe is not None:
-            self.probe.stop()
+        for probe in (self.probe, self.tls_probe):
+            if probe is not None:
+                probe.stop()
         self.monitor.stop()
         if self.watch is not None:
             self.watch.stop()
@@ -223,10 +232,11 @@ class Window:
         self.marks[name] = time.monotonic()
         return self.marks[name]
 
-    def attempts(self, grace_s: float) -> list[Attempt]:
-        """Every probe attempt, once the window is over."""
-        assert self.probe is not None
-        return self.probe.attempts(grace_s=grace_s)
+    def attempts(self, grace_s: float, tls: bool = False) -> list[Attempt]:
+        """Every probe attempt (`tls`: the TLS probe's), once the window is over."""
+        probe = self.tls_probe if tls else self.probe
+        assert probe is not None
+        return probe.attempts(grace_s=grace_s)
 
     def finish(self, grace_s: float) -> list[Attempt]:
         """Every probe attempt, the probe ended now (no new attempt)."""

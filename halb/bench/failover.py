@@ -114,6 +114,8 @@ class RunResult:
     alert: str | None = None  # the first of FAULT_ALERTS[fault] to fire
     alert_s: float | None = None  # fault to that alert firing
     alerts_s: dict[str, float] | None = None  # every alert that fired after the fault (None: no Prometheus)
+    https_outage_s: float | None = None  # the same, for a new TLS connection every 20 ms (None: not measured)
+    https_failed: int | None = None
 
 
 @dataclass
@@ -138,9 +140,15 @@ def faults_of(profile: str, faults: list[str]) -> list[str]:
     return [f for f in faults if only is None or f in only]
 
 
-def profile_raw(profile: str) -> RawConfig:
+def profile_raw(profile: str, https: bool = False) -> RawConfig:
+    """The lab stack with the profile's timers; `https`: HTTPS on every service too (HTTP still served)."""
     base = load_stack_file(stack_path("lab"))
     values = dict(base.values)
+    if https:
+        services = json.loads(values["rancher-ha-lb:services"])
+        for svc in services:
+            svc["tls"] = {"secretName": f"{svc['name']}-tls", "redirect": False}
+        values["rancher-ha-lb:services"] = json.dumps(services)
     for key, value in PROFILES[profile].items():
         values[f"rancher-ha-lb:{key}"] = json.dumps(value)
     monitoring = json.loads(values.get("rancher-ha-lb:monitoring", "{}"))
@@ -173,12 +181,16 @@ def one_run(lab: Lab, profile: str, fault: str, run: int) -> RunResult:
     settle(lab, SETTLE_TIMEOUT_S, alerts=True)
     master = lab.master() or "?"
     window_s = WINDOW_S[profile] + (PARTITION_S if fault == "split-brain" else 0.0)
-    with Window(lab, window_s, ALERT_POLL_S) as w:
+    tls_services = lab.plan.settings.tls_services
+    tls_host = tls_services[0].hostnames[0] if tls_services and tls_services[0].hostnames else None
+    with Window(lab, window_s, ALERT_POLL_S, tls_host=tls_host) as w:
         inject_fault(lab, fault, master, w)
         attempts = w.attempts(grace_s=30)
+        tls_attempts = w.attempts(grace_s=30, tls=True) if tls_host else None
         alerts = w.alerts_after("fault", grace_s=30)
     fault_t = w.marks["fault"]
     result = outage(attempts, fault_t)
+    https = outage(tls_attempts, fault_t) if tls_attempts is not None else None
     unplugged = {master} if fault == "host-crash" else set()
     live = [n for n in lab.vip_holders() if n not in unplugged]
     alert, alert_s = first_alert(fault, alerts or {})
@@ -196,6 +208,8 @@ def one_run(lab: Lab, profile: str, fault: str, run: int) -> RunResult:
         alert=alert,
         alert_s=alert_s,
         alerts_s=alerts,
+        https_outage_s=round(https.outage_s, 4) if https else None,
+        https_failed=https.failed if https else None,
     )
     if fault in UNDO:
         inject(lab, UNDO[fault], master)
@@ -203,9 +217,15 @@ def one_run(lab: Lab, profile: str, fault: str, run: int) -> RunResult:
 
 
 def run_profile(
-    profile: str, faults: list[str], runs: int, load_s: float, report: Report, steps: Steps
+    profile: str,
+    faults: list[str],
+    runs: int,
+    load_s: float,
+    report: Report,
+    steps: Steps,
+    https: bool = False,
 ) -> None:
-    with bench_lab(profile_raw(profile), new_prefix("hb")) as lab:
+    with bench_lab(profile_raw(profile, https), new_prefix("hb")) as lab:
         report.settings[profile] = lab.plan.settings.vrrp.model_dump(by_alias=True)
         if lab.plan.prometheus_netns:
             mon = lab.plan.settings.monitoring
@@ -270,9 +290,21 @@ def summary(runs: list[RunResult]) -> list[dict[str, Any]]:
                 if any(r.converge_s is not None for r in rs)
                 else None,
                 **_alert_summary(rs),
+                **_https_summary(rs),
             }
         )
     return rows
+
+
+def _https_summary(rs: list[RunResult]) -> dict[str, Any]:
+    """Only where the HTTPS probe ran (`--https`): the published tables stay as they are."""
+    measured = [r for r in rs if r.https_outage_s is not None]
+    if not measured:
+        return {}
+    return {
+        "https_outage_s": stats(float(r.https_outage_s) for r in measured if r.https_outage_s is not None),
+        "https_failed": stats(float(r.https_failed or 0) for r in measured),
+    }
 
 
 def _alert_summary(rs: list[RunResult]) -> dict[str, Any]:
@@ -330,7 +362,19 @@ def table(report: Report) -> str:
             f"{r['served_by_other']}/{r['runs']}", _alert_cell(r), _ratio_cell(r, ratio),
         ]  # fmt: skip
 
-    lines = markdown_table(HEAD, (cells(r) for r in rows))
+    https = any("https_outage_s" in r for r in rows)
+    head = HEAD + (["HTTPS outage min / median / max (ms), failed median"] if https else [])
+
+    def https_cell(r: dict[str, Any]) -> list[str]:
+        if not https:
+            return []
+        o = r.get("https_outage_s")
+        if o is None:
+            return [""]
+        ms = f"{o['min'] * 1000:.0f} / {o['median'] * 1000:.0f} / {o['max'] * 1000:.0f}"
+        return [f"{ms}, {r['https_failed']['median']:g}"]
+
+    lines = markdown_table(head, (cells(r) + https_cell(r) for r in rows))
     for r in rows:
         if r["converge_s"] is not None:
             c = r["converge_s"]
@@ -381,6 +425,7 @@ def run_bench(
     profiles: list[str],
     load_s: float,
     progress: Progress,
+    https: bool = False,
 ) -> Report:
     report = Report(machine=machine(), settings={})
     total = sum(
@@ -389,7 +434,7 @@ def run_bench(
     )
     steps = Steps(total, progress)
     for profile in profiles:
-        run_profile(profile, faults, runs, load_s, report, steps)
+        run_profile(profile, faults, runs, load_s, report, steps, https)
     steps.finish()
     report.machine["probe"] = probe_settings()
     return report

@@ -9,7 +9,10 @@ per address, as each pod has its own IP.
 from __future__ import annotations
 
 import argparse
+import shutil
+import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 
 def make_handler(body: bytes) -> type[BaseHTTPRequestHandler]:
@@ -34,6 +37,39 @@ def make_handler(body: bytes) -> type[BaseHTTPRequestHandler]:
             pass  # health checks every 2 s would drown the log
 
     return Handler
+
+
+def nginx_binary() -> str:
+    """Debian's nginx as `make deps` unpacks it beside the venv (or one on PATH)."""
+    unpacked = Path(sys.executable).parent.parent / "nginx" / "usr" / "sbin" / "nginx"
+    return str(unpacked) if unpacked.exists() else shutil.which("nginx") or str(unpacked)
+
+
+def nginx_conf(node: str, service: str, replica: int, address: str, port: int, work: Path) -> str:
+    """The same answers from Debian's nginx (the data-path benchmarks' stand-in: faster
+    than the edge, so the edge is what they measure). One worker, nothing on disk but `work`."""
+    tmp = work / f"{node}-{service}-{replica}"
+    body = f"host={node} service={service} replica={replica}\\n"
+    return "\n".join([
+        "worker_processes 1;",
+        f"pid {tmp}.pid;",
+        "events { worker_connections 4096; }",
+        "http {",
+        "    access_log off;",
+        f"    client_body_temp_path {tmp}.body; proxy_temp_path {tmp}.proxy; fastcgi_temp_path {tmp}.fcgi;",
+        f"    uwsgi_temp_path {tmp}.uwsgi; scgi_temp_path {tmp}.scgi;",
+        "    keepalive_requests 1000000;",
+        "    server {",
+        f"        listen {address}:{port} reuseport;",
+        "        default_type text/plain;",
+        '        location = /healthz { return 200 "ok\\n"; }',
+        '        location = /headers { return 200 "x-forwarded-for: $http_x_forwarded_for\\n'
+        'x-forwarded-proto: $http_x_forwarded_proto\\n"; }',
+        f'        location / {{ return 200 "{body}"; }}',
+        "    }",
+        "}",
+        "",
+    ])  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

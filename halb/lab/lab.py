@@ -26,6 +26,7 @@ from typing import Any
 from components.edge_pod import HAPROXY, KEEPALIVED
 from components.problems import InputError
 from components.settings import RawConfig, Role, parse_settings
+from halb.lab.app import nginx_binary, nginx_conf
 from halb.lab.base import LabError, LabInputError, Out, in_ns, run, wait_until
 from halb.lab.certs import LabCA
 from halb.lab.images import ensure_image
@@ -59,10 +60,10 @@ class Lab:
         self.ca = LabCA(self.dir)
 
     @classmethod
-    def create(cls, raw: RawConfig, stack: str, prefix: str) -> Lab:
+    def create(cls, raw: RawConfig, stack: str, prefix: str, app: str = "python") -> Lab:
         lab_id = secrets.token_hex(3)
         plan = plan_lab(parse_settings(raw), prefix, lab_id)
-        state = LabState(prefix, lab_id, stack, dict(raw.values), sorted(raw.secret_keys))
+        state = LabState(prefix, lab_id, stack, dict(raw.values), sorted(raw.secret_keys), app=app)
         return cls(plan, state)
 
     @classmethod
@@ -190,12 +191,20 @@ class Lab:
     def _start_apps(self, node: str | None = None) -> None:
         for r in self.plan.replicas:
             if node is None or r.node == node:
-                self._spawn(
-                    self.plan.node(r.node).netns,
-                    f"{r.node}.app-{r.service}-{r.index}",
-                    [sys.executable, "-m", "halb.lab.app", "--node", r.node, "--service", r.service,
-                     "--replica", str(r.index), "--address", str(r.address), "--port", str(r.port)],
-                )  # fmt: skip
+                name = f"{r.node}.app-{r.service}-{r.index}"
+                if self.state.app == "nginx":
+                    conf = self.dir / "apps" / f"{name}.conf"
+                    conf.parent.mkdir(parents=True, exist_ok=True)
+                    conf.write_text(
+                        nginx_conf(r.node, r.service, r.index, str(r.address), r.port, conf.parent)
+                    )
+                    cmd = [nginx_binary(), "-e", "stderr", "-c", str(conf), "-g", "daemon off;"]
+                else:
+                    cmd = [
+                        sys.executable, "-m", "halb.lab.app", "--node", r.node, "--service", r.service,
+                        "--replica", str(r.index), "--address", str(r.address), "--port", str(r.port),
+                    ]  # fmt: skip
+                self._spawn(self.plan.node(r.node).netns, name, cmd)
 
     def _http_ok(self, node: str, address: str, port: int, path: str = "/healthz") -> bool:
         url = f"http://{address}:{port}{path}"

@@ -116,6 +116,9 @@ def locked(prefix: str, out: Out, what: str) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+APPS = ("python", "nginx")
+
+
 @dataclass
 class LabState:
     """What a later command needs to find the running lab again."""
@@ -128,6 +131,9 @@ class LabState:
     crashed: list[str] = field(default_factory=list)
     partitioned_at: float | None = None
     drained: list[str] = field(default_factory=list)
+    # The app stand-in: `python` (halb/lab/app.py) or `nginx` (Debian's, faster
+    # than the edge: what a data-path benchmark needs behind it).
+    app: str = "python"
 
     def raw(self) -> RawConfig:
         return RawConfig(self.config, frozenset(self.secret_keys))
@@ -153,6 +159,7 @@ class LabState:
                 and isinstance(state.secret_keys, list)
                 and isinstance(state.crashed, list)
                 and isinstance(state.drained, list)
+                and state.app in APPS
                 and all(isinstance(x, str) for x in [state.prefix, state.lab_id, state.stack, *state.crashed])
             )
         except TypeError:
