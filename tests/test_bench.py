@@ -31,7 +31,8 @@ def test_smoke_run_writes_every_field_with_sane_values(tmp_path: Path) -> None:
     png = tmp_path / "bench.png"
     result = run_halb(
         "bench", "failover", "--runs", "1", "--faults", "lb-death", "--profiles", "project",
-        "--load-seconds", "2", "--json", str(out), "--markdown", str(md), "--chart", str(png), timeout=240,
+        "--load-seconds", "2", "--https", "--json", str(out), "--markdown", str(md), "--chart", str(png),
+        timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     data = json.loads(out.read_text())
@@ -42,9 +43,11 @@ def test_smoke_run_writes_every_field_with_sane_values(tmp_path: Path) -> None:
     (run,) = data["runs"]
     assert set(run) == {
         "profile", "fault", "run", "outage_s", "failed", "total", "two_holders_s", "master_before",
-        "served_by", "converge_s", "alert", "alert_s", "alerts_s",
+        "served_by", "converge_s", "alert", "alert_s", "alerts_s", "https_outage_s", "https_failed",
     }  # fmt: skip
     assert run["profile"] == "project" and run["fault"] == "lb-death"
+    # --https: a new TLS connection every 20 ms too, moved by the same watcher.
+    assert 0 <= run["https_outage_s"] < 1.0 and 0 <= run["https_failed"] < 25
     # The watcher, not the 1 s poll, must have moved the VIP.
     assert 0 <= run["outage_s"] < 1.0
     assert 0 <= run["failed"] < 25 and run["total"] > 100
@@ -56,7 +59,7 @@ def test_smoke_run_writes_every_field_with_sane_values(tmp_path: Path) -> None:
     assert 0 < run["alert_s"] < 5
     (row,) = data["summary"]
     assert row["outage_s"]["min"] <= row["outage_s"]["median"] <= row["outage_s"]["max"]
-    assert "| lb-death | project | 1 |" in md.read_text()
+    assert "| lb-death | project | 1 |" in md.read_text() and "HTTPS outage" in md.read_text()
     assert f"| {run['alert']} {run['alert_s'] * 1000:.0f} (1/1) |" in md.read_text()
     assert "[" in result.stderr and "1/1" in result.stderr  # progress
     # The CPU-load phase ran (both CPUs busy for 2 s, keepalived's log read) and the chart was drawn.
