@@ -212,7 +212,7 @@ def test_the_changes_table_and_chart(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
-@pytest.mark.parametrize("bench", ["failover", "changes", "tls"])
+@pytest.mark.parametrize("bench", ["failover", "failover-https", "changes", "tls"])
 def test_the_published_results_re_table_byte_for_byte(bench: str) -> None:
     """The engine changed how tables are built, not what they say: the JSON in
     docs/ gives back its markdown table and its summary exactly."""
@@ -220,8 +220,8 @@ def test_the_published_results_re_table_byte_for_byte(bench: str) -> None:
 
     root = Path(__file__).resolve().parent.parent / "docs"
     data = json.loads((root / f"{bench}.json").read_text())
-    if bench == "failover":
-        report: Any = load_report(root / "failover.json")
+    if bench.startswith("failover"):
+        report: Any = load_report(root / f"{bench}.json")
         text = table(report)
     elif bench == "tls":
         report = tls.load_tls(root / "tls.json")
