@@ -277,8 +277,10 @@ def test_handoff_carries_a_connection_open_across_the_switch(healthy: None) -> N
     assert any(re.search(r"steered [1-9]\d* packet", line) for line in said), said
 
 
-def test_plain_vrrp_switch_resets_such_a_connection(healthy: None) -> None:
-    # The control for the test above: without steering the new MASTER resets it.
+def test_plain_vrrp_switch_loses_such_a_connection(healthy: None) -> None:
+    # The control for the test above: without steering the connection is lost. The
+    # new MASTER resets it; under load (CI) the reset can lose the race with the
+    # client's 2 s timeout: lost either way, never answered.
     (master,) = holders()
     other = next(n for n in lb(status()) if n != master)
     conn = Straddler()
@@ -286,7 +288,8 @@ def test_plain_vrrp_switch_resets_such_a_connection(healthy: None) -> None:
     assert wait_until(lambda: lab().net.client_mac() == lab().net.mac(other), 5, poll=0.02)
     conn.send()
     result = conn.result()
-    assert result.returncode != 0 and "Connection reset" in result.stderr
+    assert result.returncode != 0 and not result.stdout.strip().endswith("200 OK"), result
+    assert "Connection reset" in result.stderr or "TimeoutError" in result.stderr, result.stderr
 
 
 def test_split_brain_heals_to_one_master(healthy: None) -> None:
