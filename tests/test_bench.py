@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -275,3 +276,16 @@ def test_the_tls_table_json_and_chart(tmp_path: Path) -> None:
     png = tmp_path / "t.png"
     tls_chart(report, png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_settling_ignores_a_moment_of_health() -> None:
+    """A restored host reads BACKUP for a moment, then FAULT: that moment must not count."""
+    from halb.bench.engine import steadily
+
+    clock = iter([True, False, True, True, True])
+    check = steadily(lambda: next(clock), 0.05)
+    assert check() is False  # healthy, but only just
+    assert check() is False  # the blip ends
+    assert check() is False  # healthy again: the window starts anew
+    time.sleep(0.06)
+    assert check() is True

@@ -36,6 +36,9 @@ from halb.lab.probe import Attempt, ProbeRun
 from halb.lab.state import locked
 from halb.lab.teardown import teardown
 
+# How long the lab must stay settled before a run: longer than a restored host's BACKUP-then-FAULT blip.
+STABLE_S = 2.0
+
 PROBE_INTERVAL_S = 0.02
 PROBE_TIMEOUT_S = 0.2
 PROBE_COUNT = 100_000
@@ -75,9 +78,26 @@ def settled(lab: Lab) -> bool:
     )
 
 
-def settle(lab: Lab, timeout_s: float, alerts: bool = False) -> None:
-    """Between runs: the lab settled (and, with `alerts`, no alert of the lab's Prometheus active)."""
-    if not wait_until(lambda: settled(lab), timeout_s, poll=0.2):
+def steadily(pred: Callable[[], bool], stable_s: float) -> Callable[[], bool]:
+    """`pred`, true only once it has held for `stable_s`: a restored host is BACKUP for a
+    moment before its first failed check sends it to FAULT, and that moment is no settling."""
+    since: list[float] = []
+
+    def check() -> bool:
+        if not pred():
+            since.clear()
+            return False
+        if not since:
+            since.append(time.monotonic())
+        return time.monotonic() - since[0] >= stable_s
+
+    return check
+
+
+def settle(lab: Lab, timeout_s: float, alerts: bool = False, stable_s: float = STABLE_S) -> None:
+    """Between runs: the lab settled for `stable_s` (and, with `alerts`, no alert of the lab's
+    Prometheus active)."""
+    if not wait_until(steadily(lambda: settled(lab), stable_s), timeout_s, poll=0.2):
         raise LabError(f"lab did not settle in {timeout_s:g} s: {lab.status()}")
     if (
         alerts
