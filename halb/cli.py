@@ -12,7 +12,7 @@
     halb lab down
     halb demo
     halb bench failover [--runs N] [--json FILE] [--markdown FILE] [--chart FILE]
-        [--faults F,...] [--profiles P,...] [--load-seconds S]
+        [--faults F,...] [--profiles P,...] [--https] [--load-seconds S]
     halb bench tls [--seconds S] [--renewals N] [--sessions N] [--json FILE] [--markdown FILE] [--chart FILE]
     halb bench changes [--runs N] [--changes C,...] [--modes M,...] [--json FILE]
         [--markdown FILE] [--chart FILE]
@@ -102,6 +102,8 @@ def _parser() -> argparse.ArgumentParser:
     fo.add_argument("--profiles", type=_choices(list(BENCH_PROFILES)), default=["project", "nowatch", "seed"],
                     help="comma-separated, from: project,nowatch,seed,fast "
                          "(default: project,nowatch,seed)")  # fmt: skip
+    fo.add_argument("--https", action="store_true",
+                    help="HTTPS on every service and a TLS probe beside the HTTP one")  # fmt: skip
     tl = bsub.add_parser(
         "tls", help="handshakes, HTTPS vs HTTP, renewals under load, resumption across faults"
     )
@@ -117,8 +119,6 @@ def _parser() -> argparse.ArgumentParser:
                     help=f"comma-separated, from: {','.join(BENCH_CHANGES)} (default: all)")  # fmt: skip
     ch.add_argument("--modes", type=_choices(BENCH_MODES), default=list(BENCH_MODES),
                     help="comma-separated, from: project,baseline (default: both)")  # fmt: skip
-    fo.add_argument("--https", action="store_true",
-                    help="HTTPS on every service and a TLS probe beside the HTTP one")  # fmt: skip
     fo.add_argument("--load-seconds", type=_bounded(0, 600), default=60,
                     help="CPU-load phase per profile in seconds (0 skips; default 60)")  # fmt: skip
     return p

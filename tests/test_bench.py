@@ -289,3 +289,12 @@ def test_settling_ignores_a_moment_of_health() -> None:
     assert check() is False  # healthy again: the window starts anew
     time.sleep(0.06)
     assert check() is True
+
+
+def test_a_silent_load_tool_is_a_lab_error_not_a_traceback() -> None:
+    from halb.bench import tls
+    from halb.lab.base import LabError
+
+    assert tls._result('noise\n{"handshakes": 3}\n', "", "tlsload") == {"handshakes": 3}
+    with pytest.raises(LabError, match=r"^tlsload resume \(crash, TLS 1.3\) printed no result: boom$"):
+        tls._result("", "boom", "tlsload resume (crash, TLS 1.3)")

@@ -45,7 +45,7 @@ from halb.bench.engine import (
     quiet,
     settle,
 )
-from halb.lab.base import LabError, in_ns, wait_until
+from halb.lab.base import LabError, in_ns, run, wait_until
 from halb.lab.lab import Lab
 from halb.stackfile import load_stack_file, stack_path
 
@@ -95,8 +95,16 @@ def tls_raw(tickets: str = "shared", extra_hostname: str | None = None) -> RawCo
 
 
 def _client(lab: Lab, cmd: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(in_ns(lab.plan.client_netns, *cmd), capture_output=True, text=True, timeout=timeout,
-                          check=False)  # fmt: skip
+    return run(in_ns(lab.plan.client_netns, *cmd), timeout, check=False)
+
+
+def _result(stdout: str, stderr: str, what: str) -> dict[str, Any]:
+    """The JSON line tlsload ends with, or why there is none (a LabError, not a traceback)."""
+    lines = stdout.strip().splitlines()
+    if not lines:
+        raise LabError(f"{what} printed no result: {stderr[-300:]}")
+    data: dict[str, Any] = json.loads(lines[-1])
+    return data
 
 
 def _tlsload(lab: Lab, *args: str) -> list[str]:
@@ -110,7 +118,7 @@ def handshakes(lab: Lab, seconds: float) -> list[dict[str, Any]]:
         cmd = _tlsload(lab, "handshakes", "--key", key, "--version", version, "--seconds", f"{seconds:g}",
                        *(["--resume"] if resumed else []))  # fmt: skip
         done = _client(lab, cmd, seconds + 90)
-        data = json.loads(done.stdout.strip().splitlines()[-1])
+        data = _result(done.stdout, done.stderr, f"tlsload handshakes ({name})")
         rows.append({"case": name, **data, "per_s": round(data["handshakes"] / data["seconds"], 1)})
     return rows
 
@@ -127,8 +135,7 @@ def h2load(lab: Lab, scheme: str, seconds: float, h1: bool, direct: bool = False
     if direct:  # one shop replica from its own host: the stand-in alone, without the edge
         r = next(x for x in lab.plan.replicas if x.service == "shop")
         cmd = [*cmd[:-2], f"http://{r.address}:{r.port}/"]
-        done = subprocess.run(in_ns(lab.plan.node(r.node).netns, *cmd), capture_output=True, text=True,
-                              timeout=seconds + 60, check=False)  # fmt: skip
+        done = run(in_ns(lab.plan.node(r.node).netns, *cmd), seconds + 60, check=False)
     else:
         done = _client(lab, cmd, seconds + 60)
     rps = re.search(r"finished in [^,]+, ([0-9.]+) req/s", done.stdout)
@@ -235,12 +242,12 @@ def resumption(lab: Lab, tickets: str, sessions: int, steps: Steps) -> list[dict
                 _fault(lab, fault)
                 tool.stdin.write("go\n")
                 tool.stdin.flush()
-                out, _ = tool.communicate(timeout=300)
+                out, err = tool.communicate(timeout=300)
             finally:
                 if tool.poll() is None:
                     tool.kill()
                     tool.wait()
-            data = json.loads(out.strip().splitlines()[-1])
+            data = _result(out, err, f"tlsload resume ({fault}, TLS {version})")
             rows.append({"tickets": tickets, "fault": fault, "version": version, **data,
                          "share": round(data["resumed"] / max(data["sessions"], 1), 4)})  # fmt: skip
             _undo(lab, fault, tickets)
