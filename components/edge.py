@@ -29,7 +29,6 @@ from components.edge_pod import (
     TICKET_SECRET,
     TICKET_SECRET_VOLUME,
 )
-from components.haproxy_cfg import HARD_STOP_AFTER_S
 from components.k8s import edge_pod_spec, labels, one_node_at_a_time
 from components.keepalived import keepalived_container, render_all, watch_container
 from components.load_balancer import (
@@ -76,9 +75,15 @@ class EdgeArgs:
     pull_secret: pulumi.Input[str] | None = None
 
 
+# After the preStop the VIP is elsewhere and the handoff's steering has ended:
+# what is still open here cannot reach this node any more, so the soft stop is
+# bounded by this, not by hard-stop-after (which bounds a reload's old worker).
+SOFT_STOP_S = 30
+
+
 def termination_grace_s(s: Settings) -> int:
     """The preStop (the VIP handed over first) + HAProxy's bounded soft stop + a margin."""
-    return drain_timeout_s(s) + HARD_STOP_AFTER_S + 5
+    return drain_timeout_s(s) + SOFT_STOP_S + 5
 
 
 class Edge(pulumi.ComponentResource):

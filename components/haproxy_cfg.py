@@ -18,13 +18,21 @@ from components.edge_pod import (
     TLS_CERTS_DIR,
     TLS_DEFAULT_CERT,
 )
+from components.haproxy_routes import backend_name, route_rules
 from components.settings import Service, Settings
+from components.values import haproxy_seconds
 
 RESOLVERS = "cluster"
 # The stats frontend binds the node's own address (HOST_IP) and loopback, so
 # /healthz and /metrics never answer on the VIP.
-# Bounds a soft stop so old workers holding long connections cannot linger.
-HARD_STOP_AFTER_S = 30
+# A reload's old worker keeps its connections (a websocket, a download) until
+# they end, bounded by hard-stop-after: the longest of the services' timeouts
+# (their tunnel, by default 1 h), never less than this.
+MIN_HARD_STOP_AFTER_S = 30
+# Every pod slot a rolling update can fill: maxSurge of the app Deployments.
+MAX_SURGE = 1
+# The sticky cookie's key, the same on every load-balancer host (a Secret).
+COOKIE_KEY_ENV = "HALB_COOKIE_KEY"
 # A node about to stop says so on /healthz (503) while it still serves: the
 # pod's preStop puts this backend's one server in maintenance through the
 # master CLI. Not `monitor fail if { stopping }` with `grace`: on every hitless
@@ -90,23 +98,31 @@ class StaticBackend:
 Backend = DnsBackend | StaticBackend
 
 
+def hard_stop_after_s(s: Settings) -> int:
+    longest = max(svc.timeouts.longest_s for svc in s.services)
+    return max(MIN_HARD_STOP_AFTER_S, int(longest + 0.999))
+
+
+def dns_payload_size(slots: int) -> int:
+    """An A answer of `slots` records fits: header and question (~300 bytes at
+    most), 16 bytes a compressed record, the OPT record; 512 is DNS's floor."""
+    return min(65535, max(512, 320 + 16 * slots))
+
+
 def service_fqdn(s: Settings, svc: Service) -> str:
     return f"{svc.name}.{s.apps_namespace}.svc.{s.cluster_domain}"
 
 
 def dns_backends(s: Settings) -> dict[str, Backend]:
-    """The in-cluster discovery: room for a rolling update's surge pods too."""
+    """The in-cluster discovery: a slot for every replica and a rolling update's surge."""
     return {
-        svc.name: DnsBackend(service_fqdn(s, svc), svc.port, max(4, 2 * svc.replicas)) for svc in s.services
+        svc.name: DnsBackend(service_fqdn(s, svc), svc.port, svc.replicas + MAX_SURGE) for svc in s.services
     }
 
 
-def backend_name(svc: Service) -> str:
-    return f"be_{svc.name}"
-
-
-def _servers(b: Backend) -> list[str]:
-    opts = "check"
+def _servers(b: Backend, svc: Service) -> list[str]:
+    # PROXY v2 on checks too: an app that wants the header refuses a connection without it.
+    opts = "check" + (" send-proxy-v2 check-send-proxy" if svc.proxy_protocol else "")
     if isinstance(b, DnsBackend):
         return [
             f"    server-template pod {b.slots} {b.fqdn}:{b.port} {opts} "
@@ -128,10 +144,11 @@ def render_haproxy_cfg(s: Settings, backends: Mapping[str, Backend]) -> str:
         f'.if !defined({HOST_IP}) || streq("${HOST_IP}","")',
         f'    .alert "{HOST_IP} is not set: give the container status.hostIP (downward API)"',
         ".endif",
+        *_cookie_key_guard(s),
         "global",
         "    log stdout format raw local0 info",
         f"    maxconn {lb.max_conn}",
-        f"    hard-stop-after {HARD_STOP_AFTER_S}s",
+        f"    hard-stop-after {hard_stop_after_s(s)}s",
         f"    server-state-file {SERVER_STATE_FILE}",
         *_tls_global(s),
         "",
@@ -141,7 +158,6 @@ def render_haproxy_cfg(s: Settings, backends: Mapping[str, Backend]) -> str:
         "    log global",
         "    option httplog",
         "    option dontlognull",
-        "    option forwardfor",
         "    option redispatch",
         "    retries 3",
         "    timeout connect 3s",
@@ -152,10 +168,12 @@ def render_haproxy_cfg(s: Settings, backends: Mapping[str, Backend]) -> str:
         "    default-server inter 2s fall 2 rise 2",
         "",
     ]
-    if any(isinstance(b, DnsBackend) for b in backends.values()):
+    dns = [b for b in backends.values() if isinstance(b, DnsBackend)]
+    if dns:
         lines += [
             f"resolvers {RESOLVERS}",
             "    parse-resolv-conf",
+            f"    accepted_payload_size {dns_payload_size(max(b.slots for b in dns))}",
             "    resolve_retries 3",
             "    timeout resolve 1s",
             "    timeout retry 1s",
@@ -178,19 +196,25 @@ def render_haproxy_cfg(s: Settings, backends: Mapping[str, Backend]) -> str:
         # 0.0.0.0: a backup listens before it holds the VIP, so a takeover
         # needs no rebind.
         f"    bind 0.0.0.0:{lb.http_port}",
+        f"    timeout client {_client_timeout(s)}",
+        "    option forwardfor",  # per HTTP frontend: TCP ones inherit defaults
         *_request_heads("http"),
-        *_redirects(s),
-        *_routes(s),
+        *route_rules(s, "http"),
         "",
     ]
     if s.tls_services:
         lines += [
             "frontend https",
             f"    bind 0.0.0.0:{lb.https_port} {_tls_bind(s)}",
+            f"    timeout client {_client_timeout(s)}",
+            "    option forwardfor",  # per HTTP frontend: TCP ones inherit defaults
             *_request_heads("https"),
-            *_routes(s),
+            *route_rules(s, "https"),
             "",
         ]
+    for svc in s.services:
+        if svc.tcp_port is not None:
+            lines += _tcp_frontend(svc, svc.tcp_port)
     lines += [
         f"backend {DRAIN_BACKEND}",
         # Never sent traffic; `maint` = draining (halb-haproxy drain).
@@ -198,16 +222,86 @@ def render_haproxy_cfg(s: Settings, backends: Mapping[str, Backend]) -> str:
         "",
     ]
     for svc in s.services:
-        lines += [
-            f"backend {backend_name(svc)}",
-            "    balance roundrobin",
-            f"    option httpchk GET {svc.health_path}",
-            "    http-check expect status 200-399",
-            *_hsts(svc),
-            *_servers(backends[svc.name]),
-            "",
-        ]
+        if svc.http:
+            lines += _backend(s, svc, backends[svc.name], backend_name(svc), "http")
+        if svc.tcp_port is not None:
+            lines += _backend(s, svc, backends[svc.name], tcp_backend_name(svc), "tcp")
     return "\n".join(lines)
+
+
+def tcp_backend_name(svc: Service) -> str:
+    return backend_name(svc) if not svc.http else f"{backend_name(svc)}_tcp"
+
+
+def _client_timeout(s: Settings) -> str:
+    """HAProxy 2.6 sets `timeout client` per frontend: the longest of the HTTP services'."""
+    return max((svc.timeouts.client for svc in s.http_services), key=haproxy_seconds)
+
+
+def _cookie_key_guard(s: Settings) -> list[str]:
+    if not any(svc.sticky for svc in s.services):
+        return []
+    return [
+        f".if !defined({COOKIE_KEY_ENV})",
+        f'    .alert "{COOKIE_KEY_ENV} is not set: give the container the sticky-cookie Secret\'s key"',
+        ".endif",
+    ]
+
+
+def _tcp_frontend(svc: Service, port: int) -> list[str]:
+    lines = [
+        f"frontend tcp_{svc.name}",
+        "    mode tcp",
+        "    option tcplog",
+        f"    bind 0.0.0.0:{port}",
+        f"    timeout client {svc.timeouts.client}",
+    ]
+    if svc.allow_from is not None:
+        nets = " ".join(str(n) for n in svc.allow_from)
+        lines.append(f"    tcp-request connection reject unless {{ src {nets} }}")
+    return [*lines, f"    default_backend {tcp_backend_name(svc)}", ""]
+
+
+def _health_check(s: Settings, svc: Service) -> list[str]:
+    """HTTP/1.1 with a Host header: many apps answer a Host-less HTTP/1.0 check with 400."""
+    if not svc.http:
+        return []  # TCP-only: a connect is the check
+    named = [h for h in svc.hostnames if not h.startswith("*.")]
+    host = named[0] if named else service_fqdn(s, svc)
+    return [
+        "    option httpchk",
+        f"    http-check send meth GET uri {svc.ready_path} ver HTTP/1.1 hdr Host {host}",
+        f"    http-check expect status {svc.health_check.statuses}",
+    ]
+
+
+def _sticky(svc: Service) -> list[str]:
+    """A cookie naming the pod (a hash of its address and port under a key every
+    load-balancer host shares), so it holds after a failover and a reload."""
+    if not svc.sticky:
+        return []
+    secure = " secure" if svc.tls is not None and svc.tls.redirect else ""
+    return [
+        f"    cookie halb_{svc.name.replace('-', '_')} insert indirect nocache dynamic httponly{secure} "
+        'attr "SameSite=Lax"',
+        f'    dynamic-cookie-key "${{{COOKIE_KEY_ENV}}}"',
+    ]
+
+
+def _backend(s: Settings, svc: Service, b: Backend, name: str, mode: str) -> list[str]:
+    t = svc.timeouts
+    lines = [
+        f"backend {name}",
+        *(["    mode tcp"] if mode == "tcp" else []),
+        "    balance roundrobin",
+        f"    timeout connect {t.connect}",
+        f"    timeout server {t.server}",
+        f"    timeout tunnel {t.tunnel}",
+        *_health_check(s, svc),
+    ]
+    if mode == "http":
+        lines += [*_sticky(svc), *_hsts(svc)]
+    return [*lines, *_servers(b, svc), ""]
 
 
 def _tls_global(s: Settings) -> list[str]:
@@ -241,45 +335,6 @@ def _request_heads(scheme: str) -> list[str]:
         *(f"    http-request del-header {h}" for h in FORWARDED_HEADERS),
         f"    http-request set-header X-Forwarded-Proto {scheme}",
     ]
-
-
-def _host_match(host: str) -> str:
-    if host.startswith("*."):
-        # A wildcard stands for exactly one label, as in Ingress and TLS certificates.
-        return "var(txn.host) -m reg '^[^.]+[.]" + host[2:].replace(".", "[.]") + "$'"
-    return f"var(txn.host) -m str {host}"
-
-
-def _routes(s: Settings) -> list[str]:
-    """Host header to backend: exact names first, so `a.example.com` beats `*.example.com`."""
-    routes = [(host, svc) for svc in s.services for host in svc.hostnames]
-    exact = [(h, svc) for h, svc in routes if not h.startswith("*.")]
-    wild = [(h, svc) for h, svc in routes if h.startswith("*.")]
-    lines = [f"    use_backend {backend_name(svc)} if {{ {_host_match(h)} }}" for h, svc in exact + wild]
-    return [*lines, f"    default_backend {backend_name(s.services[0])}"]
-
-
-def _redirects(s: Settings) -> list[str]:
-    """HTTP for a TLS service: 308 to the same host, path and query over HTTPS.
-
-    A request goes where the routes send it (exact name, else wildcard, else
-    the default service), so it is redirected exactly when that service redirects."""
-    redirecting = {svc.name for svc in s.services if svc.tls is not None and svc.tls.redirect}
-    if not redirecting:
-        return []
-    port = "" if s.load_balancer.https_port == 443 else f":{s.load_balancer.https_port}"
-    to = f"http-request redirect location https://%[var(txn.host)]{port}%[capture.req.uri] code 308"
-    exact = [(h, svc.name) for svc in s.services for h in svc.hostnames if not h.startswith("*.")]
-    wild = [(h, svc.name) for svc in s.services for h in svc.hostnames if h.startswith("*.")]
-    lines = [f"    {to} if {{ {_host_match(h)} }}" for h, name in exact if name in redirecting]
-    other_exact = " ".join(h for h, name in exact if name not in redirecting)
-    unless_exact = f" !{{ var(txn.host) -m str {other_exact} }}" if other_exact else ""
-    lines += [f"    {to} if {{ {_host_match(h)} }}{unless_exact}" for h, name in wild if name in redirecting]
-    if s.services[0].name in redirecting:
-        # The default service: whatever no hostname routes elsewhere.
-        unrouted = "".join(f" !{{ {_host_match(h)} }}" for h, name in exact + wild)
-        lines.append(f"    {to}{' if' + unrouted if unrouted else ''}")
-    return lines
 
 
 def _hsts(svc: Service) -> list[str]:

@@ -507,3 +507,92 @@ def _label_value(value: str) -> str:
 Duration = Annotated[Str, AfterValidator(_duration)]
 LabelKey = Annotated[Str, AfterValidator(_label_key)]
 LabelValue = Annotated[Str, AfterValidator(_label_value)]
+
+
+# HAProxy's time format (a whole number and a unit; HAProxy reads a bare number
+# as milliseconds, a surprise we refuse).
+_HAPROXY_TIME = re.compile(r"([0-9]{1,9})(us|ms|s|m|h|d)")
+_HAPROXY_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def haproxy_seconds(text: str) -> float:
+    """Seconds in an HAProxy time ('1h' -> 3600); ValueError if it is not one."""
+    m = _HAPROXY_TIME.fullmatch(text)
+    if m is None:
+        raise ValueError(f"{text!r} is not an HAProxy time")
+    return int(m.group(1)) * _HAPROXY_UNITS[m.group(2)]
+
+
+def haproxy_time(lo_s: float, hi_s: float, lo: str, hi: str) -> AfterValidator:
+    """An HAProxy time between two bounds (given in seconds and as written)."""
+
+    def check(value: str) -> str:
+        try:
+            seconds = haproxy_seconds(value)
+        except ValueError:
+            raise fail(
+                "{value} is not an HAProxy time (a whole number and a unit: us, ms, s, m, h, d; "
+                "e.g. 30s, 1h)",
+                value=value,
+            ) from None
+        if not lo_s <= seconds <= hi_s:
+            raise fail("{value} is not in " + lo + ".." + hi, value=value)
+        return value
+
+    return AfterValidator(check)
+
+
+def _cidr(value: Any) -> Any:
+    """A client network as HAProxy's `src` takes it; a bare address is one host."""
+    if not isinstance(value, str):
+        raise fail("{value} is not a CIDR (e.g. 203.0.113.0/24)", value=value)
+    try:
+        return ipaddress.ip_network(value, strict=True)
+    except ValueError:
+        pass
+    try:
+        loose = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise fail("{value} is not a CIDR (e.g. 203.0.113.0/24, 2001:db8::/32)", value=value) from None
+    raise fail("{value} has host bits set; did you mean " + str(loose) + "?", value=value)
+
+
+# A path prefix as Ingress `Prefix` paths are written: no query, fragment or
+# empty, '.' or '..' segments (a client's path is compared as sent).
+_PATH_PREFIX = re.compile(r"/|(/[A-Za-z0-9._~!&+,;=:@%-]+)+/?")
+
+
+def _path_prefix(value: str) -> str:
+    segments = value.strip("/").split("/")
+    if (
+        _PATH_PREFIX.fullmatch(value) is None
+        or len(value) > 1024
+        or (value != "/" and any(seg in (".", "..") for seg in segments))
+    ):
+        raise fail(
+            "{value} is not a path prefix (/, then segments of A-Z a-z 0-9 and . _ ~ ! & + , ; = : @ % -, "
+            "no '.' or '..' segment, no '//', '?' or '#')",
+            value=value,
+        )
+    return value.rstrip("/") or "/"
+
+
+# HAProxy's `http-check expect status`: codes and ranges, comma-separated.
+_STATUS_ITEM = re.compile(r"([1-5][0-9][0-9])(?:-([1-5][0-9][0-9]))?")
+
+
+def _statuses(value: str) -> str:
+    items = value.split(",")
+    for item in items:
+        m = _STATUS_ITEM.fullmatch(item)
+        if m is None or (m.group(2) is not None and int(m.group(2)) < int(m.group(1))):
+            raise fail(
+                "{value} is not a list of HTTP statuses (codes or ranges, comma-separated: 200-399, 200,204)",
+                value=value,
+            )
+    return value
+
+
+Cidr = Annotated[ipaddress.IPv4Network | ipaddress.IPv6Network, BeforeValidator(_cidr)]
+PathPrefix = Annotated[Str, AfterValidator(_path_prefix)]
+Statuses = Annotated[Str, AfterValidator(_statuses)]

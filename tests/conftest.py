@@ -246,7 +246,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def haproxy_check(cfg: str, tmp: Path) -> subprocess.CompletedProcess[str]:
     """`haproxy -c` of a rendered config as the pod runs it: HOST_IP set (the
-    downward API), the server-state file in place (haproxy-reload makes it)."""
+    downward API), HALB_COOKIE_KEY (the sticky Secret), the server-state file
+    in place (haproxy-reload makes it)."""
     require_root_tools("haproxy")
     from components.edge_pod import SERVER_STATE_FILE
 
@@ -260,5 +261,5 @@ def haproxy_check(cfg: str, tmp: Path) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=30,
         check=False,
-        env={**os.environ, "HOST_IP": "192.0.2.11"},
+        env={**os.environ, "HOST_IP": "192.0.2.11", "HALB_COOKIE_KEY": "k" * 32},
     )

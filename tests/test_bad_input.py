@@ -463,7 +463,9 @@ CASES = [
     Case(
         "name: second service without hostnames",
         nested(SVC, [1, "hostnames"], []),
-        [f"{P}services[1].hostnames: empty; only the first service (the default backend) can do without"],
+        [
+            f"{P}services[1].hostnames: empty; only the first HTTP service (the default backend) can do without"
+        ],
     ),
     Case(
         "name: env variable name",

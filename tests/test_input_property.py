@@ -271,6 +271,6 @@ def test_accepted_health_paths_make_a_valid_haproxy_cfg(path: str, tmp_path: Pat
         return
     require_root_tools("haproxy")
     cfg = render_haproxy_cfg(s, dns_backends(s))
-    assert f"    option httpchk GET {path}\n" in cfg
+    assert f"    http-check send meth GET uri {path} ver HTTP/1.1 hdr Host " in cfg
     result = haproxy_check(cfg, tmp_path)
     assert result.returncode == 0 and "[WARNING]" not in result.stderr, result.stderr

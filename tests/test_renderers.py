@@ -127,9 +127,14 @@ def test_non_lb_node_is_refused() -> None:
 def test_haproxy_routes_by_host_first_service_default() -> None:
     s = settings_of("prod")
     cfg = render_haproxy_cfg(s, dns_backends(s))
-    assert "use_backend be_shop if { var(txn.host) -m str shop.example.com }" in cfg
-    assert "use_backend be_shop if { var(txn.host) -m str www.example.com }" in cfg
-    assert "use_backend be_api if { var(txn.host) -m str api.example.com }" in cfg
+    first = (
+        "http-request set-var(txn.be) str({}) if !{{ var(txn.be) -m found }} {{ var(txn.host) -m str {} }}"
+    )
+    assert first.format("be_shop", "shop.example.com") in cfg
+    assert first.format("be_shop", "www.example.com") in cfg
+    assert first.format("be_api", "api.example.com") in cfg
+    assert "http-request set-var(txn.be) str(be_shop) if !{ var(txn.be) -m found }\n" in cfg
+    assert "use_backend be_api if { var(txn.be) -m str be_api }\n" in cfg
     assert "default_backend be_shop\n" in cfg
     assert "bind 0.0.0.0:80\n" in cfg
 
@@ -138,8 +143,10 @@ def test_haproxy_dns_discovery_of_headless_services() -> None:
     s = settings_of("prod")
     cfg = render_haproxy_cfg(s, dns_backends(s))
     assert "resolvers cluster\n    parse-resolv-conf" in cfg
-    assert "server-template pod 6 api.web.svc.cluster.local:9000 check resolvers cluster" in cfg
-    assert "option httpchk GET /ready" in cfg
+    assert "server-template pod 4 api.web.svc.cluster.local:9000 check resolvers cluster" in cfg
+    # 4 slots: 320 bytes of header and question, 16 per A record, never below DNS's 512.
+    assert "    accepted_payload_size 512\n" in cfg
+    assert "http-check send meth GET uri /ready ver HTTP/1.1 hdr Host api.example.com\n" in cfg
 
 
 def test_haproxy_metrics_and_health_endpoint() -> None:
@@ -158,7 +165,9 @@ def test_static_backends_differ_only_in_server_lines() -> None:
     k8s_cfg = render_haproxy_cfg(s, dns_backends(s))
     assert "server a 192.0.2.21:8080 check" in lab_cfg and "resolvers" not in lab_cfg
     strip = re.compile(
-        r"^(resolvers|    (parse-resolv-conf|resolve_retries|timeout re|hold |server)).*\n", re.M
+        r"^(resolvers|    (parse-resolv-conf|accepted_payload_size|resolve_retries|timeout re|hold |server))"
+        r".*\n",
+        re.M,
     )
 
     def rest(cfg: str) -> str:
@@ -257,13 +266,17 @@ def test_wildcards_after_exact_names_matching_one_label(tmp_path: Path) -> None:
     cfg = render_haproxy_cfg(wild_settings(), dns_backends(wild_settings()))
     result = haproxy_check(cfg, tmp_path)
     assert result.returncode == 0 and "[WARNING]" not in result.stderr, result.stderr
-    rules = [line.strip() for line in cfg.splitlines() if "use_backend" in line]
+    head = "http-request set-var(txn.be) "
+    rules = [line.strip()[len(head) :] for line in cfg.splitlines() if line.strip().startswith(head)]
+    unset = "if !{ var(txn.be) -m found }"
+    # First match wins: exact names, then wildcards, then the default.
     assert rules == [
-        "use_backend be_shop if { var(txn.host) -m str shop.lab.invalid }",
-        "use_backend be_blog if { var(txn.host) -m str blog.lab.invalid }",
-        "use_backend be_api if { var(txn.host) -m str a.blog.lab.invalid }",
-        "use_backend be_blog if { var(txn.host) -m reg '^[^.]+[.]blog[.]lab[.]invalid$' }",
-        "use_backend be_api if { var(txn.host) -m reg '^[^.]+[.]api[.]lab[.]invalid$' }",
+        f"str(be_shop) {unset} {{ var(txn.host) -m str shop.lab.invalid }}",
+        f"str(be_blog) {unset} {{ var(txn.host) -m str blog.lab.invalid }}",
+        f"str(be_api) {unset} {{ var(txn.host) -m str a.blog.lab.invalid }}",
+        f"str(be_blog) {unset} {{ var(txn.host) -m reg '^[^.]+[.]blog[.]lab[.]invalid$' }}",
+        f"str(be_api) {unset} {{ var(txn.host) -m reg '^[^.]+[.]api[.]lab[.]invalid$' }}",
+        f"str(be_shop) {unset}",
     ]
 
 

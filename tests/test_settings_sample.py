@@ -44,8 +44,8 @@ def test_the_default_edge_namespace_may_have_63_characters_not_64() -> None:
 def test_a_second_service_without_hostnames_is_the_whole_message() -> None:
     services = [SERVICES[0], {**SERVICES[1], "hostnames": []}]
     assert problems(services=services) == [
-        f"{P}services[1].hostnames: empty; only the first service (the default backend) can do without "
-        "hostnames, any other would never be reached"
+        f"{P}services[1].hostnames: empty; only the first HTTP service (the default backend) can do without "
+        "hostnames or paths, any other would never be reached"
     ]
 
 

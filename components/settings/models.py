@@ -12,10 +12,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 
+from components.settings.routing import HealthCheck, SecurityContext, Timeouts, TmpSize
 from components.settings.tls import ServiceTls, Tls
 from components.values import (
     ApiToken,
     Bool,
+    Cidr,
     DnsLabel,
     DnsName,
     Duration,
@@ -31,6 +33,7 @@ from components.values import (
     LabelKey,
     LabelValue,
     OneLine,
+    PathPrefix,
     Port,
     Quantity,
     RegistryHost,
@@ -151,6 +154,28 @@ class Service(_Model):
     resources: Resources = Resources()
     # HTTPS: its certificate, the HTTP redirect and HSTS (components/settings/tls.py).
     tls: ServiceTls | None = None
+    # Routing besides hostnames (Rancher's LB port rules): path prefixes, a
+    # raw TCP port on the VIP, client networks, stickiness, PROXY protocol.
+    paths: tuple[PathPrefix, ...] = ()
+    tcp_port: Port | None = Field(None, alias="tcpPort")
+    allow_from: tuple[Cidr, ...] | None = Field(None, alias="allowFrom")
+    timeouts: Timeouts = Timeouts()
+    sticky: Bool = False
+    proxy_protocol: Bool = Field(False, alias="proxyProtocol")
+    health_check: HealthCheck = Field(HealthCheck(), alias="healthCheck")
+    security_context: SecurityContext = Field(SecurityContext(), alias="securityContext")
+    # The writable /tmp (an emptyDir) every app pod gets, bounded.
+    tmp_size_limit: TmpSize = Field("64Mi", alias="tmpSizeLimit")
+
+    @property
+    def http(self) -> bool:
+        """Served over HTTP(S): unless it is TCP-only (a tcpPort and no hostnames or paths)."""
+        return self.tcp_port is None or bool(self.hostnames or self.paths)
+
+    @property
+    def ready_path(self) -> str:
+        """HAProxy's check and the readiness probe."""
+        return self.health_check.path or self.health_path
 
     @property
     def plain_env(self) -> dict[str, str]:
@@ -274,6 +299,15 @@ class Settings(_Model):
     @property
     def tls_services(self) -> list[Service]:
         return [svc for svc in self.services if svc.tls is not None]
+
+    @property
+    def http_services(self) -> list[Service]:
+        return [svc for svc in self.services if svc.http]
+
+    @property
+    def default_http_service(self) -> Service | None:
+        """What a request no hostname or path routes elsewhere reaches: the first HTTP service."""
+        return next(iter(self.http_services), None)
 
     @property
     def default_tls_service(self) -> Service | None:

@@ -10,7 +10,7 @@ import ipaddress
 import re
 from collections.abc import Callable
 
-from components.settings import tls_rules, vrrp_rules
+from components.settings import service_rules, tls_rules, vrrp_rules
 from components.settings.messages import key
 from components.settings.models import Resources, Role, Settings
 from components.values import (
@@ -140,28 +140,6 @@ def _namespaces(s: Settings) -> list[str]:
     return problems
 
 
-def _services(s: Settings) -> list[str]:
-    """Distinct names; every hostname routed to one service; only the default without one."""
-    problems: list[str] = []
-    names: dict[str, int] = {}
-    hostnames: dict[str, str] = {}
-    for i, svc in enumerate(s.services):
-        where = f"{key('services')}[{i}]"
-        if svc.name in names:
-            problems.append(f"{where}.name: {show(svc.name)} is also services[{names[svc.name]}]'s name")
-        names.setdefault(svc.name, i)
-        if i > 0 and not svc.hostnames:
-            problems.append(
-                f"{where}.hostnames: empty; only the first service (the default backend) can do without "
-                "hostnames, any other would never be reached"
-            )
-        for h in svc.hostnames:
-            if h in hostnames:
-                problems.append(f"{where}.hostnames: {show(h)} is already routed to {show(hostnames[h])}")
-            hostnames.setdefault(h, svc.name)
-    return problems
-
-
 def _edge_ports(s: Settings) -> list[str]:
     """The edge pod's ports share one host network: each its own."""
     problems: list[str] = []
@@ -261,7 +239,7 @@ RULES: tuple[Callable[[Settings], list[str]], ...] = (
     _addresses,
     _vip,
     _namespaces,
-    _services,
+    *service_rules.RULES,
     _edge_ports,
     _push_targets,
     _tolerations,
