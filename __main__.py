@@ -35,7 +35,6 @@ hosts = HostLabels(
 )
 # Pods schedule by the role label: workloads go in once every host has it.
 apps_namespace, edge_namespace = hosts.after(cluster.apps_namespace), hosts.after(cluster.edge_namespace)
-apps = [AppService(f"app-{svc.name}", AppServiceArgs(svc, apps_namespace), in_cluster) for svc in s.services]
 images = EdgeImages(
     "images",
     EdgeImagesArgs(
@@ -46,9 +45,14 @@ images = EdgeImages(
         namespace_id=cluster.edge_namespace_id,
         registry=s.registry,
         registry_password=secret(s.registry_password),
+        apps_namespace_id=cluster.apps_namespace_id,
     ),
     in_cluster,
 )
+apps = [
+    AppService(f"app-{svc.name}", AppServiceArgs(svc, apps_namespace, images.apps_pull_secret), in_cluster)
+    for svc in s.services
+]
 # HTTPS: cert-manager Certificates and the shared session-ticket Secret.
 tls = [EdgeTls("tls", EdgeTlsArgs(s, edge_namespace), in_cluster)] if s.tls_services else []
 edge = Edge(

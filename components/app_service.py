@@ -21,17 +21,59 @@ from components.settings import Role, Service
 class AppServiceArgs:
     service: Service
     namespace: pulumi.Input[str]
+    # The stack's registry as a pull secret in the apps namespace (EdgeImages makes it).
+    pull_secret: pulumi.Input[str] | None = None
 
 
-def restricted_security_context() -> k8s.core.v1.SecurityContextArgsDict:
-    """What Pod Security `restricted` demands of every container."""
-    return {
+def restricted_security_context(svc: Service) -> k8s.core.v1.SecurityContextArgsDict:
+    """What Pod Security `restricted` demands of every container, with the
+    service's overrides: a numeric user for images whose USER is a name (or
+    root), a writable root filesystem for images that write outside /tmp."""
+    sc = svc.security_context
+    out: k8s.core.v1.SecurityContextArgsDict = {
         "allow_privilege_escalation": False,
         "run_as_non_root": True,
-        "read_only_root_filesystem": True,
+        "read_only_root_filesystem": sc.read_only_root_filesystem,
         "capabilities": {"drop": ["ALL"]},
         "seccomp_profile": {"type": "RuntimeDefault"},
     }
+    if sc.run_as_user is not None:
+        out["run_as_user"] = sc.run_as_user
+    if sc.run_as_group is not None:
+        out["run_as_group"] = sc.run_as_group
+    return out
+
+
+# The kubelet probes every STARTUP_PERIOD_S until the startup probe passes
+# (at most healthCheck.startupSeconds), and only then liveness and readiness.
+STARTUP_PERIOD_S = 5
+
+
+def probes(svc: Service) -> dict[str, k8s.core.v1.ProbeArgsDict]:
+    """Readiness on HAProxy's check path; liveness and startup on their own
+    paths (default: the same), so a slow dependency makes a pod unready,
+    not a restart loop, and a slow start is not killed."""
+    hc = svc.health_check
+
+    def get(path: str) -> k8s.core.v1.ProbeArgsDict:
+        if not svc.http:  # TCP-only (a database, a broker): a connect, as HAProxy checks it
+            return {"tcp_socket": {"port": port_name(svc)}}
+        return {"http_get": {"path": path, "port": port_name(svc)}}
+
+    ready = svc.ready_path
+    return {
+        "startup_probe": {
+            **get(hc.startup_path or ready),
+            "period_seconds": STARTUP_PERIOD_S,
+            "failure_threshold": max(1, hc.startup_seconds // STARTUP_PERIOD_S),
+        },
+        "readiness_probe": {**get(ready), "period_seconds": 5, "failure_threshold": 2},
+        "liveness_probe": {**get(hc.liveness_path or ready), "period_seconds": 10, "failure_threshold": 3},
+    }
+
+
+def port_name(svc: Service) -> str:
+    return "http" if svc.http else "tcp"
 
 
 class AppService(pulumi.ComponentResource):
@@ -45,7 +87,6 @@ class AppService(pulumi.ComponentResource):
         meta_labels = labels(svc.name, "app", image_tag(svc.image))
         match = selector(svc.name)
         child = pulumi.ResourceOptions(parent=self)
-        probe_http: k8s.core.v1.HTTPGetActionArgsDict = {"path": svc.health_path, "port": "http"}
         env = self._env(name, svc, args.namespace, meta_labels, child)
         spec: k8s.apps.v1.DeploymentSpecArgsDict = {
             "replicas": svc.replicas,
@@ -82,25 +123,21 @@ class AppService(pulumi.ComponentResource):
                         {
                             "name": svc.name,
                             "image": svc.image,
-                            "ports": [{"name": "http", "container_port": svc.port}],
+                            "ports": [{"name": port_name(svc), "container_port": svc.port}],
                             "env": env,
-                            "readiness_probe": {
-                                "http_get": probe_http,
-                                "period_seconds": 5,
-                                "failure_threshold": 2,
-                            },
-                            "liveness_probe": {
-                                "http_get": probe_http,
-                                "initial_delay_seconds": 10,
-                                "period_seconds": 10,
-                                "failure_threshold": 3,
-                            },
+                            **probes(svc),  # type: ignore[typeddict-item]
                             "resources": resources(svc.resources),
-                            "security_context": restricted_security_context(),
+                            "security_context": restricted_security_context(svc),
                             "volume_mounts": [{"name": "tmp", "mount_path": "/tmp"}],
                         }
                     ],
-                    "volumes": [{"name": "tmp", "empty_dir": {}}],
+                    # Writable /tmp, bounded: past the limit the kubelet evicts the pod.
+                    "volumes": [{"name": "tmp", "empty_dir": {"size_limit": svc.tmp_size_limit}}],
+                    **(
+                        {"image_pull_secrets": [{"name": args.pull_secret}]}
+                        if args.pull_secret is not None
+                        else {}
+                    ),
                 },
             },
         }
@@ -118,7 +155,7 @@ class AppService(pulumi.ComponentResource):
                 # checks and balances pods itself, not a kube-proxy VIP.
                 "cluster_ip": "None",
                 "selector": match,
-                "ports": [{"name": "http", "port": svc.port, "target_port": "http"}],
+                "ports": [{"name": port_name(svc), "port": svc.port, "target_port": port_name(svc)}],
             },
             opts=child,
         )

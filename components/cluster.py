@@ -103,6 +103,7 @@ class ClusterAccess(pulumi.ComponentResource):
     apps_namespace: pulumi.Output[str]
     edge_namespace: pulumi.Output[str]
     edge_namespace_id: pulumi.Output[str]
+    apps_namespace_id: pulumi.Output[str]
     node_command: pulumi.Output[str]
     k8s_provider: k8s.Provider
     rancher_provider: rancher2.Provider
@@ -195,6 +196,7 @@ class ClusterAccess(pulumi.ComponentResource):
         self.apps_namespace = apps_ns.name
         self.edge_namespace = edge_ns.name
         self.edge_namespace_id = edge_ns.id
+        self.apps_namespace_id = apps_ns.id
         # It embeds the cluster's registration token.
         self.node_command = pulumi.Output.secret(node_command)
         self.register_outputs(

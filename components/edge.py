@@ -17,8 +17,12 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
+import pulumi_random as random
 
 from components.edge_pod import (
+    COOKIE_SECRET,
+    COOKIE_SECRET_CHARS,
+    COOKIE_SECRET_KEY,
     HAPROXY_CONFIG_FILE,
     HAPROXY_CONFIG_VOLUME,
     HAPROXY_RUN_VOLUME,
@@ -119,6 +123,18 @@ class Edge(pulumi.ComponentResource):
             string_data=configs,
             opts=child,
         )
+        # Minted once and kept in state as a secret: every pod, and every
+        # `pulumi up`, hashes the same pod to the same cookie.
+        cookie_key = random.RandomPassword(
+            f"{name}-cookie-key", length=COOKIE_SECRET_CHARS, special=False, opts=child
+        )
+        cookie_secret = k8s.core.v1.Secret(
+            f"{name}-cookie-key",
+            metadata={"name": COOKIE_SECRET, "namespace": args.namespace, "labels": meta_labels},
+            type="Opaque",
+            string_data={COOKIE_SECRET_KEY: pulumi.Output.secret(cookie_key.result)},  # type: ignore[arg-type]
+            opts=child,
+        )
         containers = [
             haproxy_container(s, args.haproxy_image),
             reload_container(s, args.haproxy_image),
@@ -148,7 +164,8 @@ class Edge(pulumi.ComponentResource):
             f"{name}-daemonset",
             metadata={"name": NAME, "namespace": args.namespace, "labels": meta_labels},
             spec=one_node_at_a_time(NAME, meta_labels, pod_spec),
-            opts=child,
+            # The pods' env reads the key: it exists before they start.
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[cookie_secret])),
         )
         self.vip = str(s.vip.ip)
         self.nodes = s.lb_nodes

@@ -102,5 +102,12 @@ TICKET_SECRET_KEY = "secret"
 TICKET_SECRET_VOLUME = "tls-tickets"
 TICKET_SECRET_DIR = "/etc/haproxy/tickets"
 TICKET_KEYS_FILE = f"{TLS_DIR}/ticket-keys"
+# Sticky cookies name a pod by a hash under this key; every edge pod reads the
+# same Secret, so a cookie holds across a failover. Always present (a service
+# turning sticky is then a hitless reload, not a pod roll).
+COOKIE_KEY_ENV = "HALB_COOKIE_KEY"
+COOKIE_SECRET = "edge-cookie-key"
+COOKIE_SECRET_KEY = "key"
+COOKIE_SECRET_CHARS = 32
 # HAProxy's runtime API (certificate updates, ticket key rotation without a reload).
 ADMIN_SOCKET = f"{HAPROXY_RUN_DIR}/admin.sock"

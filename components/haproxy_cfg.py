@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from components.edge_pod import (
     ADMIN_SOCKET,
+    COOKIE_KEY_ENV,
     HOST_IP,
     SERVER_STATE_FILE,
     TICKET_KEYS_FILE,
@@ -32,7 +33,6 @@ MIN_HARD_STOP_AFTER_S = 30
 # Every pod slot a rolling update can fill: maxSurge of the app Deployments.
 MAX_SURGE = 1
 # The sticky cookie's key, the same on every load-balancer host (a Secret).
-COOKIE_KEY_ENV = "HALB_COOKIE_KEY"
 # A node about to stop says so on /healthz (503) while it still serves: the
 # pod's preStop puts this backend's one server in maintenance through the
 # master CLI. Not `monitor fail if { stopping }` with `grace`: on every hitless

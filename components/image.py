@@ -39,6 +39,8 @@ class EdgeImagesArgs:
     namespace_id: pulumi.Input[str]
     registry: Registry | None = None
     registry_password: pulumi.Input[str] | None = None
+    # Where the app Deployments run: the same registry's pull secret there too.
+    apps_namespace_id: pulumi.Input[str] | None = None
 
 
 class EdgeImages(pulumi.ComponentResource):
@@ -47,6 +49,7 @@ class EdgeImages(pulumi.ComponentResource):
     haproxy_ref: pulumi.Output[str]
     keepalived_ref: pulumi.Output[str]
     pull_secret: pulumi.Output[str] | None
+    apps_pull_secret: pulumi.Output[str] | None
 
     def __init__(self, name: str, args: EdgeImagesArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("rancher-ha-lb:index:EdgeImages", name, None, opts)
@@ -63,26 +66,35 @@ class EdgeImages(pulumi.ComponentResource):
         self.haproxy_ref = self._ref(f"{name}-haproxy", args.haproxy, args.platform, registry)
         self.keepalived_ref = self._ref(f"{name}-keepalived", args.keepalived, args.platform, registry)
 
-        self.pull_secret = None
+        self.pull_secret = self.apps_pull_secret = None
         # Without a password the build pushes with the ambient `docker login`,
         # and nodes pull with their own credentials: no pull secret then.
         if args.registry is not None and password is not None:
-            pull = rancher2.Registry(
-                f"{name}-pull",
-                name=f"{name}-pull",
-                project_id=args.project_id,
-                namespace_id=args.namespace_id,
-                registries=[
-                    rancher2.RegistryRegistryArgs(
-                        address=args.registry.server,
-                        username=args.registry.username,
-                        password=password,
-                    )
-                ],
-                opts=pulumi.ResourceOptions(parent=self),
-            )
-            self.pull_secret = pull.name
+            self.pull_secret = self._pull_secret(f"{name}-pull", args, args.namespace_id, password)
+            if args.apps_namespace_id is not None:
+                # A Secret serves only its own namespace: the apps get one of their own.
+                self.apps_pull_secret = self._pull_secret(
+                    f"{name}-apps-pull", args, args.apps_namespace_id, password
+                )
         self.register_outputs({"haproxy_ref": self.haproxy_ref, "keepalived_ref": self.keepalived_ref})
+
+    def _pull_secret(
+        self, name: str, args: EdgeImagesArgs, namespace_id: pulumi.Input[str], password: pulumi.Output[str]
+    ) -> pulumi.Output[str]:
+        assert args.registry is not None
+        pull = rancher2.Registry(
+            name,
+            name=name,
+            project_id=args.project_id,
+            namespace_id=namespace_id,
+            registries=[
+                rancher2.RegistryRegistryArgs(
+                    address=args.registry.server, username=args.registry.username, password=password
+                )
+            ],
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        return pull.name
 
     def _ref(
         self, name: str, src: ImageSource, platform: str, registry: docker.RegistryArgs | None

@@ -12,6 +12,9 @@ import pulumi_kubernetes as k8s
 
 from components.edge_pod import (
     ADMIN_SOCKET,
+    COOKIE_KEY_ENV,
+    COOKIE_SECRET,
+    COOKIE_SECRET_KEY,
     HALB_HAPROXY,
     HALB_TLS,
     HANDOFF_DONE_FILE,
@@ -84,11 +87,19 @@ def tls_volumes(s: Settings) -> list[tuple[str, str]]:
     return [(f"tls-{i}", name) for i, name in enumerate(tls_secrets(s))]
 
 
+def cookie_key_env() -> k8s.core.v1.EnvVarArgsDict:
+    """The sticky-cookie key, from the Secret the Edge mints (never a literal)."""
+    return {
+        "name": COOKIE_KEY_ENV,
+        "value_from": {"secret_key_ref": {"name": COOKIE_SECRET, "key": COOKIE_SECRET_KEY}},
+    }
+
+
 def haproxy_container(s: Settings, image: pulumi.Input[str]) -> k8s.core.v1.ContainerArgsDict:
     """HAProxy, master-worker, in the foreground; its health and metrics on the stats port."""
     lb = s.load_balancer
     tls = bool(s.tls_services)
-    env: list[k8s.core.v1.EnvVarArgsDict] = [host_ip_env(HOST_IP)]
+    env: list[k8s.core.v1.EnvVarArgsDict] = [host_ip_env(HOST_IP), cookie_key_env()]
     ports: list[k8s.core.v1.ContainerPortArgsDict] = [
         {"name": HTTP_PORT_NAME, "container_port": lb.http_port, "host_port": lb.http_port}
     ]
@@ -96,6 +107,12 @@ def haproxy_container(s: Settings, image: pulumi.Input[str]) -> k8s.core.v1.Cont
         env.append({"name": TLS_READY_ENV, "value": TLS_READY_FILE})
         ports.append({"name": HTTPS_PORT_NAME, "container_port": lb.https_port, "host_port": lb.https_port})
     ports.append({"name": STATS_PORT_NAME, "container_port": lb.stats_port, "host_port": lb.stats_port})
+    # Each tcpPort: host networking binds it anyway; declared so the scheduler sees the clash.
+    tcp_ports = [svc.tcp_port for svc in s.services if svc.tcp_port is not None]
+    ports += [
+        {"name": f"tcp-{i}", "container_port": port, "host_port": port, "protocol": "TCP"}
+        for i, port in enumerate(tcp_ports)
+    ]
     health: k8s.core.v1.HTTPGetActionArgsDict = {"path": "/healthz", "port": STATS_PORT_NAME}
     drain = [
         HALB_HAPROXY, "drain", "--socket", MASTER_SOCKET, "--vip", str(s.vip.ip),
@@ -157,8 +174,8 @@ def reload_container(s: Settings, image: pulumi.Input[str]) -> k8s.core.v1.Conta
             # A certificate new to the directory is loaded by a reload (a renewal is not: haproxy-tls).
             *(["--watch-dir", TLS_CERTS_DIR, "--wait-for", TLS_READY_FILE] if s.tls_services else []),
         ],
-        # The config's `.if defined(HOST_IP)` must see what HAProxy sees.
-        "env": [host_ip_env(HOST_IP)],
+        # The config's `.if defined(...)` guards must see what HAProxy sees.
+        "env": [host_ip_env(HOST_IP), cookie_key_env()],
         "resources": resources(s.keepalived.resources),
         "security_context": unprivileged(),
         "volume_mounts": [

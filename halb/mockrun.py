@@ -16,6 +16,7 @@ import base64
 import hashlib
 import os
 import runpy
+import string
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -47,6 +48,7 @@ SECRET_VALUE = rpc._special_secret_sig
 FAKE_DIGEST = "sha256:" + "0" * 64
 NODE = "kubernetes:core/v1:Node"
 RANDOM_BYTES = "random:index/randomBytes:RandomBytes"
+RANDOM_PASSWORD = "random:index/randomPassword:RandomPassword"
 PATCH = NODE + "Patch"
 
 
@@ -151,6 +153,18 @@ class RecordingMocks(Mocks):
             raw = (seed * (int(inputs["length"]) // len(seed) + 1))[: int(inputs["length"])]
             outputs["base64"] = base64.b64encode(raw).decode()
             outputs["hex"] = raw.hex()
+        elif args.typ == RANDOM_PASSWORD:
+            # As the provider: `length` characters from the enabled classes (all by default).
+            seed = hashlib.sha256(f"mock-minted:{args.name}".encode()).digest()
+            chars = "".join(
+                c for flag, c in (("upper", string.ascii_uppercase), ("lower", string.ascii_lowercase),
+                                  ("numeric", string.digits), ("special", "!@#$%&*()-_=+[]{}<>:?"))
+                if inputs.get(flag, True) is not False
+            )  # fmt: skip
+            if not chars:
+                raise ValueError("random.RandomPassword: every character class is disabled")
+            stream = (seed * (int(inputs["length"]) // len(seed) + 1))[: int(inputs["length"])]
+            outputs["result"] = "".join(chars[b % len(chars)] for b in stream)
         elif args.typ == "docker:index/image:Image":
             repo = str(inputs.get("imageName", "image")).rsplit(":", 1)[0]
             outputs["repoDigest"] = f"{repo}@{FAKE_DIGEST}"

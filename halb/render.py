@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from components.edge_pod import TICKET_SECRET
+from components.edge_pod import COOKIE_SECRET, TICKET_SECRET
 from components.settings import RawConfig, parse_settings
 from halb.mockrun import Recorded, Run, run_program
 from halb.stackfile import REDACTED
@@ -44,7 +44,7 @@ def _manifest(r: Recorded) -> dict[str, Any] | None:
     if isinstance(doc.get("metadata"), dict) and not doc["metadata"].get("name") and minted:
         doc["metadata"] = {**doc["metadata"], "name": minted}  # auto-named by the provider
     kind = str(doc.get("kind", ""))
-    if kind == "Secret" and doc.get("metadata", {}).get("name") == TICKET_SECRET:
+    if kind == "Secret" and doc.get("metadata", {}).get("name") in MINTED_SECRETS:
         # Minted by pulumi_random at `pulumi up`: the mocks' stand-in is no one's secret.
         doc["stringData"] = {k: REDACTED for k in doc.get("stringData", {})}
     if kind.endswith(PATCH_SUFFIX):
@@ -53,6 +53,9 @@ def _manifest(r: Recorded) -> dict[str, Any] | None:
     order = ["apiVersion", "kind", "metadata"]
     return {k: doc[k] for k in order if k in doc} | {k: doc[k] for k in sorted(doc) if k not in order}
 
+
+# Minted by pulumi_random at `pulumi up`; the mocks' stand-ins are written as REDACTED.
+MINTED_SECRETS = frozenset({TICKET_SECRET, COOKIE_SECRET})
 
 KIND_ORDER = ["Namespace", "Node", "ConfigMap", "Secret", "Service", "Deployment", "DaemonSet"]
 

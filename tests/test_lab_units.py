@@ -144,7 +144,9 @@ def test_podman_args_carry_the_security_context_exactly() -> None:
     assert "--cap-add" not in watch and watch[watch.index("--user") + 1] == "65534:65534"
     entry = watch[watch.index("--entrypoint") + 1]
     assert entry.startswith('["/usr/local/bin/haproxy-watch"')  # `command` replaces ENTRYPOINT
-    hap = podman_run_args(spec.container("haproxy"), spec, ctx())
+    hap = podman_run_args(spec.container("haproxy"), spec, ctx(secret_env={"HALB_COOKIE_KEY": "s3cret"}))
+    # A Secret's value goes to podman through its environment, never on the command line.
+    assert "HALB_COOKIE_KEY" in hap and not any("s3cret" in a for a in hap)
     assert hap[-7:] == ["haproxy", "-W", "-db", "-S", "/run/haproxy/master.sock,mode,666", "-f",
                         "/usr/local/etc/haproxy/haproxy.cfg"]  # fmt: skip
     assert "HOST_IP=192.0.2.11" in hap  # status.hostIP
@@ -404,3 +406,15 @@ def test_probe_threads_change_shared_status_under_the_lock(
     k._probe_loop(c, kind, probe)
     assert k.stopping.is_set()
     assert unguarded == []
+
+
+def test_secret_key_refs_resolve_from_rendered_secrets_or_fail_as_the_kubelet_does() -> None:
+    from halb.lab.podspec import Container, EnvVar, secret_env
+
+    c = Container.__new__(Container)
+    object.__setattr__(
+        c, "env", (EnvVar("HOST_IP", field_path="status.hostIP"), EnvVar("K", secret_ref=("s", "key")))
+    )
+    assert secret_env(c, {"s": {"key": "v"}}) == {"K": "v"}
+    assert secret_env(c, {}) == 'secret "s" not found'
+    assert secret_env(c, {"s": {"other": "v"}}) == "couldn't find key key in Secret s"

@@ -287,8 +287,10 @@ def test_a_pull_secret_only_with_a_registry_password() -> None:
     assert prod.of_type("rancher2:index/registry:Registry") == []
     assert "imagePullSecrets" not in pod_template(doc(docs_of(prod), "DaemonSet", "edge"))["spec"]
     with_password = variant("monitoring-labels")  # prod + registryPassword
-    (registry,) = with_password.of_type("rancher2:index/registry:Registry")
+    registry, apps_registry = with_password.named("images-pull"), with_password.named("images-apps-pull")
+    assert len(with_password.of_type("rancher2:index/registry:Registry")) == 2
     assert registry.inputs["namespaceId"] == f"{CLUSTER_ID}:cluster-edge"
+    assert apps_registry.inputs["namespaceId"] == f"{CLUSTER_ID}:cluster-apps"
     assert registry.inputs["projectId"] == f"{CLUSTER_ID}:cluster-project"
     spec = pod_template(doc(docs_of(with_password), "DaemonSet", "edge"))["spec"]
     assert spec["imagePullSecrets"] == [{"name": registry.inputs["name"]}]

@@ -153,7 +153,13 @@ def test_haproxy_binds_http_as_least_privilege(stack: str) -> None:
     assert ports["http"]["hostPort"] == settings_of(stack).load_balancer.http_port
     assert c["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "stats"}
     # The stats frontend binds this address (and loopback), never the VIP.
-    assert c["env"] == [{"name": "HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}}]
+    # The sticky-cookie key comes from the minted Secret, never a literal.
+    assert c["env"] == [
+        {"name": "HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}},
+        {"name": "HALB_COOKIE_KEY", "valueFrom": {"secretKeyRef": {"name": "edge-cookie-key", "key": "key"}}},
+    ]
+    reload = by_name(edge(rendered(stack))["containers"])["haproxy-reload"]
+    assert reload["env"] == c["env"]  # its `haproxy -c` sees what HAProxy sees
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -423,8 +429,10 @@ def test_secrets_stay_secret_end_to_end() -> None:
     secret = run.named("edge-keepalived-config")
     assert "stringData" in secret.secret_paths
     assert "auth_pass pw-12345" in secret.inputs["stringData"]["lb-1.conf"]
-    (registry,) = run.of_type("rancher2:index/registry:Registry")
-    assert any(p.startswith("registries") for p in registry.secret_paths)
+    registry, apps_registry = run.named("images-pull"), run.named("images-apps-pull")
+    assert len(run.of_type("rancher2:index/registry:Registry")) == 2
+    for r in (registry, apps_registry):
+        assert any(p.startswith("registries") for p in r.secret_paths), r.name
     for image in run.of_type("docker:index/image:Image"):
         assert any(p.startswith("registry") for p in image.secret_paths), image.name
     # Nowhere else in plain: not in a pod template, not in an export.
@@ -436,6 +444,10 @@ def test_secrets_stay_secret_end_to_end() -> None:
     assert "pw-12345" not in str(run.exports)
     assert {"registrationCommands"} <= run.secret_exports
     assert edge(run)["imagePullSecrets"] == [{"name": registry.inputs["name"]}]
+    # Every app Deployment pulls with the apps namespace's own copy (a Secret serves one namespace).
+    assert apps_registry.inputs["namespaceId"].endswith(":cluster-apps")  # the apps namespace's id
+    for d in run.of_type(DEPLOY):
+        assert pod_spec(d)["imagePullSecrets"] == [{"name": apps_registry.inputs["name"]}], d.name
 
 
 def test_exports() -> None:

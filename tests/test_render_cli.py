@@ -70,7 +70,7 @@ def test_resources_json_has_type_name_parent(outputs: dict[str, Path]) -> None:
 def test_daemon_configs_are_the_deployed_ones(outputs: dict[str, Path]) -> None:
     docs = list(yaml.safe_load_all((outputs["prod"] / "manifests.yaml").read_text()))
     cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "haproxy-config")
-    secret = next(d for d in docs if d["kind"] == "Secret")
+    secret = next(d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "keepalived-config")
     assert (outputs["prod"] / "haproxy/haproxy.cfg").read_text() == cm["data"]["haproxy.cfg"]
     assert (outputs["prod"] / "keepalived/lb-2.conf").read_text() == secret["stringData"]["lb-2.conf"]
 

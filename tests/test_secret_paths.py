@@ -77,7 +77,12 @@ def test_every_secret_value_sits_only_under_secret_paths() -> None:
     # ...and each reached where it is used.
     assert found[TOKEN] == {"cluster-rancher", "cluster-k8s"}
     assert found[AUTH] == {"edge-keepalived-config"}
-    assert found[REGISTRY] == {"images-pull", "images-haproxy-build", "images-keepalived-build"}
+    assert found[REGISTRY] == {
+        "images-pull",
+        "images-apps-pull",
+        "images-haproxy-build",
+        "images-keepalived-build",
+    }
 
 
 def test_secrets_reach_their_consumers_at_the_right_field() -> None:

@@ -285,3 +285,71 @@ def test_real_haproxy_routes_paths_refuses_outsiders_and_sticks(netns: str, tmp_
             p.terminate()
         for p in procs:
             p.wait(timeout=10)
+
+
+# --- the Kubernetes side: apps and the edge pod, on the mocks ----------------------
+
+
+def test_every_key_reaches_the_pods_and_the_manifests_validate() -> None:
+    from k8s_schema import validate
+
+    from halb.mockrun import run_program
+    from halb.render import manifests
+
+    registry = {"server": "registry.example.com", "username": "ci"}
+    raw = with_overrides(
+        stack_raw("lab"), services=EVERY_KEY, registry=registry, registryPassword="pw", secret=True
+    )
+    docs = manifests(run_program(raw, "lab"))
+    for d in docs:
+        validate(d)
+    deploy = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    shop = deploy["shop"]["spec"]["template"]["spec"]
+    (c,) = shop["containers"]
+    assert c["startupProbe"] == {
+        "httpGet": {"path": "/start", "port": "http"}, "periodSeconds": 5, "failureThreshold": 12,
+    }  # fmt: skip
+    assert c["livenessProbe"]["httpGet"] == {"path": "/live", "port": "http"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert c["securityContext"]["runAsUser"] == 1000 and c["securityContext"]["runAsGroup"] == 1000
+    assert c["securityContext"]["readOnlyRootFilesystem"] is False
+    assert shop["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": "128Mi"}}]
+    # Defaults: read-only root, the image's own user, readiness path for all three probes.
+    (api,) = deploy["api"]["spec"]["template"]["spec"]["containers"]
+    assert (
+        api["securityContext"]["readOnlyRootFilesystem"] is True and "runAsUser" not in api["securityContext"]
+    )
+    assert {api[p]["httpGet"]["path"] for p in ("startupProbe", "livenessProbe", "readinessProbe")} == {"/"}
+    # TCP-only: connect probes on a port named tcp, as HAProxy checks it.
+    (db,) = deploy["db"]["spec"]["template"]["spec"]["containers"]
+    assert db["ports"] == [{"name": "tcp", "containerPort": 15432}]
+    assert db["readinessProbe"]["tcpSocket"] == {"port": "tcp"} and "httpGet" not in db["livenessProbe"]
+    # The stack's registry pulls the apps' images too.
+    assert {d["spec"]["template"]["spec"]["imagePullSecrets"][0]["name"] for d in deploy.values()} == {
+        "images-apps-pull"
+    }
+    (edge,) = [d for d in docs if d["kind"] == "DaemonSet"]
+    (hap,) = [x for x in edge["spec"]["template"]["spec"]["containers"] if x["name"] == "haproxy"]
+    assert {"name": "tcp-0", "containerPort": 5432, "hostPort": 5432, "protocol": "TCP"} in hap["ports"]
+    # The cookie key: a Secret of its own, written REDACTED (pulumi_random mints it at `pulumi up`).
+    (key,) = [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "edge-cookie-key"]
+    assert key["stringData"] == {"key": "REDACTED"}
+
+
+def test_the_cookie_key_is_minted_secret_and_never_a_literal() -> None:
+    from halb.mockrun import run_program
+
+    run = run_program(with_overrides(stack_raw("lab"), services=EVERY_KEY), "lab")
+    password = [r for r in run.resources if r.type == "random:index/randomPassword:RandomPassword"]
+    assert [(r.name, r.inputs["length"], r.inputs["special"]) for r in password] == [
+        ("edge-cookie-key", 32, False)
+    ]
+    value = password[0].outputs["result"]
+    assert len(value) == 32 and value.isalnum()
+    secret = [
+        r for r in run.resources if r.type == "kubernetes:core/v1:Secret" and r.name == "edge-cookie-key"
+    ]
+    assert secret and "stringData" in secret[0].secret_paths
+    for r in run.resources:
+        if r is not secret[0] and r is not password[0]:
+            assert value not in str(r.inputs), r.name

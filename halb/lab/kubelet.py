@@ -30,6 +30,7 @@ down` removes exactly what was made even after this process was killed.
 
 from __future__ import annotations
 
+import base64
 import ctypes
 import http.client
 import json
@@ -45,7 +46,15 @@ from typing import Any
 from halb.lab.base import write_text_atomic
 from halb.lab.journal import Journal, alive
 from halb.lab.podman import PodmanError, podman
-from halb.lab.podspec import Container, PodSpec, Probe, RunContext, parse_daemonset, podman_run_args
+from halb.lab.podspec import (
+    Container,
+    PodSpec,
+    Probe,
+    RunContext,
+    parse_daemonset,
+    podman_run_args,
+    secret_env,
+)
 from halb.lab.volumes import Objects, VolumeError, payload, write_atomic
 
 RELIST_S = 1.0
@@ -182,6 +191,9 @@ class Kubelet:
             self._failed_start(st, "ErrImageNeverPull", f"image {c.image} is not built by the lab")
             return
         err = self._config_error(c, image)
+        secrets = secret_env(c, self._secrets())
+        if isinstance(secrets, str):
+            err, secrets = err or secrets, {}
         if err is not None:
             self._failed_start(st, "CreateContainerConfigError", err)
             return
@@ -202,10 +214,11 @@ class Kubelet:
             name=name,
             labels={**self.pf.labels, "io.kubernetes.container.name": c.name},
             nofile=self.pf.nofile,
+            secret_env=secrets,
         )
         self.journal.record("container", name=name)
         try:
-            cid = podman(*podman_run_args(c, self.pod, ctx), timeout=60).stdout.strip()
+            cid = podman(*podman_run_args(c, self.pod, ctx), timeout=60, extra_env=secrets).stdout.strip()
             pid = int(podman("inspect", "--format", "{{.State.Pid}}", cid).stdout.strip() or 0)
         except (PodmanError, ValueError) as e:
             self._failed_start(st, "RunContainerError", str(e))
@@ -287,6 +300,16 @@ class Kubelet:
         self.note(f"{c.name}: stopped after {time.monotonic() - began:.1f} s")
 
     # --- volumes -----------------------------------------------------------------
+
+    def _secrets(self) -> dict[str, dict[str, str]]:
+        """Secret name -> its data as strings, from the rendered objects."""
+        out: dict[str, dict[str, str]] = {}
+        for (kind, name), obj in (self._objects() or {}).items():
+            if kind != "Secret":
+                continue
+            data = {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
+            out[name] = {**data, **{k: str(v) for k, v in (obj.get("stringData") or {}).items()}}
+        return out
 
     def _objects(self) -> Objects | None:
         try:

@@ -43,11 +43,15 @@ def available() -> str | None:
     return None
 
 
-def podman(*args: str, timeout: float = 60.0, check: bool = True) -> subprocess.CompletedProcess[str]:
+def podman(
+    *args: str, timeout: float = 60.0, check: bool = True, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`extra_env`: values podman reads for `--env NAME` (Secrets, kept off the command line)."""
     try:
         result = subprocess.run(
-            ["podman", *args], capture_output=True, text=True, timeout=timeout, env=env(), check=False
-        )
+            ["podman", *args], capture_output=True, text=True, timeout=timeout,
+            env={**env(), **(extra_env or {})}, check=False,
+        )  # fmt: skip
     except subprocess.TimeoutExpired:
         raise PodmanError(f"timed out after {timeout:g} s: podman {' '.join(args[:3])} ...") from None
     if check and result.returncode != 0:

@@ -66,8 +66,9 @@ ALLOWED = {
         "livenessProbe", "lifecycle", "resources", "securityContext", "volumeMounts",
     },
     "spec.containers[].env[]": {"name", "value", "valueFrom"},
-    "spec.containers[].env[].valueFrom": {"fieldRef"},
+    "spec.containers[].env[].valueFrom": {"fieldRef", "secretKeyRef"},
     "spec.containers[].env[].valueFrom.fieldRef": {"fieldPath", "apiVersion"},
+    "spec.containers[].env[].valueFrom.secretKeyRef": {"name", "key"},
     "spec.containers[].ports[]": {"name", "containerPort", "hostPort", "protocol"},
     "spec.containers[].readinessProbe": {
         "httpGet", "exec", "periodSeconds", "timeoutSeconds", "failureThreshold", "successThreshold",
@@ -122,6 +123,7 @@ class EnvVar:
     name: str
     value: str | None = None
     field_path: str | None = None
+    secret_ref: tuple[str, str] | None = None  # (Secret name, key)
 
 
 @dataclass(frozen=True)
@@ -288,7 +290,12 @@ def _container(
         problems.append(f"{where}.securityContext.seccompProfile.type: {seccomp} is not run by the lab")
     env = []
     for e in raw.get("env", []):
-        ref = e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+        source = e.get("valueFrom", {})
+        if "secretKeyRef" in source:
+            key_ref = source["secretKeyRef"]
+            env.append(EnvVar(str(e["name"]), secret_ref=(str(key_ref.get("name")), str(key_ref.get("key")))))
+            continue
+        ref = source.get("fieldRef", {}).get("fieldPath")
         if "valueFrom" in e and ref not in FIELD_REFS:
             problems.append(f"{where}.env[{e.get('name')}]: fieldRef {ref!r} is not one of {FIELD_REFS}")
         env.append(EnvVar(str(e["name"]), e.get("value"), ref))
@@ -425,6 +432,8 @@ class RunContext:
     # The open-file limit the runtime gives (containerd: typically 1048576); the
     # lab gives what the pod needs when the machine allows it (halb/lab/limits.py).
     nofile: int | None = None
+    # secretKeyRef values, read by the kubelet from the rendered Secrets at start.
+    secret_env: Mapping[str, str] = field(default_factory=dict)
 
 
 _VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
@@ -454,8 +463,27 @@ def env_values(c: Container, pod: PodSpec, ctx: RunContext) -> list[tuple[str, s
     }
     out: dict[str, str] = {}
     for e in c.env:
-        out[e.name] = refs[e.field_path] if e.field_path else expand(e.value or "", out)
+        if e.secret_ref is not None:
+            out[e.name] = ctx.secret_env[e.name]
+        else:
+            out[e.name] = refs[e.field_path] if e.field_path else expand(e.value or "", out)
     return list(out.items())
+
+
+def secret_env(c: Container, secrets: Mapping[str, Mapping[str, str]]) -> dict[str, str] | str:
+    """The container's secretKeyRef values from Secret name -> data, or what the
+    kubelet would say when one is missing (CreateContainerConfigError)."""
+    out: dict[str, str] = {}
+    for e in c.env:
+        if e.secret_ref is None:
+            continue
+        name, key = e.secret_ref
+        if name not in secrets:
+            return f'secret "{name}" not found'
+        if key not in secrets[name]:
+            return f"couldn't find key {key} in Secret {name}"
+        out[e.name] = secrets[name][key]
+    return out
 
 
 def podman_run_args(c: Container, pod: PodSpec, ctx: RunContext) -> list[str]:
@@ -498,7 +526,8 @@ def podman_run_args(c: Container, pod: PodSpec, ctx: RunContext) -> list[str]:
         args += ["--cpu-shares", str(max(2, int(c.cpu_request * 1024)))]
     env = env_values(c, pod, ctx)
     for name, value in env:
-        args += ["--env", f"{name}={value}"]
+        # A Secret's value never goes on a command line: podman takes it from its own environment.
+        args += ["--env", name if name in ctx.secret_env else f"{name}={value}"]
     for m in c.mounts:
         vol = pod.volume(m.volume)
         # The kubelet mounts Secret and ConfigMap volumes read-only, always.
