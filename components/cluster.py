@@ -50,6 +50,19 @@ def node_command_of(cluster: str, found: rancher2.GetClusterResult) -> str:
     return command
 
 
+def ingress_clash_warning(cluster: str, driver: str | None) -> str | None:
+    """RKE2 ships rke2-ingress-nginx, a DaemonSet holding host ports 80 and 443
+    on every node: the edge pod's hostPorts clash on the load-balancer hosts."""
+    if driver != "rke2":
+        return None
+    return (
+        f"cluster {cluster!r} is RKE2: its bundled rke2-ingress-nginx holds host ports 80 and 443 on "
+        "every node, so the edge pods cannot start on the load-balancer hosts. Disable it (`disable: "
+        "[rke2-ingress-nginx]` in the cluster's RKE2 config, Rancher: Cluster Configuration > Add-on "
+        "Config) or keep it off the load-balancer hosts (a nodeSelector role=apps in its HelmChartConfig)"
+    )
+
+
 def rancher_kubeconfig(
     api_url: str, cluster_id: str, cluster: str, token: str, ca_certs: str | None, insecure: bool
 ) -> str:
@@ -131,6 +144,9 @@ class ClusterAccess(pulumi.ComponentResource):
             opts=pulumi.InvokeOptions(parent=self, provider=rancher),
         )
         node_command = node_command_of(args.cluster_name, found)
+        warning = ingress_clash_warning(args.cluster_name, found.driver)
+        if warning:
+            pulumi.log.warn(warning, resource=self)
         self.k8s_provider = k8s.Provider(
             f"{name}-k8s",
             # Secret: derived from the secret token.

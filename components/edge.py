@@ -23,6 +23,9 @@ from components.edge_pod import (
     COOKIE_SECRET,
     COOKIE_SECRET_CHARS,
     COOKIE_SECRET_KEY,
+    HANDOFF_SECRET,
+    HANDOFF_SECRET_CHARS,
+    HANDOFF_SECRET_KEY,
     HAPROXY_CONFIG_FILE,
     HAPROXY_CONFIG_VOLUME,
     HAPROXY_RUN_VOLUME,
@@ -90,6 +93,20 @@ def termination_grace_s(s: Settings) -> int:
     return drain_timeout_s(s) + SOFT_STOP_S + 5
 
 
+def minted_secret(
+    name: str, secret: str, key: str, chars: int, namespace: pulumi.Input[str], opts: pulumi.ResourceOptions
+) -> k8s.core.v1.Secret:
+    """A Secret holding one pulumi_random key: a Pulumi secret from the start, never a literal."""
+    value = random.RandomPassword(name, length=chars, special=False, opts=opts)
+    return k8s.core.v1.Secret(
+        name,
+        metadata={"name": secret, "namespace": namespace, "labels": labels(NAME, "load-balancer")},
+        type="Opaque",
+        string_data={key: pulumi.Output.secret(value.result)},  # type: ignore[arg-type]
+        opts=opts,
+    )
+
+
 class Edge(pulumi.ComponentResource):
     """The edge DaemonSet and the configs it mounts."""
 
@@ -123,17 +140,18 @@ class Edge(pulumi.ComponentResource):
             string_data=configs,
             opts=child,
         )
-        # Minted once and kept in state as a secret: every pod, and every
-        # `pulumi up`, hashes the same pod to the same cookie.
-        cookie_key = random.RandomPassword(
-            f"{name}-cookie-key", length=COOKIE_SECRET_CHARS, special=False, opts=child
+        # Minted once and kept in state as secrets: every pod, and every `pulumi up`,
+        # hashes the same pod to the same cookie and signs handoffs with the same key.
+        cookie_secret = minted_secret(
+            f"{name}-cookie-key", COOKIE_SECRET, COOKIE_SECRET_KEY, COOKIE_SECRET_CHARS, args.namespace, child
         )
-        cookie_secret = k8s.core.v1.Secret(
-            f"{name}-cookie-key",
-            metadata={"name": COOKIE_SECRET, "namespace": args.namespace, "labels": meta_labels},
-            type="Opaque",
-            string_data={COOKIE_SECRET_KEY: pulumi.Output.secret(cookie_key.result)},  # type: ignore[arg-type]
-            opts=child,
+        handoff_secret = minted_secret(
+            f"{name}-handoff-key",
+            HANDOFF_SECRET,
+            HANDOFF_SECRET_KEY,
+            HANDOFF_SECRET_CHARS,
+            args.namespace,
+            child,
         )
         containers = [
             haproxy_container(s, args.haproxy_image),
@@ -165,7 +183,9 @@ class Edge(pulumi.ComponentResource):
             metadata={"name": NAME, "namespace": args.namespace, "labels": meta_labels},
             spec=one_node_at_a_time(NAME, meta_labels, pod_spec),
             # The pods' env reads the key: it exists before they start.
-            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[cookie_secret])),
+            opts=pulumi.ResourceOptions.merge(
+                child, pulumi.ResourceOptions(depends_on=[cookie_secret, handoff_secret])
+            ),
         )
         self.vip = str(s.vip.ip)
         self.nodes = s.lb_nodes

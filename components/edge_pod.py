@@ -74,7 +74,8 @@ STEER_ENV = {
     "port": "HALB_STEER_PORT",  # the peers' UDP steering port
     "peers": "HALB_STEER_PEERS",  # every load-balancer host's address, comma-separated
     "vip": "HALB_STEER_VIP",  # the VIP, without prefix
-    "http_port": "HALB_STEER_HTTP_PORT",  # the port whose flows are steered
+    "ports": "HALB_STEER_PORTS",  # the ports whose flows are steered, comma-separated
+    "state_file": "HALB_STEER_STATE_FILE",  # its counts of handoff messages, for the exporter
 }
 
 # Port names (the PodMonitors and probes select by them).
@@ -109,5 +110,14 @@ COOKIE_KEY_ENV = "HALB_COOKIE_KEY"
 COOKIE_SECRET = "edge-cookie-key"
 COOKIE_SECRET_KEY = "key"
 COOKIE_SECRET_CHARS = 32
+# Handoff messages between the load-balancer hosts carry an HMAC under this
+# key (halb-keepalived), the same on every host: a Secret minted once, read by
+# the keepalived container (its steer listener and its preStop).
+HANDOFF_KEY_ENV = "HALB_HANDOFF_KEY"
+HANDOFF_SECRET = "edge-handoff-key"
+HANDOFF_SECRET_KEY = "key"
+HANDOFF_SECRET_CHARS = 43  # 256 bits of [A-Za-z0-9]
+# The steer listener's counts of handoff messages (accepted, refused and why); the exporter reads it.
+STEER_STATE_FILE = f"{SHARED_DIR}/steer.json"
 # HAProxy's runtime API (certificate updates, ticket key rotation without a reload).
 ADMIN_SOCKET = f"{HAPROXY_RUN_DIR}/admin.sock"

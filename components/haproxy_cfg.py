@@ -21,6 +21,7 @@ from components.edge_pod import (
 )
 from components.haproxy_routes import backend_name, route_rules
 from components.settings import Service, Settings
+from components.settings.capacity import STATS_MAXCONN, global_maxconn
 from components.values import haproxy_seconds
 
 RESOLVERS = "cluster"
@@ -147,7 +148,8 @@ def render_haproxy_cfg(s: Settings, backends: Mapping[str, Backend]) -> str:
         *_cookie_key_guard(s),
         "global",
         "    log stdout format raw local0 info",
-        f"    maxconn {lb.max_conn}",
+        # Every traffic frontend's maxconn plus the health frontend's own.
+        f"    maxconn {global_maxconn(s)}",
         f"    hard-stop-after {hard_stop_after_s(s)}s",
         f"    server-state-file {SERVER_STATE_FILE}",
         *_tls_global(s),
@@ -185,6 +187,9 @@ def render_haproxy_cfg(s: Settings, backends: Mapping[str, Backend]) -> str:
         "frontend stats",
         f'    bind "${{{HOST_IP}}}:{lb.stats_port}"',
         f"    bind 127.0.0.1:{lb.stats_port}",
+        # Its own budget, which the traffic frontends' maxconn never reaches
+        # into: /healthz answers while traffic is saturated.
+        f"    maxconn {STATS_MAXCONN}",
         # keepalived and the kubelet ask here; a draining node says 503 so the
         # VIP leaves before it stops serving.
         "    monitor-uri /healthz",
@@ -196,6 +201,7 @@ def render_haproxy_cfg(s: Settings, backends: Mapping[str, Backend]) -> str:
         # 0.0.0.0: a backup listens before it holds the VIP, so a takeover
         # needs no rebind.
         f"    bind 0.0.0.0:{lb.http_port}",
+        *_budget(s),
         f"    timeout client {_client_timeout(s)}",
         "    option forwardfor",  # per HTTP frontend: TCP ones inherit defaults
         *_request_heads("http"),
@@ -206,6 +212,7 @@ def render_haproxy_cfg(s: Settings, backends: Mapping[str, Backend]) -> str:
         lines += [
             "frontend https",
             f"    bind 0.0.0.0:{lb.https_port} {_tls_bind(s)}",
+            *_budget(s),
             f"    timeout client {_client_timeout(s)}",
             "    option forwardfor",  # per HTTP frontend: TCP ones inherit defaults
             *_request_heads("https"),
@@ -214,7 +221,7 @@ def render_haproxy_cfg(s: Settings, backends: Mapping[str, Backend]) -> str:
         ]
     for svc in s.services:
         if svc.tcp_port is not None:
-            lines += _tcp_frontend(svc, svc.tcp_port)
+            lines += _tcp_frontend(s, svc, svc.tcp_port)
     lines += [
         f"backend {DRAIN_BACKEND}",
         # Never sent traffic; `maint` = draining (halb-haproxy drain).
@@ -248,17 +255,32 @@ def _cookie_key_guard(s: Settings) -> list[str]:
     ]
 
 
-def _tcp_frontend(svc: Service, port: int) -> list[str]:
+def _budget(s: Settings, allow_from: str | None = None) -> list[str]:
+    """A traffic frontend's maxconn and, when set, the connections one source may hold."""
+    lb = s.load_balancer
+    lines = [f"    maxconn {lb.max_conn}"]
+    if allow_from is not None:  # before tracking: a refused source takes no table entry
+        lines.append(f"    tcp-request connection reject unless {{ src {allow_from} }}")
+    if lb.max_conn_per_source:
+        lines += [
+            # One entry a source; at most maxconn sources hold a connection at once.
+            f"    stick-table type ip size {lb.max_conn} expire 30s store conn_cur",
+            "    tcp-request connection track-sc0 src",
+            f"    tcp-request connection reject if {{ sc0_conn_cur gt {lb.max_conn_per_source} }}",
+        ]
+    return lines
+
+
+def _tcp_frontend(s: Settings, svc: Service, port: int) -> list[str]:
+    nets = " ".join(str(n) for n in svc.allow_from) if svc.allow_from is not None else None
     lines = [
         f"frontend tcp_{svc.name}",
         "    mode tcp",
         "    option tcplog",
         f"    bind 0.0.0.0:{port}",
+        *_budget(s, nets),
         f"    timeout client {svc.timeouts.client}",
     ]
-    if svc.allow_from is not None:
-        nets = " ".join(str(n) for n in svc.allow_from)
-        lines.append(f"    tcp-request connection reject unless {{ src {nets} }}")
     return [*lines, f"    default_backend {tcp_backend_name(svc)}", ""]
 
 

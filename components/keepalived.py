@@ -1,7 +1,7 @@
 """keepalived and its haproxy-watch sidecar in the edge pod.
 
 `render_all` is the Secret's data (one keepalived.conf per load-balancer
-node, it may carry the VRRPv2 auth_pass); the entrypoint picks its node's
+node, it may carry the VRRPv2 auth_pass, and that node's nftables table); the entrypoint picks its node's
 file by NODE_NAME. `components/edge.py` puts the containers into the edge
 DaemonSet.
 """
@@ -11,10 +11,14 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.edge_firewall import render_edge_nft, traffic_ports
 from components.edge_pod import (
     DRAIN_FILE,
     HALB_KEEPALIVED,
     HANDOFF_DONE_FILE,
+    HANDOFF_KEY_ENV,
+    HANDOFF_SECRET,
+    HANDOFF_SECRET_KEY,
     HANDOFF_STARTED_FILE,
     HAPROXY_DOWN_FILE,
     HOST_IP,
@@ -30,6 +34,7 @@ from components.edge_pod import (
     SHARED_DIR,
     SHARED_VOLUME,
     STEER_ENV,
+    STEER_STATE_FILE,
     WATCH,
     WATCH_BIN,
 )
@@ -44,24 +49,31 @@ from components.settings import Settings
 #              gratuitous ARP
 #   SETGID     keepalived calls setgroups() before every vrrp_script run; without
 #              it the health check never runs and is reported as passed
-# NET_ADMIN also covers the handoff (halb-keepalived): the VIP parked on lo, the
-# nftables rules that keep it unannounced there and steer a peer's flows.
+# NET_ADMIN also covers the edge table (components/edge_firewall.py) and the
+# handoff (halb-keepalived): the VIP parked on lo, the nftables rules that keep
+# it unannounced there and steer a peer's flows.
 # Not NET_BROADCAST, which the seed asked for: Linux checks it nowhere a VRRP
 # speaker goes (multicast adverts and GARP work without it; a test shows so).
 CAPABILITIES = ("NET_ADMIN", "NET_RAW", "SETGID")
 
 
 def render_all(s: Settings, auth_pass: str | None) -> dict[str, str]:
-    """Secret data: `<node>.conf` for every load-balancer node."""
-    return {f"{node}.conf": render_keepalived_conf(s, node, auth_pass) for node in s.lb_nodes}
+    """Secret data: `<node>.conf` and `<node>.nft` (its firewall table) for every load-balancer node."""
+    data: dict[str, str] = {}
+    for node in s.lb_nodes:
+        data[f"{node}.conf"] = render_keepalived_conf(s, node, auth_pass)
+        data[f"{node}.nft"] = render_edge_nft(s, node)
+    return data
 
 
-def handoff_command(s: Settings) -> list[str]:
-    """The preStop (and `lab handoff`): hand the VIP over without losing a connection."""
+def handoff_command(s: Settings, pod_stops: bool = True) -> list[str]:
+    """The preStop (and, as `pod_stops=False`, `lab handoff`): hand the VIP over
+    without losing a connection; a stopping pod then removes its nftables table."""
     return [
         HALB_KEEPALIVED, "handoff", "--vip", str(s.vip.address), "--interface", s.vip.interface,
         "--drain-file", DRAIN_FILE, "--started-file", HANDOFF_STARTED_FILE, "--done-file", HANDOFF_DONE_FILE,
         "--drain-seconds", f"{s.vrrp.handoff.drain_seconds:g}",
+        *(["--release-firewall"] if pod_stops else []),
     ]  # fmt: skip
 
 
@@ -72,7 +84,9 @@ def steer_env(s: Settings) -> list[k8s.core.v1.EnvVarArgsDict]:
         "port": str(s.vrrp.handoff.port),
         "peers": ",".join(str(s.address(n)) for n in s.lb_nodes),
         "vip": str(s.vip.ip),
-        "http_port": str(s.load_balancer.http_port),
+        # Every traffic port: a handoff keeps HTTPS and TCP connections as it keeps HTTP's.
+        "ports": ",".join(str(p) for p in traffic_ports(s)),
+        "state_file": STEER_STATE_FILE,
     }
     return [{"name": STEER_ENV[field], "value": value} for field, value in values.items()]
 
@@ -87,8 +101,13 @@ def keepalived_container(s: Settings, image: pulumi.Input[str]) -> k8s.core.v1.C
             {"name": KEEPALIVED_INTERFACE, "value": s.vip.interface},
             {"name": KEEPALIVED_CONFIG_DIR_ENV, "value": KEEPALIVED_CONFIG_DIR},
             host_ip_env(HOST_IP),
-            # The steering listener: this node, its port, every LB host, the VIP, HTTP.
+            # The steering listener: this node, its port, every LB host, the VIP, the traffic ports.
             *steer_env(s),
+            # The handoff messages' HMAC key, from the Secret the Edge mints (never a literal).
+            {
+                "name": HANDOFF_KEY_ENV,
+                "value_from": {"secret_key_ref": {"name": HANDOFF_SECRET, "key": HANDOFF_SECRET_KEY}},
+            },
         ],
         "lifecycle": {"pre_stop": {"exec_": {"command": handoff_command(s)}}},
         "resources": resources(s.keepalived.resources),

@@ -119,7 +119,9 @@ def render_keepalived_conf(s: Settings, node: str, auth_pass: str | None = None)
         peers = [str(s.address(n)) for n in s.lb_nodes if n != node]
         lines += [f"    unicast_src_ip {s.address(node)}", "    unicast_peer {"]
         lines += [f"        {p}" for p in peers]
-        lines += ["    }"]
+        # An advert from an address not listed above is dropped, not obeyed:
+        # VRRPv3 has no authentication (the edge's nft table also filters).
+        lines += ["    }", "    check_unicast_src"]
     if auth_pass is not None:
         lines += [
             "    authentication {",

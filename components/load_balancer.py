@@ -50,6 +50,7 @@ from components.edge_pod import (
 from components.haproxy_cfg import dns_backends, render_haproxy_cfg, vip_leave_s
 from components.k8s import host_ip_env, resources, root_with, unprivileged
 from components.settings import Settings
+from components.settings.capacity import memory_limit
 from components.settings.tls import certificate_secrets
 from components.values import duration_seconds
 
@@ -95,6 +96,10 @@ def cookie_key_env() -> k8s.core.v1.EnvVarArgsDict:
     }
 
 
+# HAProxy's scheduling niceness: the idle CPU is all its own, keepalived goes first.
+HAPROXY_NICE = 10
+
+
 def haproxy_container(s: Settings, image: pulumi.Input[str]) -> k8s.core.v1.ContainerArgsDict:
     """HAProxy, master-worker, in the foreground; its health and metrics on the stats port."""
     lb = s.load_balancer
@@ -124,7 +129,12 @@ def haproxy_container(s: Settings, image: pulumi.Input[str]) -> k8s.core.v1.Cont
         "image": image,
         # -S: the master CLI, for `reload` (the sidecar) and the drain (preStop);
         # mode 666 in the pod's own emptyDir, which only this pod mounts.
+        # nice 10 (no privilege needed): on a saturated host keepalived's adverts go
+        # first, or the BACKUP takes the VIP and meets the same load (tests/test_lab_hostile.py).
         "args": [
+            "nice",
+            "-n",
+            str(HAPROXY_NICE),
             "haproxy",
             "-W",
             "-db",
@@ -140,7 +150,8 @@ def haproxy_container(s: Settings, image: pulumi.Input[str]) -> k8s.core.v1.Cont
         "ports": ports,
         "readiness_probe": {"http_get": health, "period_seconds": 2, "failure_threshold": 1},
         "liveness_probe": {"http_get": health, "period_seconds": 10, "failure_threshold": 3},
-        "resources": resources(lb.resources),
+        # The limit follows maxConn unless the stack sets it (settings/capacity.py).
+        "resources": resources(lb.resources.model_copy(update={"memory_limit": memory_limit(s)})),
         "security_context": root_with(CAPABILITIES),
         "volume_mounts": [
             {"name": HAPROXY_CONFIG_VOLUME, "mount_path": HAPROXY_CONFIG_DIR, "read_only": True},

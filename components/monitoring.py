@@ -34,6 +34,7 @@ from components.edge_pod import (
     SHARED_DIR,
     SHARED_VOLUME,
     STATS_PORT_NAME,
+    STEER_STATE_FILE,
 )
 from components.edge_pod import NAME as EDGE
 from components.k8s import host_ip_env, labels, resources, selector, unprivileged
@@ -62,6 +63,8 @@ def exporter_args(s: Settings, listen: list[str]) -> list[str]:
         "--interface", s.vip.interface,
         "--vrid", str(s.vip.router_id),
         "--vip", str(s.vip.address),
+        # The handoff listener's verdicts and the edge table's refusals (halb-keepalived steer).
+        "--steer-state-file", STEER_STATE_FILE,
     ]  # fmt: skip
     if s.vrrp.check.watch:
         args += ["--haproxy-down-file", HAPROXY_DOWN_FILE]

@@ -41,6 +41,7 @@ from halb.bench.failover import FAULTS as BENCH_FAULTS
 from halb.bench.failover import PROFILES as BENCH_PROFILES
 from halb.interrupts import held
 from halb.lab.faults import FAULTS as LAB_FAULTS
+from halb.lab.hostile import HOSTILE
 from halb.stackfile import known_stacks, load_stack_file, stack_path
 
 BAD_INPUT = 2
@@ -97,10 +98,11 @@ def _parser() -> argparse.ArgumentParser:
     bsub = bench.add_subparsers(dest="bench_command", required=True, parser_class=_Parser)
     fo = bsub.add_parser("failover", help="failover outage per fault: project timers vs the seed's")
     _report_flags(fo, "fault and profile", "outage")
-    fo.add_argument("--faults", type=_choices(BENCH_FAULTS), default=list(BENCH_FAULTS),
-                    help=f"comma-separated, from: {','.join(BENCH_FAULTS)} (default: all)")  # fmt: skip
+    fo.add_argument("--faults", type=_choices([*BENCH_FAULTS, *HOSTILE]), default=list(BENCH_FAULTS),
+                    help=f"comma-separated, from: {','.join(BENCH_FAULTS)} (default: these), and the "
+                         f"hostile drills {','.join(HOSTILE)}")  # fmt: skip
     fo.add_argument("--profiles", type=_choices(list(BENCH_PROFILES)), default=["project", "nowatch", "seed"],
-                    help="comma-separated, from: project,nowatch,seed,fast "
+                    help="comma-separated, from: project,nowatch,seed,fast,calm "
                          "(default: project,nowatch,seed)")  # fmt: skip
     fo.add_argument("--https", action="store_true",
                     help="HTTPS on every service and a TLS probe beside the HTTP one")  # fmt: skip

@@ -107,6 +107,8 @@ class Rancher:
     patch_managers: dict[str, tuple[str, str]] = field(default_factory=dict)
     api_url: str | None = None
     token: str | None = None
+    # The cluster's `driver` as Rancher reports it: rke2, k3s, imported, ...
+    driver: str = "imported"
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -147,6 +149,7 @@ class Rancher:
             "kubeConfig": "",
             "defaultProjectId": f"{self.cluster_id}:p-default",
             "systemProjectId": f"{self.cluster_id}:p-system",
+            "driver": self.driver,
         }
         if self.access == CLUSTER_OWNER:
             out["clusterRegistrationToken"] = {"nodeCommand": NODE_COMMAND, "command": ""}

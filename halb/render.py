@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from components.edge_pod import COOKIE_SECRET, TICKET_SECRET
+from components.edge_pod import COOKIE_SECRET, HANDOFF_SECRET, TICKET_SECRET
 from components.settings import RawConfig, parse_settings
 from halb.mockrun import Recorded, Run, run_program
 from halb.stackfile import REDACTED
@@ -55,7 +55,7 @@ def _manifest(r: Recorded) -> dict[str, Any] | None:
 
 
 # Minted by pulumi_random at `pulumi up`; the mocks' stand-ins are written as REDACTED.
-MINTED_SECRETS = frozenset({TICKET_SECRET, COOKIE_SECRET})
+MINTED_SECRETS = frozenset({TICKET_SECRET, COOKIE_SECRET, HANDOFF_SECRET})
 
 KIND_ORDER = ["Namespace", "Node", "ConfigMap", "Secret", "Service", "Deployment", "DaemonSet"]
 
@@ -111,4 +111,5 @@ def render_files(raw: RawConfig, stack: str) -> dict[str, str]:
     confs = _find(docs, "Secret", "keepalived-config")["stringData"]
     for node in settings.lb_nodes:
         files[f"keepalived/{node}.conf"] = confs[f"{node}.conf"]
+        files[f"keepalived/{node}.nft"] = confs[f"{node}.nft"]
     return files

@@ -161,6 +161,13 @@ def running_lab(raw: RawConfig | None = None, stack: str = "lab") -> Iterator[An
             teardown(prefix, lambda _: None)
 
 
+def fresh(lab: Any) -> Any:
+    """The lab as its state file says now (a fault or an apply changed it)."""
+    from halb.lab.lab import Lab
+
+    return Lab.load(lab.plan.prefix)
+
+
 def lab_settled(lab: Any) -> bool:
     """One MASTER and one BACKUP, one VIP holder, HAProxy running on every LB host."""
     states = sorted(lab.vrrp_state(n.name) for n in lab.plan.lb_nodes)

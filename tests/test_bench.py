@@ -112,21 +112,26 @@ def test_two_holder_time_integrates_overlap() -> None:
 
 
 @pytest.mark.netns
-def test_changes_smoke_run_one_change_loses_nothing(tmp_path: Path) -> None:
+def test_changes_smoke_run_a_reload_and_a_handoff_lose_nothing(tmp_path: Path) -> None:
     require_root_tools(*LAB_TOOLS)
     out = tmp_path / "changes.json"
     result = run_halb(
-        "bench", "changes", "--runs", "1", "--changes", "add-hostname", "--modes", "project",
-        "--json", str(out), timeout=300,
+        "bench", "changes", "--runs", "1", "--changes", "add-hostname,handoff", "--modes", "project",
+        "--json", str(out), timeout=420,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     data = json.loads(out.read_text())
-    (run,) = data["runs"]
+    run, handoff = data["runs"]
     assert run["change"] == "add-hostname" and run["mode"] == "project"
     assert run["failed"] == 0 and run["total"] > 100 and run["vip_moves"] == 0
     # The new name answers within the sync delay plus a second of the objects' update (the issue's bound).
     assert run["answers_after_s"] is not None and run["answers_after_s"] < data["sync_s"] + 1
     assert "| add-hostname | project | 1 | 0 (0) |" in result.stdout
+    # Websockets opened before the reload and held through it: the old worker keeps them.
+    assert (run["long_lived"], run["cut"]) == (4, 0)
+    # A handoff: the VIP moves once, and websockets held inside the drain window stay open.
+    assert handoff["change"] == "handoff" and handoff["failed"] == 0 and handoff["vip_moves"] == 1
+    assert (handoff["long_lived"], handoff["cut"]) == (4, 0)
 
 
 @pytest.mark.netns
@@ -196,15 +201,18 @@ def test_the_changes_table_and_chart(tmp_path: Path) -> None:
     from halb.bench.changes import table as changes_table
 
     runs = [
-        ChangeRun("project", "add-hostname", 0, 0, 400, 0, 6.0, 5.5),
-        ChangeRun("project", "add-hostname", 1, 0, 410, 0, 7.0, 6.5),
-        ChangeRun("baseline", "add-hostname", 0, 12, 390, 2, 30.0, 5.0),
+        ChangeRun("project", "add-hostname", 0, 0, 400, 0, 6.0, 5.5, 4, 0),
+        ChangeRun("project", "add-hostname", 1, 0, 410, 0, 7.0, 6.5, 4, 1),
+        ChangeRun("baseline", "add-hostname", 0, 12, 390, 2, 30.0, 5.0, 4, 4),
+        ChangeRun("project", "drain", 0, 0, 300, 1, 9.0),  # a report from before websockets were counted
     ]
     report = ChangeReport(machine={}, sync_s=5, runs=runs)
     text = changes_table(report)
-    assert "| add-hostname | project | 2 | 0 (0) | 810 | 0 (0) | 6.5 | 6.0 (max 6.5) |" in text
-    assert "| add-hostname | baseline | 1 | 12 (12) | 390 | 2 (2) | 30.0 | 5.0 (max 5.0) |" in text
-    assert text.endswith("The lab's kubelet syncs changed Secrets and ConfigMaps after 5 s.")
+    assert "| add-hostname | project | 2 | 0 (0) | 810 | 0 (0) | 6.5 | 6.0 (max 6.5) | 0.5 (1) |" in text
+    assert "| add-hostname | baseline | 1 | 12 (12) | 390 | 2 (2) | 30.0 | 5.0 (max 5.0) | 4 (4) |" in text
+    assert "| drain | project | 1 | 0 (0) | 300 | 1 (1) | 9.0 |  |  |" in text
+    assert "websockets cut of 4 median (max)" in text
+    assert "\nThe lab's kubelet syncs changed Secrets and ConfigMaps after 5 s.\nWebsockets: 4 to " in text
     saved = tmp_path / "c.json"
     saved.write_text(json.dumps(report.to_json()))
     assert load_changes(saved) == report
@@ -213,7 +221,7 @@ def test_the_changes_table_and_chart(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
-@pytest.mark.parametrize("bench", ["failover", "failover-https", "changes", "tls"])
+@pytest.mark.parametrize("bench", ["failover", "failover-https", "hostile", "changes", "tls"])
 def test_the_published_results_re_table_byte_for_byte(bench: str) -> None:
     """The engine changed how tables are built, not what they say: the JSON in
     docs/ gives back its markdown table and its summary exactly."""
@@ -221,7 +229,7 @@ def test_the_published_results_re_table_byte_for_byte(bench: str) -> None:
 
     root = Path(__file__).resolve().parent.parent / "docs"
     data = json.loads((root / f"{bench}.json").read_text())
-    if bench.startswith("failover"):
+    if bench.startswith("failover") or bench == "hostile":  # hostile: a failover report with drills
         report: Any = load_report(root / f"{bench}.json")
         text = table(report)
     elif bench == "tls":
@@ -298,3 +306,27 @@ def test_a_silent_load_tool_is_a_lab_error_not_a_traceback() -> None:
     assert tls._result('noise\n{"handshakes": 3}\n', "", "tlsload") == {"handshakes": 3}
     with pytest.raises(LabError, match=r"^tlsload resume \(crash, TLS 1.3\) printed no result: boom$"):
         tls._result("", "boom", "tlsload resume (crash, TLS 1.3)")
+
+
+def test_the_hostile_section_tables_and_round_trips(tmp_path: Path) -> None:
+    from halb.bench.hostile import HostileRun, table_lines
+
+    runs = [
+        HostileRun("project", "rogue-vrrp", 1, 0, 300, 0, 240, {"vrrp_refused": 240}),
+        HostileRun("project", "forged-handoff", 1, 0, 700, 0, 3, {"stale": 1, "unauthenticated": 1}),
+        HostileRun("project", "overload", 1, 40, 400, 0, 8192, {}, health_failures=0, health_checks=60),
+    ]
+    lines = table_lines(runs)
+    assert "| rogue-vrrp | project | 1 | 0 (0) | 300 | 0 | vrrp_refused 240 |  |" in lines
+    assert (
+        "| forged-handoff | project | 1 | 0 (0) | 700 | 0 | stale 1, unauthenticated 1 | steering tables: 0 |"
+        in lines
+    )
+    assert any(line.startswith("| overload | project | 1 | 40 (40) |") and "/healthz 60/60 answered" in line
+               for line in lines)  # fmt: skip
+    assert table_lines([]) == []  # a report without drills tables as before
+    report = Report(machine={}, settings={}, hostile=runs)
+    saved = tmp_path / "f.json"
+    saved.write_text(json.dumps(report.to_json()))
+    assert load_report(saved).hostile == runs
+    assert "hostile" not in Report(machine={}, settings={}).to_json()

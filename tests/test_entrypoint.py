@@ -204,7 +204,8 @@ def test_the_manifest_gives_the_entrypoint_what_it_needs() -> None:
 
     text = ENTRYPOINT.read_text()
     required = set(re.findall(r"\$\{(\w+):\?", text))
-    assert required == {"NODE_NAME", "KEEPALIVED_VIP", "KEEPALIVED_INTERFACE"}
+    # HALB_HANDOFF_KEY: required once the steer listener runs (HALB_STEER_PORT set, as the manifest does).
+    assert required == {"NODE_NAME", "KEEPALIVED_VIP", "KEEPALIVED_INTERFACE", "HALB_HANDOFF_KEY"}
     (pid_default,) = re.findall(r"\$\{KEEPALIVED_PID_DIR:-([^}]+)\}", text)
     (ds,) = [d for d in manifests(rendered("prod")) if d["kind"] == "DaemonSet"]
     spec = ds["spec"]["template"]["spec"]
@@ -212,6 +213,9 @@ def test_the_manifest_gives_the_entrypoint_what_it_needs() -> None:
     env = {e["name"]: e for e in ka["env"]}
     assert required <= set(env)
     assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    assert env["HALB_HANDOFF_KEY"]["valueFrom"] == {
+        "secretKeyRef": {"name": "edge-handoff-key", "key": "key"}
+    }
     assert (
         env["KEEPALIVED_INTERFACE"]["value"] == "eth0" and env["KEEPALIVED_VIP"]["value"] == "10.10.10.2/24"
     )
@@ -277,29 +281,30 @@ def test_every_helper_command_in_the_pod_is_one_the_helper_takes(stack: str) -> 
 
 @pytest.mark.parametrize("stack", ["lab", "prod"])
 def test_the_steer_daemon_gets_every_load_balancers_address(stack: str) -> None:
-    """HALB_STEER_LISTEN, _PORT, _PEERS, _VIP, _HTTP_PORT: entrypoint.sh passes each to
-    `halb-keepalived steer`; PEERS is every load balancer's address, comma-separated."""
+    """HALB_STEER_LISTEN, _PORT, _PEERS, _VIP, _PORTS, _STATE_FILE: entrypoint.sh passes each to
+    `halb-keepalived steer`; PEERS is every load balancer's address, comma-separated, PORTS
+    every traffic port."""
     from conftest import rendered, settings_of
 
-    from components.edge_pod import STEER_ENV
+    from components.edge_firewall import traffic_ports
+    from components.edge_pod import STEER_ENV, STEER_STATE_FILE
     from halb.render import manifests
 
     s = settings_of(stack)
     (ds,) = [d for d in manifests(rendered(stack)) if d["kind"] == "DaemonSet"]
     (ka,) = [c for c in ds["spec"]["template"]["spec"]["containers"] if c["name"] == "keepalived"]
     env = {e["name"]: e["value"] for e in ka["env"] if "value" in e}
-    addr, port, peers, vip, http_port = (
-        env[STEER_ENV[f]] for f in ("listen", "port", "peers", "vip", "http_port")
-    )
+    fields = ("listen", "port", "peers", "vip", "ports", "state_file")
+    addr, port, peers, vip, ports, state = (env[STEER_ENV[f]] for f in fields)
     assert addr == "$(HOST_IP)" and int(port) == s.vrrp.handoff.port
     assert peers.split(",") == [str(s.address(n)) for n in s.lb_nodes]
-    assert (vip, int(http_port)) == (str(s.vip.ip), s.load_balancer.http_port)
+    assert (vip, ports, state) == (str(s.vip.ip), ",".join(map(str, traffic_ports(s))), STEER_STATE_FILE)
     argv = ["steer", "--listen", "192.0.2.11", "--port", port, "--peers", peers, "--vip", vip,
-            "--http-port", http_port, "--interface", s.vip.interface]  # fmt: skip
+            "--ports", ports, "--interface", s.vip.interface, "--state-file", state]  # fmt: skip
     helper_parser(HELPERS["/usr/local/bin/halb-keepalived"], {}).parse_args(argv)
     # The entrypoint starts it with exactly these variables, each quoted: nothing split by the shell.
     text = ENTRYPOINT.read_text()
     for flag, field in (("--listen", "listen"), ("--port", "port"), ("--peers", "peers"), ("--vip", "vip"),
-                        ("--http-port", "http_port")):  # fmt: skip
+                        ("--ports", "ports"), ("--state-file", "state_file")):  # fmt: skip
         assert f'{flag} "${STEER_ENV[field]}"' in text
     assert "set -- $HALB" not in text

@@ -34,6 +34,7 @@ class FakeHaproxy:
 
     def __init__(self, port: int = 0) -> None:
         self.status = 200
+        self.delay = 0.0  # seconds before each answer: a busy HAProxy
         self.requests: list[float] = []
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -68,6 +69,7 @@ class FakeHaproxy:
                     _, _, buf = buf.partition(b"\r\n\r\n")
                     with self._lock:
                         self.requests.append(time.monotonic())
+                    time.sleep(self.delay)
                     body = b"OK\n" if self.status == 200 else b"stopping\n"
                     head = f"HTTP/1.1 {self.status} X\r\nContent-Length: {len(body)}\r\n\r\n".encode()
                     conn.sendall(head + body)
@@ -166,6 +168,22 @@ def test_down_within_a_tenth_of_a_second_at_the_default_interval(
     assert wait_until(lambda: w.value() == "1", 2.0, poll=0.002)
     # ~100 ms on a loaded machine: the close, one refused reconnect, one rename.
     assert time.monotonic() - died < 0.5
+
+
+def test_a_busy_haproxy_is_not_down_a_hung_one_is(tmp_path: Path, spawn: Callable[..., Watcher]) -> None:
+    """Saturated, /healthz answers late: failing over would hand the load to the next host.
+    Only an answer missing for --timeout (2 s) is down."""
+    server = FakeHaproxy()
+    w = spawn(server.port, tmp_path / "down", "--interval", "0.05", "--rise", "1")
+    assert wait_until(lambda: w.value() == "0", 10, poll=0.01)
+    server.delay = 0.8  # slower than the old 0.3 s limit
+    asked = server.answered()
+    assert wait_until(lambda: server.answered() >= asked + 3, 10, poll=0.05)
+    assert w.value() == "0", (w.out, w.err)
+    assert any("busy (0.8" in line for line in w.out), w.out
+    server.delay = 3.0  # hung
+    assert wait_until(lambda: w.value() == "1", 6, poll=0.05), (w.out, w.err)
+    assert any(line.startswith("haproxy-watch: down (time") for line in w.out), w.out
 
 
 def test_back_up_only_after_rise_good_answers(tmp_path: Path, spawn: Callable[..., Watcher]) -> None:

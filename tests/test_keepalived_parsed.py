@@ -89,8 +89,11 @@ def check_node(s: Settings, node: str, text: str, auth_pass: str | None = None) 
         assert ipaddress.IPv4Address(vi.value("unicast_src_ip")) == s.address(node)
         peers = [ipaddress.IPv4Address(p) for p in vi.one("unicast_peer").items()]
         assert sorted(peers) == sorted(s.address(n) for n in s.lb_nodes if n != node)
+        # An advert from anyone not listed is dropped (VRRPv3 has no authentication).
+        assert vi.has("check_unicast_src")
     else:
         assert not vi.has("unicast_src_ip") and not vi.has("unicast_peer")
+        assert not vi.has("check_unicast_src")
 
     if auth_pass is None:
         assert not vi.has("authentication")
@@ -104,7 +107,7 @@ def check_node(s: Settings, node: str, text: str, auth_pass: str | None = None) 
 
 
 def check_all(s: Settings, confs: dict[str, str], auth_pass: str | None = None) -> None:
-    assert sorted(confs) == sorted(f"{n}.conf" for n in s.lb_nodes)
+    assert sorted(confs) == sorted(f"{n}.{ext}" for n in s.lb_nodes for ext in ("conf", "nft"))
     for node in s.lb_nodes:
         check_node(s, node, confs[f"{node}.conf"], auth_pass)
     # Across the files: one election, distinct priorities, each node its own address.

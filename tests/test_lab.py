@@ -147,7 +147,7 @@ def test_haproxy_finds_the_apps_through_cluster_dns(healthy: None) -> None:
     log = (STATE / "logs" / "lb-1.haproxy.log").read_text()
     assert "('shop.web.svc.cluster.local') is UP/READY" in log
     cfg = (STATE / "render" / "haproxy" / "haproxy.cfg").read_text()
-    assert "server-template pod 4 shop.web.svc.cluster.local:8080" in cfg
+    assert "server-template pod 3 shop.web.svc.cluster.local:8080" in cfg  # 2 replicas + a surge
 
 
 def test_every_lab_namespace_has_ipv6_off(healthy: None) -> None:

@@ -21,6 +21,7 @@ def test_plan_of_the_lab_stack() -> None:
         "halb-abc123~client",
         "halb-abc123~dns",
         "halb-abc123~prom",
+        "halb-abc123~rogue",
         "halb-abc123-app-1",
         "halb-abc123-app-2",
         "halb-abc123-lb-1",
@@ -119,7 +120,9 @@ def test_refuses_a_subnet_too_small_for_the_lab() -> None:
     hosts = {"lb-1": {"role": lb, "address": "192.0.2.1"}, "lb-2": {"role": lb, "address": "192.0.2.2"},
              "app-1": {"role": "apps"}}  # fmt: skip
     raw = with_overrides(stack_raw("lab"), hosts=hosts, vip={"address": "192.0.2.3/29", "routerId": 51})
-    with pytest.raises(LabPlanError, match=r"needs 8 free addresses in 192\.0\.2\.0/29 .*, Prometheus\)"):
+    with pytest.raises(
+        LabPlanError, match=r"needs 10 free addresses in 192\.0\.2\.0/29 .*, a rogue host, Prometheus\)"
+    ):
         plan_lab(parse_settings(raw))
 
 
@@ -212,16 +215,22 @@ def test_a_subnet_with_exactly_enough_addresses_is_enough() -> None:
     lb = "load-balancer"
     hosts = {"lb-1": {"role": lb, "address": "192.0.2.1"}, "lb-2": {"role": lb, "address": "192.0.2.2"},
              "app-1": {"role": "apps"}}  # fmt: skip
-    services = [{**lab_value("services")[0], "replicas": 7}]
+    services = [{**lab_value("services")[0], "replicas": 5}]
     raw = with_overrides(
         stack_raw("lab"), hosts=hosts, services=services, vip={"address": "192.0.2.3/28", "routerId": 51}
     )
-    plan = plan_lab(parse_settings(raw))  # 11 free: app-1, 7 replicas, client, DNS, Prometheus
-    assert len(plan.replicas) == 7
-    services = [{**lab_value("services")[0], "replicas": 8}]
+    plan = plan_lab(parse_settings(raw))  # 11 free: app-1, 5 replicas, 2 client, DNS, rogue, Prometheus
+    assert len(plan.replicas) == 5
+    assert plan.client_other_address not in (plan.client_address, *(r.address for r in plan.replicas))
+    assert plan.rogue_address not in (
+        plan.client_address,
+        plan.client_other_address,
+        *(r.address for r in plan.replicas),
+    )
+    services = [{**lab_value("services")[0], "replicas": 6}]
     with pytest.raises(LabPlanError) as err:
         plan_lab(parse_settings(with_overrides(raw, services=services)))
     assert err.value.problems == [
         "rancher-ha-lb:vip.address: the lab needs 12 free addresses in 192.0.2.0/28 "
-        "(hosts without one, 8 app replicas, a client, DNS, Prometheus); it has 11"
+        "(hosts without one, 6 app replicas, two client addresses, DNS, a rogue host, Prometheus); it has 11"
     ]

@@ -130,7 +130,8 @@ def test_a_non_root_user_with_capabilities_needs_no_new_privileges() -> None:
 
 def test_podman_args_carry_the_security_context_exactly() -> None:
     spec = parse_daemonset(edge_doc())
-    ka = podman_run_args(spec.container("keepalived"), spec, ctx())
+    ka = podman_run_args(spec.container("keepalived"), spec, ctx(secret_env={"HALB_HANDOFF_KEY": "h4nd"}))
+    assert "HALB_HANDOFF_KEY" in ka and not any("h4nd" in a for a in ka)
     assert ka[ka.index("--cap-drop") + 1] == "all"
     assert ka[ka.index("--cap-add") + 1] == "NET_ADMIN,NET_RAW,SETGID"
     assert ka[ka.index("--user") + 1] == "0"
@@ -189,7 +190,8 @@ def test_payload_from_the_rendered_objects() -> None:
     objects = {(d["kind"], d["metadata"]["name"]): d for d in docs if d["kind"] in ("Secret", "ConfigMap")}
     spec = parse_daemonset(edge_doc())
     files = payload(spec.volume("keepalived-config"), objects)
-    assert set(files) == {"lb-1.conf", "lb-2.conf"} and all(mode == 0o400 for _, mode in files.values())
+    assert set(files) == {"lb-1.conf", "lb-2.conf", "lb-1.nft", "lb-2.nft"}
+    assert all(mode == 0o400 for _, mode in files.values())
     assert payload(spec.volume("haproxy-config"), objects)["haproxy.cfg"][1] == 0o644
 
 

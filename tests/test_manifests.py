@@ -17,6 +17,7 @@ import yaml
 from conftest import STACKS, cached, lab_value, rendered, settings_of, stack_raw, with_overrides
 from k8s_schema import validate
 
+from components.edge_firewall import render_edge_nft
 from components.haproxy_cfg import dns_backends, render_haproxy_cfg
 from components.keepalived_conf import render_keepalived_conf
 from components.settings import RawConfig
@@ -196,7 +197,8 @@ def test_the_configs_reach_the_pod_only_through_its_volumes(name: str) -> None:
 def test_with_auth_the_password_is_in_the_secret_alone() -> None:
     cfg, confs, ds = mounted_configs(docs_of(variant("multicast-v2")))
     password = SECRETS["vrrpAuthPass"]
-    assert all(f"auth_pass {password}\n" in c for c in confs.values())
+    assert all(f"auth_pass {password}\n" in c for k, c in confs.items() if k.endswith(".conf"))
+    assert not any(password in c for k, c in confs.items() if k.endswith(".nft"))  # keepalived's alone
     assert password not in json.dumps(ds) and password not in cfg
 
 
@@ -236,7 +238,10 @@ def test_the_pod_mounts_the_clusters_configs(stack: str) -> None:
     s = settings_of(stack)
     cfg, confs, _ = mounted_configs(docs_of(rendered(stack)))
     assert cfg == render_haproxy_cfg(s, dns_backends(s))
-    assert confs == {f"{n}.conf": render_keepalived_conf(s, n) for n in s.lb_nodes}
+    assert confs == {
+        **{f"{n}.conf": render_keepalived_conf(s, n) for n in s.lb_nodes},
+        **{f"{n}.nft": render_edge_nft(s, n) for n in s.lb_nodes},
+    }
     files = render_files(stack_raw(stack), stack)
     assert files["haproxy/haproxy.cfg"] == cfg
     assert {k: v for k, v in files.items() if k.startswith("keepalived/")} == {

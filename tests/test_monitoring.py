@@ -160,6 +160,7 @@ def test_exporter_container_least_privilege_and_wiring() -> None:
     assert flags == {
         "--port": "9165",
         "--fifo": "/run/halb/vrrp-notify.fifo",
+        "--steer-state-file": "/run/halb/steer.json",
         "--state-file": "/run/halb/vrrp-exporter.json",
         "--instance": "VI_51",
         "--interface": "eth0",

@@ -32,7 +32,7 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_render_writes_every_file(stack: str, outputs: dict[str, Path]) -> None:
     d, s = outputs[stack], settings_of(stack)
     expected = {"manifests.yaml", "resources.json", "haproxy/haproxy.cfg", ".halb-render"}
-    expected |= {f"keepalived/{n}.conf" for n in s.lb_nodes}
+    expected |= {f"keepalived/{n}.{ext}" for n in s.lb_nodes for ext in ("conf", "nft")}
     found = {str(p.relative_to(d)) for p in d.rglob("*") if p.is_file()}
     assert found == expected
 

@@ -91,8 +91,8 @@ def test_secrets_reach_their_consumers_at_the_right_field() -> None:
     cfg = yaml.safe_load(r.named("cluster-k8s").inputs["kubeconfig"])
     assert cfg["users"][0]["user"]["token"] == TOKEN
     confs = r.named("edge-keepalived-config").inputs["stringData"]
-    assert set(confs) == {"lb-1.conf", "lb-2.conf"}
-    assert all(f"        auth_pass {AUTH}\n" in c for c in confs.values())
+    assert set(confs) == {"lb-1.conf", "lb-2.conf", "lb-1.nft", "lb-2.nft"}
+    assert all(f"        auth_pass {AUTH}\n" in c for k, c in confs.items() if k.endswith(".conf"))
     (entry,) = r.named("images-pull").inputs["registries"]
     assert entry == {"address": "registry.example.com", "username": "ci-prod", "password": REGISTRY}
     for name in ("images-haproxy-build", "images-keepalived-build"):

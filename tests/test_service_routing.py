@@ -342,7 +342,8 @@ def test_the_cookie_key_is_minted_secret_and_never_a_literal() -> None:
     run = run_program(with_overrides(stack_raw("lab"), services=EVERY_KEY), "lab")
     password = [r for r in run.resources if r.type == "random:index/randomPassword:RandomPassword"]
     assert [(r.name, r.inputs["length"], r.inputs["special"]) for r in password] == [
-        ("edge-cookie-key", 32, False)
+        ("edge-cookie-key", 32, False),
+        ("edge-handoff-key", 43, False),  # tests/test_edge_security.py
     ]
     value = password[0].outputs["result"]
     assert len(value) == 32 and value.isalnum()
@@ -353,3 +354,15 @@ def test_the_cookie_key_is_minted_secret_and_never_a_literal() -> None:
     for r in run.resources:
         if r is not secret[0] and r is not password[0]:
             assert value not in str(r.inputs), r.name
+
+
+def test_the_steer_listener_honours_every_drain_window_the_settings_accept() -> None:
+    import re
+
+    from components.settings.models import Handoff
+
+    script = (Path(__file__).parent.parent / "images/keepalived/halb-keepalived").read_text()
+    m = re.search(r"^MAX_DRAIN_S = ([0-9.]+)$", script, re.M)
+    assert m is not None
+    (bound,) = [x.le for x in Handoff.model_fields["drain_seconds"].metadata if hasattr(x, "le")]
+    assert float(m.group(1)) == bound == 3600

@@ -375,10 +375,44 @@ def test_good_flags_parse() -> None:
     assert args.listen == ["192.0.2.11", "127.0.0.1"] and args.port == 9165
 
 
+STEER_STATE = {
+    "handoff_messages": {"accepted": 3, "unauthenticated": 1, "replayed": 2},
+    "firewall_refused": {"vrrp_refused": 40, "handoff_refused": 5, "off_vip_refused": 0},
+}
+
+
+def test_handoff_verdicts_and_firewall_refusals_come_from_steers_file(tmp_path: Path) -> None:
+    path = tmp_path / "steer.json"
+    cfg = ve.Config("192.0.2.10/24", "halbt-none0", None, str(path))
+    exporter = ve.Exporter(cfg, ve.Vrrp(), None, print)
+    names = {name for name, _ in samples(exporter)}
+    assert not any(n.startswith(("halb_handoff", "halb_firewall")) for n in names)  # nothing written yet
+    path.write_text(json.dumps(STEER_STATE))
+    got = {r: value(exporter, "halb_handoff_messages_total", result=r) for r in ve.HANDOFF_RESULTS}
+    # Every verdict has a series from the start (increase() sees the first forged message).
+    assert got == {
+        "accepted": 3,
+        "unauthenticated": 1,
+        "replayed": 2,
+        "stale": 0,
+        "foreign": 0,
+        "malformed": 0,
+    }
+    refused = {
+        r: value(exporter, "halb_firewall_refused_packets_total", rule=r)
+        for r in ("vrrp", "handoff", "off_vip")
+    }
+    assert refused == {"vrrp": 40, "handoff": 5, "off_vip": 0}
+    path.write_text("{not json")
+    assert value(exporter, "halb_handoff_messages_total", result="accepted") is None  # unreadable: no series
+    assert value(exporter, "keepalived_up") == 0  # and the rest is served
+
+
 def exported_names(tmp_path: Path) -> set[str]:
     """Every metric name /metrics has once keepalived spoke and the watcher wrote."""
     (tmp_path / "down").write_text("0\n")
-    cfg = ve.Config("192.0.2.10/24", "halbt-none0", str(tmp_path / "down"))
+    (tmp_path / "steer.json").write_text(json.dumps(STEER_STATE))
+    cfg = ve.Config("192.0.2.10/24", "halbt-none0", str(tmp_path / "down"), str(tmp_path / "steer.json"))
     exporter = ve.Exporter(cfg, ve.Vrrp(), None, print)
     exporter.feed(b'INSTANCE "VI_51" MASTER 200\n', 1.0)
     return {name for name, _ in samples(exporter)}
@@ -388,5 +422,5 @@ def test_every_documented_metric_is_exported(tmp_path: Path) -> None:
     """The module docstring's list is what /metrics has (the rules and dashboard use these)."""
     block = (ve.__doc__ or "").split("Metrics:\n")[1].split("\n\n")[0]
     documented = set(re.findall(r"^  ([a-z_]+)", block, re.M))
-    assert len(documented) == 8
+    assert len(documented) == 10
     assert documented <= exported_names(tmp_path), documented - exported_names(tmp_path)

@@ -104,8 +104,10 @@ class Handoff(_Model):
 
     # The peers' steering listeners (UDP, on each node's own address).
     port: Port = 9166
-    # How long connections begun on the old node keep being served there.
-    drain_seconds: Annotated[Float, Field(ge=0.0, le=300.0)] = Field(2.0, alias="drainSeconds")
+    # How long connections begun on the old node keep being served there
+    # (websockets, downloads): past it they are cut. Up to an hour, the
+    # default websocket idle limit; the pod's grace period follows it.
+    drain_seconds: Annotated[Float, Field(ge=0.0, le=3600.0)] = Field(2.0, alias="drainSeconds")
 
 
 class Vrrp(_Model):
@@ -209,8 +211,17 @@ class LoadBalancer(_Model):
     # Serves /healthz (keepalived and kubelet probes) and /metrics (Prometheus),
     # on the node's own address and loopback only, never on the VIP.
     stats_port: Port = Field(8404, alias="statsPort")
-    max_conn: Annotated[Int, in_range(1, 1_000_000)] = Field(20000, alias="maxConn")
-    resources: Resources = Resources(cpu="200m", memory="128Mi", memory_limit="512Mi")
+    # Each traffic frontend's (HTTP, HTTPS, each tcpPort) HAProxy `maxconn`;
+    # the process's is their sum plus the health frontend's (settings/capacity.py).
+    max_conn: Annotated[Int, in_range(1, 1_000_000)] = Field(10000, alias="maxConn")
+    # Connections one client address may hold at once on a traffic frontend
+    # (0: no limit; clients behind one NAT share an address).
+    max_conn_per_source: Annotated[Int, in_range(0, 1_000_000)] = Field(0, alias="maxConnPerSource")
+    # Serve traffic only on the VIP: the edge's nftables table drops
+    # connections to the traffic ports addressed to the hosts' own addresses.
+    bind_vip_only: Bool = Field(False, alias="bindVipOnly")
+    # memoryLimit, unless set, follows maxConn (settings/capacity.py).
+    resources: Resources = Resources(cpu="200m", memory="128Mi")
     # Taints of the load-balancer hosts that the edge pod tolerates.
     tolerations: tuple[Toleration, ...] = ()
 

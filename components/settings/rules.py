@@ -10,7 +10,7 @@ import ipaddress
 import re
 from collections.abc import Callable
 
-from components.settings import service_rules, tls_rules, vrrp_rules
+from components.settings import capacity, service_rules, tls_rules, vrrp_rules
 from components.settings.messages import key
 from components.settings.models import Resources, Role, Settings
 from components.values import (
@@ -199,8 +199,9 @@ def _resources(s: Settings) -> list[str]:
     where: list[tuple[str, Resources]] = [
         (f"{key('services')}[{i}].resources", svc.resources) for i, svc in enumerate(s.services)
     ]
+    lb = s.load_balancer.resources.model_copy(update={"memory_limit": capacity.memory_limit(s)})
     where += [
-        (f"{key('loadBalancer')}.resources", s.load_balancer.resources),
+        (f"{key('loadBalancer')}.resources", lb),
         (f"{key('keepalived')}.resources", s.keepalived.resources),
     ]
     problems: list[str] = []
@@ -221,6 +222,12 @@ def _resources(s: Settings) -> list[str]:
                     f"{path}.{req_key}: {req} is more than {lim_key} {lim} (requests must not exceed limits)"
                 )
     return problems
+
+
+def _haproxy_memory(s: Settings) -> list[str]:
+    """A memoryLimit the connection budget does not fit is an OOM kill under load, then a failover."""
+    problem = capacity.memory_problem(s)
+    return [f"{key('loadBalancer')}.maxConn: {problem}"] if problem else []
 
 
 def _registry(s: Settings) -> list[str]:
@@ -245,6 +252,7 @@ RULES: tuple[Callable[[Settings], list[str]], ...] = (
     _tolerations,
     _failover_window,
     _resources,
+    _haproxy_memory,
     *vrrp_rules.RULES,
     _registry,
     *tls_rules.RULES,

@@ -9,6 +9,12 @@ new TCP connection and request to the VIP every 20 ms, 200 ms timeout, the
 VIP's moves), and counts failed requests and VIP moves; then it changes back (not measured). For a
 new service or hostname it also records when the new name first answers.
 
+Beside the short requests, LONG_LIVED websockets (halb/lab/held.py: one echo
+a second each) are opened to the second service before each change and held
+through it: `cut` counts those that broke. The benchmark's stack gives the
+handoff a drain window of BENCH_DRAIN_S; a `handoff` run holds its websockets
+until HOLD_AFTER_MOVE_S after the VIP moved, inside that window.
+
 Modes: `project` is this repo's behaviour (configs reloaded in place, pods
 replaced with their preStop handoff); `baseline` is the behaviour before it
 (every change rolls the pods, as the config checksum did, and no pod has a
@@ -21,6 +27,7 @@ import json
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,12 +48,22 @@ from halb.bench.engine import (
     stats,
 )
 from halb.lab.apply import apply, drain, uncordon
-from halb.lab.base import in_ns, run, wait_until
+from halb.lab.base import LabError, in_ns, run, wait_until
+from halb.lab.faults import inject
+from halb.lab.handoff import handoff
+from halb.lab.held import Held, held
 from halb.lab.lab import Lab
 from halb.lab.pods import sync_delay_s
 from halb.stackfile import load_stack_file, stack_path
 
-CHANGES = ("add-service", "add-hostname", "vrrp-timers", "haproxy-image", "keepalived-image", "drain")
+CHANGES = (
+    "add-service", "add-hostname", "timeouts", "vrrp-timers", "haproxy-image", "keepalived-image", "drain",
+    "handoff",
+)  # fmt: skip
+LONG_LIVED = 4
+LONG_LIVED_HOST = "blog.lab.invalid"  # the second service's (the one add-hostname changes)
+BENCH_DRAIN_S = 20.0
+HOLD_AFTER_MOVE_S = 5.0
 MODES = ("project", "baseline")
 SETTLE_TIMEOUT_S = 120.0
 # The longest a change may take under the probe (the probe's own bound).
@@ -70,6 +87,8 @@ class ChangeRun:
     vip_moves: int
     seconds: float  # how long the change took (apply, or drain + uncordon)
     answers_after_s: float | None = None  # a new name first answered, from the objects' update
+    long_lived: int = 0  # websockets held through the change
+    cut: int | None = None  # ...of which broke before it ended
 
 
 @dataclass
@@ -87,8 +106,15 @@ def _values(raw: RawConfig, key: str) -> Any:
     return json.loads(raw.values[f"rancher-ha-lb:{key}"])
 
 
+def bench_stack(base: RawConfig) -> RawConfig:
+    """The lab stack with the benchmark's handoff window."""
+    vrrp = json.loads(base.values.get("rancher-ha-lb:vrrp", "{}"))
+    vrrp["handoff"] = {**vrrp.get("handoff", {}), "drainSeconds": BENCH_DRAIN_S}
+    return RawConfig({**base.values, "rancher-ha-lb:vrrp": json.dumps(vrrp)}, base.secret_keys)
+
+
 def changed(base: RawConfig, change: str) -> RawConfig:
-    """The lab stack with one change made (none for `drain`)."""
+    """The lab stack with one change made (none for `drain` and `handoff`)."""
     values = dict(base.values)
 
     def put(key: str, value: Any) -> None:
@@ -99,6 +125,11 @@ def changed(base: RawConfig, change: str) -> RawConfig:
     elif change == "add-hostname":
         services = _values(base, "services")
         services[1]["hostnames"] = [*services[1]["hostnames"], NEW_HOSTNAME]
+        put("services", services)
+    elif change == "timeouts":
+        # On the very service the websockets use: a reload, and theirs go on in the old worker.
+        services = _values(base, "services")
+        services[1]["timeouts"] = {"server": "45s", "tunnel": "2h"}
         put("services", services)
     elif change == "vrrp-timers":
         vrrp = json.loads(values.get("rancher-ha-lb:vrrp", "{}"))
@@ -135,32 +166,74 @@ def _first_answer(lab: Lab, host: str, service: str, since: float, until: thread
     return found
 
 
+def _handoff(lab: Lab, mode: str, held_for: Callable[[], None]) -> None:
+    """`project`: the pod's handoff (held_for runs inside its drain window);
+    `baseline`: keepalived's SIGTERM, a plain VRRP switch, then the host restored."""
+    old = lab.master() or lab.plan.lb_nodes[0].name
+
+    def moved() -> bool:
+        return old not in Lab.load(lab.plan.prefix).vip_holders()
+
+    if mode == "baseline":
+        inject(lab, "stop-keepalived", old)
+        wait_until(moved, 10, poll=0.05)
+        held_for()
+        inject(Lab.load(lab.plan.prefix), "restore", None)
+        return
+    failed: list[BaseException] = []
+
+    def run_handoff() -> None:
+        try:
+            handoff(lab, quiet)
+        except Exception as e:
+            failed.append(e)
+
+    t = threading.Thread(target=run_handoff, daemon=True)
+    t.start()
+    if not wait_until(lambda: moved() or bool(failed), 10, poll=0.05):
+        raise LabError(f"the handoff did not move the VIP from {old} in 10 s")
+    held_for()
+    t.join(timeout=BENCH_DRAIN_S + 60)
+    if failed:
+        raise failed[0]
+
+
+def _hold_then_stop(long_lived: Held) -> None:
+    """Held past the VIP's move, stopped inside the drain window (the handoff goes on to its end)."""
+    time.sleep(HOLD_AFTER_MOVE_S)
+    long_lived.stop()
+
+
 def one_run(lab: Lab, base: RawConfig, mode: str, change: str, run_no: int) -> ChangeRun:
     settle(lab, SETTLE_TIMEOUT_S)
     stop_poll = threading.Event()
     with Window(lab, WINDOW_S) as w:
         try:
-            t0 = w.mark("change")
             name = new_name(change)
-            answered = (
-                _first_answer(lab, name, "news" if change == "add-service" else "blog", t0, stop_poll)
-                if name
-                else []
-            )
             written: list[float] = []
-            if change == "drain":
-                master = lab.master() or lab.plan.lb_nodes[0].name
-                drain(lab, master, quiet, hooks=mode != "baseline")
-                uncordon(Lab.load(lab.plan.prefix), master, quiet)
-            else:
-                apply(
-                    lab, changed(base, change), "lab", quiet, baseline=mode == "baseline",
-                    written=lambda: written.append(time.monotonic() - t0),
-                )  # fmt: skip
-            took = time.monotonic() - t0
-            if name:
-                wait_until(lambda: bool(answered), 30, poll=0.1)
-            time.sleep(TAIL_S)
+            with held(lab, "ws", LONG_LIVED, host=LONG_LIVED_HOST) as long_lived:
+                t0 = w.mark("change")
+                answered = (
+                    _first_answer(lab, name, "news" if change == "add-service" else "blog", t0, stop_poll)
+                    if name
+                    else []
+                )
+                if change == "drain":
+                    master = lab.master() or lab.plan.lb_nodes[0].name
+                    drain(lab, master, quiet, hooks=mode != "baseline")
+                    uncordon(Lab.load(lab.plan.prefix), master, quiet)
+                elif change == "handoff":
+                    _handoff(lab, mode, lambda: _hold_then_stop(long_lived))
+                else:
+                    apply(
+                        lab, changed(base, change), "lab", quiet, baseline=mode == "baseline",
+                        written=lambda: written.append(time.monotonic() - t0),
+                    )  # fmt: skip
+                took = time.monotonic() - t0
+                if name:
+                    wait_until(lambda: bool(answered), 30, poll=0.1)
+                if change != "handoff":  # its websockets stop inside the drain window
+                    time.sleep(TAIL_S)
             attempts = w.finish(grace_s=10)
         finally:
             stop_poll.set()
@@ -171,14 +244,15 @@ def one_run(lab: Lab, base: RawConfig, mode: str, change: str, run_no: int) -> C
         seconds=round(took, 3),
         # From the objects' update, as the sync delay is: rendering the stack is `pulumi up`'s own time.
         answers_after_s=round(answered[0] - written[0], 3) if answered and written else None,
+        long_lived=int(long_lived.report["opened"]), cut=int(long_lived.report["cut"]),
     )  # fmt: skip
-    if change != "drain":  # back to the base stack, not measured
+    if change not in ("drain", "handoff"):  # back to the base stack, not measured
         apply(Lab.load(lab.plan.prefix), base, "lab", quiet, baseline=mode == "baseline")
     return result
 
 
 def run_mode(mode: str, changes: list[str], runs: int, report: ChangeReport, steps: Steps) -> None:
-    base = load_stack_file(stack_path("lab"))
+    base = bench_stack(load_stack_file(stack_path("lab")))
     with bench_lab(base, new_prefix("hc")) as lab:
         for change in changes:
             for run_no in range(1, runs + 1):
@@ -199,12 +273,17 @@ def summary(runs: list[ChangeRun]) -> list[dict[str, Any]]:
     for change, mode in keys:
         rs = [r for r in runs if r.change == change and r.mode == mode]
         answers = [r.answers_after_s for r in rs if r.answers_after_s is not None]
+        cuts = [
+            float(r.cut) for r in rs if r.cut is not None
+        ]  # none in reports from before they were counted
         rows.append({
             "change": change, "mode": mode, "runs": len(rs),
             "failed": stats(float(r.failed) for r in rs), "total": sum(r.total for r in rs),
             "vip_moves": stats(float(r.vip_moves) for r in rs),
             "seconds": stats(r.seconds for r in rs),
             "answers_after_s": stats(answers) if answers else None,
+            "long_lived": sum(r.long_lived for r in rs),
+            "cut": stats(cuts) if cuts else None,
         })  # fmt: skip
     return rows
 
@@ -212,6 +291,7 @@ def summary(runs: list[ChangeRun]) -> list[dict[str, Any]]:
 HEAD = [
     "change", "mode", "runs", "failed requests median (max)", "requests", "VIP moves median (max)",
     "change took median (s)", "new name answers, s after the objects' update, median",
+    f"websockets cut of {LONG_LIVED} median (max)",
 ]  # fmt: skip
 
 
@@ -219,13 +299,20 @@ def table(report: ChangeReport) -> str:
     def cells(r: dict[str, Any]) -> list[str]:
         f, v, s, a = r["failed"], r["vip_moves"], r["seconds"], r["answers_after_s"]
         answers = f"{a['median']:.1f} (max {a['max']:.1f})" if a else ""
+        cut = r.get("cut")
         return [
             r["change"], r["mode"], str(r["runs"]), f"{f['median']:g} ({f['max']:g})", str(r["total"]),
             f"{v['median']:g} ({v['max']:g})", f"{s['median']:.1f}", answers,
+            f"{cut['median']:g} ({cut['max']:g})" if cut else "",
         ]  # fmt: skip
 
     lines = markdown_table(HEAD, (cells(r) for r in summary(report.runs)))
     lines.append(f"\nThe lab's kubelet syncs changed Secrets and ConfigMaps after {report.sync_s:g} s.")
+    lines.append(
+        f"Websockets: {LONG_LIVED} to {LONG_LIVED_HOST}, opened before each change and held through it "
+        f"(handoff: until {HOLD_AFTER_MOVE_S:g} s after the VIP moved, inside the {BENCH_DRAIN_S:g} s "
+        "drain window the benchmark's stack sets)."
+    )
     return "\n".join(lines)
 
 

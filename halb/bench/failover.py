@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from components.settings import RawConfig
+from halb.bench import hostile
 from halb.bench.chart import Bar, grouped_bars, series
 from halb.bench.engine import (
     Progress,
@@ -64,9 +65,12 @@ PROFILES: dict[str, dict[str, Any]] = {
     "seed": {"vrrp": SEED_VRRP},
     # Not a default: how much faster adverts would buy, and at what price.
     "fast": {"vrrp": {"advertInterval": 0.02}},
+    # Not a default either: 200 ms adverts, what a flood that drops packets on the
+    # link cannot turn into three lost adverts in a row (the overload drill).
+    "calm": {"vrrp": {"advertInterval": 0.2}},
 }
 # Probe window after the fault, long enough for the slowest profile to recover.
-WINDOW_S = {"project": 4.0, "nowatch": 5.0, "seed": 9.0, "fast": 4.0}
+WINDOW_S = {"project": 4.0, "nowatch": 5.0, "seed": 9.0, "fast": 4.0, "calm": 5.0}
 # A profile that differs from `project` in one mechanism runs only the faults
 # that mechanism is for.
 PROFILE_FAULTS = {"nowatch": ("lb-death",)}
@@ -124,20 +128,27 @@ class Report:
     settings: dict[str, Any]
     runs: list[RunResult] = field(default_factory=list)
     load: list[dict[str, Any]] = field(default_factory=list)
+    hostile: list[hostile.HostileRun] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "machine": self.machine,
             "settings": self.settings,
             "runs": [asdict(r) for r in self.runs],
             "summary": summary(self.runs),
             "load": self.load,
         }
+        return {**data, "hostile": hostile.runs_to_json(self.hostile)} if self.hostile else data
 
 
 def faults_of(profile: str, faults: list[str]) -> list[str]:
     only = PROFILE_FAULTS.get(profile)
-    return [f for f in faults if only is None or f in only]
+    return [f for f in faults if f in FAULTS and (only is None or f in only)]
+
+
+def drills_of(profile: str, faults: list[str]) -> list[str]:
+    """The hostile drills asked for (every profile but one limited to its own faults)."""
+    return [f for f in faults if f in hostile.HOSTILE and profile not in PROFILE_FAULTS]
 
 
 def profile_raw(profile: str, https: bool = False) -> RawConfig:
@@ -238,6 +249,10 @@ def run_profile(
             for run in range(1, runs + 1):
                 steps.step(f"{profile} {fault} run {run}/{runs}")
                 report.runs.append(one_run(lab, profile, fault, run))
+        for kind in drills_of(profile, faults):
+            for run in range(1, runs + 1):
+                steps.step(f"{profile} {kind} run {run}/{runs}")
+                report.hostile.append(hostile.one_run(lab, profile, kind, run))
         if load_s > 0 and profile not in PROFILE_FAULTS:
             settle(lab, SETTLE_TIMEOUT_S, alerts=True)
             steps.step(f"{profile} cpu-load {load_s:g} s")
@@ -390,6 +405,7 @@ def table(report: Report) -> str:
             f"{load['vip_moves']} VIP moves, {load['state_changes']} VRRP state changes, "
             f"{load['timer_warnings']} timer warnings"
         )
+    lines += hostile.table_lines(report.hostile)
     return "\n".join(lines)
 
 
@@ -416,7 +432,10 @@ def load_report(path: Path) -> Report:
     """A Report back from the JSON `--json` wrote (to redraw or re-table it)."""
     data = json.loads(path.read_text())
     runs = [RunResult(**r) for r in data["runs"]]
-    return Report(machine=data["machine"], settings=data["settings"], runs=runs, load=data["load"])
+    drills = hostile.runs_from_json(data.get("hostile", []))
+    return Report(
+        machine=data["machine"], settings=data["settings"], runs=runs, load=data["load"], hostile=drills
+    )
 
 
 def run_bench(
@@ -429,7 +448,8 @@ def run_bench(
 ) -> Report:
     report = Report(machine=machine(), settings={})
     total = sum(
-        len(faults_of(p, faults)) * runs + (1 if load_s > 0 and p not in PROFILE_FAULTS else 0)
+        (len(faults_of(p, faults)) + len(drills_of(p, faults))) * runs
+        + (1 if load_s > 0 and p not in PROFILE_FAULTS else 0)
         for p in profiles
     )
     steps = Steps(total, progress)

@@ -41,7 +41,7 @@ from halb.lab.journal import same_process
 from halb.lab.lab import Lab
 from halb.lab.limits import nofile_for
 from halb.lab.pods import sync_delay_s
-from halb.lab.topology import plan_lab
+from halb.lab.topology import app_command, plan_lab
 
 READY_S = 60.0
 
@@ -98,10 +98,13 @@ def _replace_pods(
 
 def _sync_apps(lab: Lab, new: Lab) -> list[str]:
     """The Deployments' replicas and the DNS records, as the new stack wants them."""
-    old = {(r.service, r.index, r.node, r.address, r.port) for r in lab.plan.replicas}
-    want = {(r.service, r.index, r.node, r.address, r.port) for r in new.plan.replicas}
+    # A replica whose command changes (tcpPort-only, proxyProtocol) is replaced, as its pod would be.
+    old = {(r.service, r.index, r.node, r.address, r.port, " ".join(app_command(lab.plan.settings, r, "")))
+           for r in lab.plan.replicas}  # fmt: skip
+    want = {(r.service, r.index, r.node, r.address, r.port, " ".join(app_command(new.plan.settings, r, "")))
+            for r in new.plan.replicas}  # fmt: skip
     said = []
-    for service, index, node, address, _ in sorted(old - want):
+    for service, index, node, address, _, _ in sorted(old - want):
         name = f"{node}.app-{service}-{index}"
         for e in lab.journal.entries("supervisor"):
             if e.get("name") == name and same_process(int(e["pid"]), e.get("start")):
@@ -109,15 +112,12 @@ def _sync_apps(lab: Lab, new: Lab) -> list[str]:
         ip("-n", lab.plan.node(node).netns, "addr", "del", f"{address}/{lab.plan.prefixlen}",
            "dev", lab.plan.interface, check=False)  # fmt: skip
         said.append(f"stopped {service} replica {index}")
-    for service, index, node, address, port in sorted(want - old):
+    for service, index, node, address, _, _ in sorted(want - old):
         ip("-n", lab.plan.node(node).netns, "addr", "add", f"{address}/{lab.plan.prefixlen}",
            "dev", lab.plan.interface)  # fmt: skip
-        new._spawn(
-            new.plan.node(node).netns,
-            f"{node}.app-{service}-{index}",
-            [sys.executable, "-m", "halb.lab.app", "--node", node, "--service", service,
-             "--replica", str(index), "--address", str(address), "--port", str(port)],
-        )  # fmt: skip
+        (r,) = [r for r in new.plan.replicas if (r.service, r.index) == (service, index)]
+        new._spawn(new.plan.node(node).netns, f"{node}.app-{service}-{index}",
+                   app_command(new.plan.settings, r, sys.executable))  # fmt: skip
         said.append(f"started {service} replica {index} on {node}")
     write_text_atomic(lab.dir / "dns-records.json", json.dumps(new.plan.dns_records(), indent=1))
     return said

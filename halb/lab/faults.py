@@ -11,6 +11,9 @@
   (a reboot clears addresses) and its pods start again.
 - partition / heal: the load-balancer hosts stop hearing each other while
   clients still reach both (split brain), and hear each other again.
+- rogue-vrrp, forged-handoff, overload: the hostile drills (halb/lab/hostile.py):
+  a non-peer's adverts, forged and replayed handoff messages, twice maxConn
+  connections. They print what they saw; nothing needs restoring after them.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import time
 
 from components.edge_pod import HAPROXY, KEEPALIVED
 from halb.lab.base import LabError, LabInputError
+from halb.lab.hostile import HOSTILE, drill
 from halb.lab.lab import Lab
 
 FAULTS = (
@@ -33,8 +37,9 @@ FAULTS = (
     "partition",
     "heal",
     "restore",
+    *HOSTILE,
 )
-NODE_FREE = ("partition", "heal")
+NODE_FREE = ("partition", "heal", *HOSTILE)
 
 
 def target(lab: Lab, node: str | None) -> str:
@@ -118,6 +123,8 @@ def inject(lab: Lab, kind: str, node: str | None) -> str:
     if kind in NODE_FREE:
         if node is not None:
             raise LabInputError(f"--node: `{kind}` concerns every load-balancer host; leave --node out")
+        if kind in HOSTILE:
+            return drill(lab, kind).summary()
         return _partition(lab, kind == "partition")
     if kind in ("restore", "link-up") and node is None:
         # Undo whatever is broken: crashed hosts, pulled links, a partition.

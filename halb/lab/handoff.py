@@ -54,7 +54,7 @@ def handoff(lab: Lab, out: Out) -> str:
     if st.get("state") != "running" or not st.get("id"):
         raise LabError(f"keepalived is not running on {old}")
     s = lab.plan.settings
-    cmd = ["podman", "exec", str(st["id"]), *handoff_command(s)]
+    cmd = ["podman", "exec", str(st["id"]), *handoff_command(s, pod_stops=False)]  # the pod stays
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env())
     assert proc.stdout is not None
     bound = time.monotonic() + s.vrrp.handoff.drain_seconds + 20

@@ -39,7 +39,7 @@ from halb.lab.pods import Pods, image_dirs
 from halb.lab.probe import Attempt, ProbeError, ProbeRun
 from halb.lab.prometheus import LabPrometheus
 from halb.lab.state import LabState, lab_dir
-from halb.lab.topology import LabPlan, plan_lab
+from halb.lab.topology import LabPlan, Replica, app_command, plan_lab
 
 ROOT = Path(__file__).resolve().parents[2]
 STATE_RE_MARKERS = ("Entering ", "Stopping")
@@ -120,7 +120,7 @@ class Lab:
                 out(f"starting Prometheus ({self.plan.prometheus_url} from the client namespace)")
                 self._spawn(self.plan.prometheus_netns, "prometheus", prometheus)
             for r in self.plan.replicas:
-                self._wait_http(r.node, str(r.address), r.port, f"app {r.service} replica {r.index}")
+                self._wait_app(r)
             # The first node alone, then the rest: with nopreempt the first
             # MASTER keeps the VIP, so the lab always starts the same way.
             first, *rest = self.by_priority()
@@ -200,16 +200,30 @@ class Lab:
                     )
                     cmd = [nginx_binary(), "-e", "stderr", "-c", str(conf), "-g", "daemon off;"]
                 else:
-                    cmd = [
-                        sys.executable, "-m", "halb.lab.app", "--node", r.node, "--service", r.service,
-                        "--replica", str(r.index), "--address", str(r.address), "--port", str(r.port),
-                    ]  # fmt: skip
+                    cmd = app_command(self.plan.settings, r, sys.executable)
                 self._spawn(self.plan.node(r.node).netns, name, cmd)
 
     def _http_ok(self, node: str, address: str, port: int, path: str = "/healthz") -> bool:
         url = f"http://{address}:{port}{path}"
         cmd = in_ns(self.plan.node(node).netns, "curl", "-fsS", "-o", "/dev/null", "--max-time", "0.5", url)
         return run(cmd, check=False).returncode == 0
+
+    def _tcp_ok(self, node: str, address: str, port: int) -> bool:
+        probe = f"import socket; socket.create_connection(({address!r}, {port}), timeout=0.5).close()"
+        return (
+            run(in_ns(self.plan.node(node).netns, sys.executable, "-c", probe), check=False).returncode == 0
+        )
+
+    def _wait_app(self, r: Replica) -> None:
+        """Plain HTTP replicas answer /healthz; a TCP echo or a PROXY-v2 listener
+        (which closes a header-less request) is ready once it accepts."""
+        svc = next(x for x in self.plan.settings.services if x.name == r.service)
+        if svc.http and not svc.proxy_protocol:
+            self._wait_http(r.node, str(r.address), r.port, f"app {r.service} replica {r.index}")
+        elif not wait_until(lambda: self._tcp_ok(r.node, str(r.address), r.port), 15.0, poll=0.1):
+            raise LabError(
+                f"app {r.service} replica {r.index} on {r.node} not accepting after 15 s\n" + self.log_tails()
+            )
 
     def _wait_http(self, node: str, address: str, port: int, what: str) -> None:
         if not wait_until(lambda: self._http_ok(node, address, port), 15.0, poll=0.1):

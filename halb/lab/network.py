@@ -60,11 +60,15 @@ class Network:
         hosts.append((p.dns_netns, "pd", p.dns_address, "eth0"))
         if p.prometheus_netns and p.prometheus_address:
             hosts.append((p.prometheus_netns, "pp", p.prometheus_address, "eth0"))
+        if p.rogue_netns and p.rogue_address:
+            hosts.append((p.rogue_netns, "pr", p.rogue_address, "eth0"))
         for ns, port, addr, ifname in hosts:
             ip("-n", sw, "link", "add", port, "type", "veth", "peer", "name", ifname, "netns", ns)
             ip("-n", sw, "link", "set", port, "master", "br0", "up")
             ip("-n", ns, "addr", "add", f"{addr}/{p.prefixlen}", "dev", ifname)
             ip("-n", ns, "link", "set", ifname, "up")
+        if p.client_other_address is not None:
+            ip("-n", p.client_netns, "addr", "add", f"{p.client_other_address}/{p.prefixlen}", "dev", "eth0")
         for r in p.replicas:
             # Each replica its own address, as each pod has its own IP.
             ip("-n", p.node(r.node).netns, "addr", "add", f"{r.address}/{p.prefixlen}", "dev", p.interface)

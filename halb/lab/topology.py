@@ -70,6 +70,13 @@ class LabPlan:
     # scrapes the tier only then.
     prometheus_netns: str | None = None
     prometheus_address: ipaddress.IPv4Address | None = None
+    # A second source in the client namespace (`curl --interface`): a stack's
+    # allowFrom can admit one client address and refuse the other.
+    client_other_address: ipaddress.IPv4Address | None = None
+    # A host on the load-balancer segment that is not a peer: the hostile
+    # drills (`lab fault rogue-vrrp`, `forged-handoff`) send from it.
+    rogue_netns: str | None = None
+    rogue_address: ipaddress.IPv4Address | None = None
 
     @property
     def vip(self) -> ipaddress.IPv4Address:
@@ -107,7 +114,15 @@ class LabPlan:
     @property
     def namespaces(self) -> list[str]:
         prom = [self.prometheus_netns] if self.prometheus_netns else []
-        return [self.switch_netns, self.client_netns, self.dns_netns, *prom, *(n.netns for n in self.nodes)]
+        rogue = [self.rogue_netns] if self.rogue_netns else []
+        return [
+            self.switch_netns,
+            self.client_netns,
+            self.dns_netns,
+            *prom,
+            *rogue,
+            *(n.netns for n in self.nodes),
+        ]
 
     def dns_records(self) -> dict[str, list[str]]:
         """What the cluster DNS answers: each headless Service -> its pods' addresses."""
@@ -121,6 +136,20 @@ class LabPlan:
         """The kubelet's ClusterFirst search path for a pod in `namespace`."""
         domain = self.settings.cluster_domain
         return [f"{namespace}.svc.{domain}", f"svc.{domain}", domain]
+
+
+def app_command(s: Settings, r: Replica, python: str) -> list[str]:
+    """The Python stand-in for replica `r`, speaking what the service's edge
+    config expects: a TCP echo for a TCP-only service, PROXY v2 first where
+    the edge sends it (`proxyProtocol`)."""
+    svc = next(x for x in s.services if x.name == r.service)
+    cmd = [python, "-m", "halb.lab.app", "--node", r.node, "--service", r.service,
+           "--replica", str(r.index), "--address", str(r.address), "--port", str(r.port)]  # fmt: skip
+    if not svc.http:
+        cmd.append("--tcp-echo")
+    if svc.proxy_protocol:
+        cmd.append("--proxy-protocol")
+    return cmd
 
 
 def place_replicas(s: Settings) -> list[tuple[str, str, int, int]]:
@@ -171,12 +200,12 @@ def plan_lab(s: Settings, prefix: str = "halb", lab_id: str = "0") -> LabPlan:
             problems.append(f"rancher-ha-lb:hosts.{name}: too long a name for a lab network namespace")
     placed = place_replicas(s)
     prom = s.monitoring.enabled
-    need = sum(1 for n in s.hosts if n not in addresses) + len(placed) + 2 + prom  # + client, DNS
+    need = sum(1 for n in s.hosts if n not in addresses) + len(placed) + 4 + prom  # + 2 client, DNS, rogue
     free = [a for a in reversed(list(net.hosts())) if a not in used]
     if len(free) < need:
         problems.append(
             f"rancher-ha-lb:vip.address: the lab needs {need} free addresses in {net} "
-            f"(hosts without one, {len(placed)} app replicas, a client, DNS"
+            f"(hosts without one, {len(placed)} app replicas, two client addresses, DNS, a rogue host"
             f"{', Prometheus' if prom else ''}); it has {len(free)}"
         )
     if problems:
@@ -188,6 +217,8 @@ def plan_lab(s: Settings, prefix: str = "halb", lab_id: str = "0") -> LabPlan:
     client, dns = next(pool), next(pool)
     prometheus = next(pool) if prom else None
     replicas = tuple(Replica(svc, node, port, i, next(pool)) for svc, node, port, i in placed)
+    client_other = next(pool)  # late: the addresses before it stay where they were
+    rogue = next(pool)  # after it, for the same reason
     nodes = tuple(
         LabNode(
             name=name,
@@ -211,4 +242,7 @@ def plan_lab(s: Settings, prefix: str = "halb", lab_id: str = "0") -> LabPlan:
         replicas=replicas,
         prometheus_netns=f"{prefix}-{lab_id}~prom" if prom else None,
         prometheus_address=prometheus,
+        client_other_address=client_other,
+        rogue_netns=f"{prefix}-{lab_id}~rogue",
+        rogue_address=rogue,
     )

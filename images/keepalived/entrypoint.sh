@@ -8,10 +8,13 @@
 #   KEEPALIVED_INTERFACE  the interface that carries it
 #   KEEPALIVED_CONFIG_DIR where <NODE_NAME>.conf lives (default /etc/keepalived/nodes)
 #   KEEPALIVED_PID_DIR    where keepalived's pid files go (default /run/keepalived)
-#   HALB_STEER_LISTEN, HALB_STEER_PORT, HALB_STEER_PEERS, HALB_STEER_VIP, HALB_STEER_HTTP_PORT
-#                         (optional, together): run halb-keepalived steer on this address and UDP
-#                         port for these peers (comma-separated), so a peer handing the VIP over
-#                         keeps its connections to VIP:HTTP_PORT (see halb-keepalived)
+#   HALB_STEER_LISTEN, HALB_STEER_PORT, HALB_STEER_PEERS, HALB_STEER_VIP, HALB_STEER_PORTS,
+#   HALB_STEER_STATE_FILE (optional, together, with HALB_HANDOFF_KEY): run halb-keepalived steer
+#                         on this address and UDP port for these peers (comma-separated), so a
+#                         peer handing the VIP over keeps its connections to the VIP's traffic
+#                         PORTS (see halb-keepalived); its counts go to STATE_FILE
+# <NODE_NAME>.nft beside the config, if present: this node's nftables table (VRRP only from
+# the peers, ...), loaded before keepalived starts and again when it changes.
 # Extra arguments are passed to keepalived.
 set -eu
 
@@ -38,15 +41,30 @@ fi
 mkdir -p "$pid_dir"
 rm -f "$pid_dir/keepalived.pid" "$pid_dir/vrrp.pid" "$pid_dir/checker.pid"
 
+# The table first: VRRP from anyone but the peers is never seen. A table nft
+# refuses is a stop, not a start without it.
+halb=/usr/local/bin/halb-keepalived
+table="${conf%.conf}.nft"
+if [ -r "$table" ]; then
+    "$halb" firewall --file "$table" || { echo "keepalived-entrypoint: cannot load $table" >&2; exit 1; }
+else
+    table=""
+fi
+
 echo "keepalived-entrypoint: node $NODE_NAME, config $conf"
 # Beside keepalived (they become its children and die with the container):
 # config reloads in place, and the steering a peer's handoff asks for.
-halb=/usr/local/bin/halb-keepalived
 if [ -x "$halb" ]; then
-    "$halb" watch-config --config "$conf" &
+    if [ -n "$table" ]; then
+        "$halb" watch-config --config "$conf" --firewall "$table" &
+    else
+        "$halb" watch-config --config "$conf" &
+    fi
     if [ -n "${HALB_STEER_PORT:-}" ]; then
+        : "${HALB_HANDOFF_KEY:?HALB_HANDOFF_KEY is not set; give the container the handoff Secret's key}"
         "$halb" steer --listen "$HALB_STEER_LISTEN" --port "$HALB_STEER_PORT" --peers "$HALB_STEER_PEERS" \
-            --vip "$HALB_STEER_VIP" --http-port "$HALB_STEER_HTTP_PORT" --interface "$KEEPALIVED_INTERFACE" &
+            --vip "$HALB_STEER_VIP" --ports "$HALB_STEER_PORTS" --interface "$KEEPALIVED_INTERFACE" \
+            --state-file "$HALB_STEER_STATE_FILE" &
     fi
 fi
 # exec: keepalived becomes PID 1 and gets SIGTERM itself, so it sends its

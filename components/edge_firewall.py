@@ -1,0 +1,78 @@
+"""Pure renderer: Settings + node name -> that node's nftables table (`halb_edge`).
+
+keepalived's container loads it into the host's network namespace at start
+(images/keepalived/entrypoint.sh, one `nft -f` transaction: the old table
+goes and the new one comes at once), reloads it when the Secret changes, and
+removes it when the container stops. It is the project's only table there:
+nothing else is touched.
+
+What it does, and why a rule rather than trust:
+- VRRP (IP protocol 112) is accepted on the VIP's link only from the other
+  load-balancer hosts, and only with TTL 255 (RFC 5798 5.1.1.3: an advert
+  that crossed a router is not from the link). VRRPv3 has no authentication;
+  without this, any host that can reach a load-balancer host could advertise
+  priority 255 and take the VIP. A spoofer on the same L2 segment that
+  forges a peer's address still passes: only a dedicated VLAN (or VRRPv2's
+  auth_pass, a shared password in clear) stops that.
+- The handoff port (UDP, vrrp.handoff.port) only from the peers; its
+  messages are authenticated as well (HMAC, halb-keepalived).
+- With loadBalancer.bindVipOnly: connections to the traffic ports addressed
+  to anything but the VIP are dropped, so the hosts' own addresses serve no
+  traffic (HAProxy binds 0.0.0.0 so a takeover needs no rebind).
+Refusals are counted (named counters), for `lab fault` and the docs.
+"""
+
+from __future__ import annotations
+
+from components.settings import Settings
+
+TABLE = "halb_edge"
+COUNTERS = ("vrrp_refused", "handoff_refused", "off_vip_refused")
+# RFC 5798 5.1.1.3: sent with TTL 255, and a receiver drops any other.
+VRRP_TTL = 255
+# By number: the image has no /etc/protocols, so nft could not resolve `vrrp`.
+VRRP_PROTO = 112
+
+
+def traffic_ports(s: Settings) -> list[int]:
+    """Every port HAProxy serves traffic on: HTTP, HTTPS, each tcpPort."""
+    lb = s.load_balancer
+    ports = [lb.http_port] + ([lb.https_port] if s.tls_services else [])
+    return ports + [svc.tcp_port for svc in s.services if svc.tcp_port is not None]
+
+
+def render_edge_nft(s: Settings, node: str) -> str:
+    """`nft -f` input for `node`: replaces the table atomically (first load or reload)."""
+    if node not in s.lb_nodes:
+        raise ValueError(f"{node!r} is not a load-balancer host (have: {', '.join(s.lb_nodes)})")
+    peers = ", ".join(str(s.address(n)) for n in s.lb_nodes if n != node)
+    iface = s.vip.interface
+    ports = ", ".join(str(p) for p in traffic_ports(s))
+    rules = [
+        f'    iifname "{iface}" ip protocol {VRRP_PROTO} ip saddr @peers ip ttl {VRRP_TTL} accept',
+        f'    ip protocol {VRRP_PROTO} counter name "vrrp_refused" drop',
+        f'    udp dport {s.vrrp.handoff.port} ip saddr != @peers counter name "handoff_refused" drop',
+    ]
+    if s.load_balancer.bind_vip_only:
+        rules.append(
+            f'    tcp dport {{ {ports} }} ip daddr != {s.vip.ip} counter name "off_vip_refused" drop'
+        )
+    lines = [
+        f"# nftables table of the edge pod on {node}, rendered by rancher-ha-lb; do not edit.",
+        # Declare, then delete: the same file loads the first time and every later time.
+        f"table ip {TABLE} {{}}",
+        f"delete table ip {TABLE}",
+        f"table ip {TABLE} {{",
+        *(f"  counter {c} {{}}" for c in COUNTERS),
+        "  set peers {",
+        "    type ipv4_addr",
+        f"    elements = {{ {peers} }}",
+        "  }",
+        "  chain input {",
+        "    type filter hook input priority filter; policy accept;",
+        *rules,
+        "  }",
+        "}",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,108 @@
+"""halb-keepalived's handoff messages: only an authentic, fresh, new message from
+the peer it names steers flows; everything else is counted and ignored. Then
+the steering rules for every traffic port, checked by nft in a namespace of the
+test's own."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from conftest import ROOT
+
+SCRIPT = ROOT / "images" / "keepalived" / "halb-keepalived"
+KEY = b"k" * 43
+PEERS = {"192.0.2.11", "192.0.2.12"}
+NOW = 1_800_000_000.0
+
+
+def load() -> ModuleType:
+    loader = importlib.machinery.SourceFileLoader("halb_keepalived", str(SCRIPT))
+    spec = importlib.util.spec_from_loader("halb_keepalived", loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["halb_keepalived"] = module
+    loader.exec_module(module)
+    return module
+
+
+hk = load()
+
+
+def genuine(sender: str = "192.0.2.11", at: float = NOW, nonce: str = "00ff00ff00ff00ff") -> bytes:
+    message: bytes = hk.sign(KEY, sender, 20.0, at, nonce)
+    return message
+
+
+def test_a_genuine_message_is_accepted_once_then_a_replay() -> None:
+    v = hk.Verifier(KEY, PEERS)
+    assert v.judge(genuine(), "192.0.2.11", NOW + 0.2) == ("accepted", 20.0)
+    assert v.judge(genuine(), "192.0.2.11", NOW + 1.0) == ("replayed", 0.0)
+    # The handoff sends each of its repeats with a nonce of its own: not replays.
+    assert v.judge(genuine(nonce="1111111111111111"), "192.0.2.11", NOW + 0.3)[0] == "accepted"
+    assert v.counts["accepted"] == 2 and v.counts["replayed"] == 1
+
+
+@pytest.mark.parametrize(
+    ("data", "source", "result"),
+    [
+        # A genuine message captured and sent again 10 s later (the lab's forged-handoff drill).
+        (genuine(at=NOW - 10), "192.0.2.11", "stale"),
+        (genuine(at=NOW + 10), "192.0.2.11", "stale"),
+        # Forged: no key, a changed field, another key, the old unsigned format.
+        (b"halb-handoff/2 192.0.2.11 300 1800000000000 00ff00ff00ff00ff " + b"0" * 64, "192.0.2.11",
+         "unauthenticated"),
+        (genuine().replace(b" 20 ", b" 300 "), "192.0.2.11", "unauthenticated"),
+        (hk.sign(b"other key", "192.0.2.11", 20.0, NOW, "00ff00ff00ff00ff"), "192.0.2.11", "unauthenticated"),
+        (b"halb-handoff/1 192.0.2.11 300", "192.0.2.11", "malformed"),
+        # A peer's genuine message resent by the other peer: the sender it names is not the source.
+        (genuine("192.0.2.11"), "192.0.2.12", "unauthenticated"),
+        # Not a peer at all (the firewall drops these first; the listener refuses them too).
+        (genuine("192.0.2.99"), "192.0.2.99", "foreign"),
+        (b"\xff\xfe garbage", "192.0.2.12", "malformed"),
+    ],
+    ids=["replayed-10s-later", "from-the-future", "forged-mac", "changed-seconds", "wrong-key", "v1",
+         "resent-by-other-peer", "not-a-peer", "garbage"],
+)  # fmt: skip
+def test_anything_else_is_refused_and_counted(data: bytes, source: str, result: str) -> None:
+    v = hk.Verifier(KEY, PEERS)
+    assert v.judge(data, source, NOW) == (result, 0.0)
+    assert v.counts[result] == 1 and sum(v.counts.values()) == 1
+
+
+def test_drain_seconds_are_bounded() -> None:
+    v = hk.Verifier(KEY, PEERS)
+    long = hk.sign(KEY, "192.0.2.11", 1e9, NOW, "2222222222222222")
+    assert v.judge(long, "192.0.2.11", NOW) == ("accepted", hk.MAX_DRAIN_S)
+
+
+def test_seen_nonces_are_forgotten_after_they_could_matter() -> None:
+    v = hk.Verifier(KEY, PEERS)
+    for i in range(50):
+        v.judge(genuine(at=NOW + i, nonce=f"{i:016x}"), "192.0.2.11", NOW + i)
+    assert len(v.seen) <= 2 * hk.REPLAY_WINDOW_S + 1
+
+
+def test_without_the_key_steer_and_handoff_refuse_to_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(hk.KEY_ENV, raising=False)
+    with pytest.raises(SystemExit, match="HALB_HANDOFF_KEY is not set"):
+        hk.handoff_key()
+
+
+@pytest.mark.netns
+def test_the_steering_rules_cover_every_traffic_port_and_load(netns: str, tmp_path: Path) -> None:
+    rules = hk.steer_rules("192.0.2.10", [80, 443, 7000], "192.0.2.11", "eth0")
+    assert "tcp dport { 80, 443, 7000 }" in rules
+    path = tmp_path / "steer.nft"
+    path.write_text(rules)
+    done = subprocess.run(["ip", "netns", "exec", netns, "nft", "-f", str(path)],
+                          capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    listed = subprocess.run(["ip", "netns", "exec", netns, "nft", "list", "table", "ip", "halb_steer"],
+                            capture_output=True, text=True, timeout=30, check=True).stdout  # fmt: skip
+    assert "tcp dport { 80, 443, 7000 }" in listed and 'dup to 192.0.2.11 device "eth0" drop' in listed
