@@ -25,6 +25,7 @@ Refusals are counted (named counters), for `lab fault` and the docs.
 from __future__ import annotations
 
 from components.settings import Settings
+from components.settings.capacity import traffic_listeners
 
 TABLE = "halb_edge"
 COUNTERS = ("vrrp_refused", "handoff_refused", "off_vip_refused")
@@ -36,9 +37,7 @@ VRRP_PROTO = 112
 
 def traffic_ports(s: Settings) -> list[int]:
     """Every port HAProxy serves traffic on: HTTP, HTTPS, each tcpPort."""
-    lb = s.load_balancer
-    ports = [lb.http_port] + ([lb.https_port] if s.tls_services else [])
-    return ports + [svc.tcp_port for svc in s.services if svc.tcp_port is not None]
+    return [port for _, port in traffic_listeners(s)]
 
 
 def render_edge_nft(s: Settings, node: str) -> str:

@@ -110,6 +110,9 @@ COOKIE_KEY_ENV = "HALB_COOKIE_KEY"
 COOKIE_SECRET = "edge-cookie-key"
 COOKIE_SECRET_KEY = "key"
 COOKIE_SECRET_CHARS = 32
+# The nftables table the new MASTER's steer listener adds for a handoff's drain
+# (images/keepalived/halb-keepalived's STEER_TABLE); the lab reads its counters.
+STEER_TABLE = "halb_steer"
 # Handoff messages between the load-balancer hosts carry an HMAC under this
 # key (halb-keepalived), the same on every host: a Secret minted once, read by
 # the keepalived container (its steer listener and its preStop).

@@ -15,6 +15,8 @@ from types import ModuleType
 import pytest
 from conftest import ROOT
 
+from components.edge_pod import STEER_TABLE
+
 SCRIPT = ROOT / "images" / "keepalived" / "halb-keepalived"
 KEY = b"k" * 43
 PEERS = {"192.0.2.11", "192.0.2.12"}
@@ -98,6 +100,7 @@ def test_without_the_key_steer_and_handoff_refuse_to_run(monkeypatch: pytest.Mon
 def test_the_steering_rules_cover_every_traffic_port_and_load(netns: str, tmp_path: Path) -> None:
     rules = hk.steer_rules("192.0.2.10", [80, 443, 7000], "192.0.2.11", "eth0")
     assert "tcp dport { 80, 443, 7000 }" in rules
+    assert hk.STEER_TABLE == STEER_TABLE  # the table the lab reads is the one the listener makes
     path = tmp_path / "steer.nft"
     path.write_text(rules)
     done = subprocess.run(["ip", "netns", "exec", netns, "nft", "-f", str(path)],

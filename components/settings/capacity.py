@@ -27,10 +27,18 @@ MI = 1024 * 1024
 MIN_LIMIT_MI = 512
 
 
+def traffic_listeners(s: Settings) -> list[tuple[str, int]]:
+    """(name, port) of every frontend that carries traffic: HTTP, HTTPS, each tcpPort."""
+    lb = s.load_balancer
+    listeners = [("HTTP", lb.http_port)] + ([("HTTPS", lb.https_port)] if s.tls_services else [])
+    return listeners + [
+        (f"tcpPort {svc.tcp_port}", svc.tcp_port) for svc in s.services if svc.tcp_port is not None
+    ]
+
+
 def traffic_frontends(s: Settings) -> list[str]:
     """The frontends that carry traffic, each with maxConn of its own."""
-    names = ["HTTP"] + (["HTTPS"] if s.tls_services else [])
-    return names + [f"tcpPort {svc.tcp_port}" for svc in s.services if svc.tcp_port is not None]
+    return [name for name, _ in traffic_listeners(s)]
 
 
 def global_maxconn(s: Settings) -> int:

@@ -22,14 +22,13 @@ from components.edge_pod import (
     HANDOFF_STARTED_FILE,
     HAPROXY,
     KEEPALIVED,
+    STEER_TABLE,
 )
 from components.keepalived import handoff_command
 from halb.lab.base import LabError, Out, in_ns, run, wait_until
 from halb.lab.faults import target
 from halb.lab.lab import Lab
 from halb.lab.podman import env, podman
-
-STEER_TABLE = "halb_steer"
 
 
 def steered_packets(lab: Lab, node: str) -> int:

@@ -28,13 +28,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from components.edge_firewall import TABLE
-from components.edge_pod import EXPORTER, HAPROXY, KEEPALIVED
+from components.edge_pod import EXPORTER, HAPROXY, KEEPALIVED, STEER_TABLE
 from halb.lab.base import LabError, in_ns, run, wait_until
 from halb.lab.lab import Lab
 from halb.lab.metrics import scrape, value
 
 HOSTILE = ("rogue-vrrp", "forged-handoff", "overload")
-STEER_TABLE = "halb_steer"
 REPLAY_AFTER_S = 10.0
 OVERLOAD_S = 15.0
 HEALTH_EVERY_S = 0.5
