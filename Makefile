@@ -6,7 +6,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-stamp
 APT_PACKAGES := keepalived haproxy curl iproute2 procps nftables python3 python3-venv \
-	podman runc debootstrap python3-prometheus-client prometheus openssl nghttp2-client
+	podman runc debootstrap python3-prometheus-client prometheus openssl nghttp2-client \
+	libyang2 libc-ares2 libjson-c5 libreadline8 libcap2
 OUT ?= out
 
 .PHONY: all demo test lint unit render bench bench-changes bench-tls mutate mutate-sample system-deps deps clean
@@ -18,6 +19,7 @@ system-deps:
 	for bin in keepalived haproxy curl ip pgrep nft python3 podman runc debootstrap promtool openssl h2load; do command -v $$bin >/dev/null || missing=1; done; \
 	/usr/bin/python3 -c 'import prometheus_client' 2>/dev/null || missing=1; \
 	python3 -c 'import venv, ensurepip' 2>/dev/null || missing=1; \
+	for lib in libyang.so.2 libcares.so.2 libjson-c.so.5; do ldconfig -p | grep -q "$$lib" || missing=1; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "==> installing $(APT_PACKAGES) (apt)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null; \
@@ -41,7 +43,14 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml | system-deps
 	  (apt-get update -qq && apt-get download nginx >/dev/null)) && dpkg -x nginx_*.deb nginx && rm -f nginx_*.deb)
 	@touch $(STAMP)
 
-deps: system-deps $(STAMP)
+# FRR unpacked the same way (its package would start zebra and bgpd on this machine):
+# tests check every rendered frr.conf with its `vtysh -C`.
+VTYSH := $(VENV)/frr/usr/bin/vtysh
+$(VTYSH): | $(STAMP)
+	@cd $(VENV) && (apt-get download frr >/dev/null 2>&1 || (apt-get update -qq && apt-get download frr >/dev/null)) \
+	  && rm -rf frr && dpkg -x frr_*.deb frr && rm -f frr_*.deb
+
+deps: system-deps $(STAMP) $(VTYSH)
 
 lint: deps
 	$(VENV)/bin/ruff check .

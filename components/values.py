@@ -63,7 +63,7 @@ _SUFFIX = {
     **{s: Decimal(1024) ** (i + 1) for i, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))},
 }
 _QUANTITY_MAX = Decimal(2**63 - 1)
-_VIP_PREFIX = (8, 29)
+VIP_PREFIX = (8, 29)
 # A health-check path both HAProxy (unquoted in `option httpchk GET <path>`,
 # where # starts a comment and quotes and backslashes are syntax) and the
 # kubelet take as written.
@@ -281,8 +281,9 @@ def _vip_address(value: Any) -> Any:
         iface = ipaddress.IPv4Interface(value)
     except ValueError:
         raise fail("{value} is not an IPv4 address with prefix (a.b.c.d/n)", value=value) from None
-    lo, hi = _VIP_PREFIX
-    if not lo <= iface.network.prefixlen <= hi:
+    lo, hi = VIP_PREFIX
+    # /32: a routed VIP (a `bgp` stack); rules.py refuses it for VRRP.
+    if not lo <= iface.network.prefixlen <= hi and iface.network.prefixlen != 32:
         raise fail(
             f"prefix /{iface.network.prefixlen} is not allowed (/{lo}../{hi}: a subnet the VIP shares "
             "with the load-balancer hosts; a shorter one puts a huge on-link route on every host)",

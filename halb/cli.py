@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from components.problems import InputError
-from components.settings import RawConfig, parse_settings
+from components.settings import RawConfig, parse_settings, unbuilt
 from components.values import show
 from halb.bench.changes import CHANGES as BENCH_CHANGES
 from halb.bench.changes import MODES as BENCH_MODES
@@ -229,9 +229,11 @@ def _load_raw(stack: str, config_file: str | None) -> RawConfig | int:
         return _fail([f"--stack {stack}: unknown stack (have: {', '.join(known_stacks())})"])
     try:
         raw = load_stack_file(stack_path(stack, config_file))
-        parse_settings(raw)
+        problems = unbuilt(parse_settings(raw))
     except InputError as err:
         return _fail(err.problems)
+    if problems:
+        return _fail(problems)
     return raw
 
 

@@ -29,6 +29,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from components.problems import InputError
 from components.settings import PROJECT, RANCHER, RANCHER_KEYS, SECRET_KEYS_ALLOWED, SECRET_RULE, RawConfig
+from components.settings.engine import SECRET_LEAVES
 from components.values import short_name
 
 REDACTED = "REDACTED"
@@ -396,15 +397,14 @@ def _secret_allowed(key: str, below: tuple[str | int, ...]) -> bool:
     if not (ns == PROJECT or (ns == RANCHER and name in RANCHER_KEYS)):
         return True  # another provider's setting: its own business
     if not below:
-        return key in SECRET_KEYS_ALLOWED and key != f"{PROJECT}:services"
-    # services[i].env.NAME: the program sends these through a Kubernetes Secret.
-    return (
-        key == f"{PROJECT}:services"
-        and len(below) == 3
-        and isinstance(below[0], int)
-        and below[1] == "env"
-        and isinstance(below[2], str)
-    )
+        return key in SECRET_KEYS_ALLOWED and key not in SECRET_LEAVES
+    # services[i].env.NAME and bgp.peers[i].password: the program sends these through a Kubernetes Secret.
+    if len(below) != 3:
+        return False
+    if key == f"{PROJECT}:services":
+        return isinstance(below[0], int) and below[1] == "env" and isinstance(below[2], str)
+    ok = below[0] == "peers" and isinstance(below[1], int) and below[2] == "password"
+    return key == f"{PROJECT}:bgp" and ok
 
 
 def _show_path(key: str, below: tuple[str | int, ...]) -> str:

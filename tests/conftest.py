@@ -251,6 +251,26 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+def vtysh() -> list[str]:
+    """FRR's vtysh as `make deps` unpacks it beside the venv (its package would start FRR here)."""
+    root = ROOT / ".venv" / "frr"
+    binary = root / "usr" / "bin" / "vtysh"
+    if not binary.exists():
+        if shutil.which("vtysh") is None:
+            pytest.skip("needs FRR's vtysh (make deps unpacks it into .venv/frr)")
+        return ["vtysh"]
+    libs = next(root.glob("usr/lib/*/frr"))
+    return ["env", f"LD_LIBRARY_PATH={libs}", str(binary)]
+
+
+def frr_check(conf: str, tmp: Path) -> subprocess.CompletedProcess[str]:
+    """`vtysh -C` (FRR's own dry run) of a rendered frr.conf: every daemon's grammar, no daemon."""
+    path = tmp / f"{uuid.uuid4().hex}.conf"
+    path.write_text(conf)
+    return subprocess.run([*vtysh(), "-C", "-f", str(path)], capture_output=True, text=True, timeout=30,
+                          check=False)  # fmt: skip
+
+
 def haproxy_check(cfg: str, tmp: Path) -> subprocess.CompletedProcess[str]:
     """`haproxy -c` of a rendered config as the pod runs it: HOST_IP set (the
     downward API), HALB_COOKIE_KEY (the sticky Secret), the server-state file

@@ -210,7 +210,9 @@ CASES = [
         nested(SVC, [0, "port"], None),
         [f"{P}services[0].port: missing (required)"],
     ),
-    Case("unknown: top", setting("colour", "blue"), [f"{P}colour: unknown key; expected one of: cluster,"]),
+    Case(
+        "unknown: top", setting("colour", "blue"), [f"{P}colour: unknown key; expected one of: bgp, cluster,"]
+    ),
     Case(
         "unknown: nested",
         nested("vip", ["iface"], "eth1"),

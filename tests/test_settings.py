@@ -188,7 +188,7 @@ def test_vrrp_version_other_than_2_or_3() -> None:
 
 def test_unknown_keys_say_what_was_expected() -> None:
     found = problems(vip={**VIP, "iface": "eth1"}, colour="blue")
-    assert "rancher-ha-lb:colour: unknown key; expected one of: cluster," in found[0]
+    assert "rancher-ha-lb:colour: unknown key; expected one of: bgp, cluster," in found[0]
     assert found[1] == ("rancher-ha-lb:vip.iface: unknown key; expected one of: address, interface, routerId")
 
 

@@ -44,8 +44,8 @@ def test_a_secure_value_where_it_would_reach_the_cluster_in_plain_text_is_refuse
         load_stack_file(path)
     assert err.value.problems == [
         "rancher-ha-lb:nested.a[1]: a secure value here would reach the cluster in plain text; "
-        "only rancher2:tokenKey, rancher-ha-lb:vrrpAuthPass, rancher-ha-lb:registryPassword and "
-        "values of rancher-ha-lb:services[].env may be secure"
+        "only rancher2:tokenKey, rancher-ha-lb:vrrpAuthPass, rancher-ha-lb:registryPassword, "
+        "values of rancher-ha-lb:services[].env and rancher-ha-lb:bgp.peers[].password may be secure"
     ]
 
 

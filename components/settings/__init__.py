@@ -18,6 +18,7 @@ from components.settings.engine import (
     RawConfig,
     SettingsError,
     parse_settings,
+    unbuilt,
 )
 from components.settings.messages import PROJECT, RANCHER
 from components.settings.models import (
@@ -62,4 +63,5 @@ __all__ = [
     "Vip",
     "Vrrp",
     "parse_settings",
+    "unbuilt",
 ]

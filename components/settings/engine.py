@@ -31,16 +31,20 @@ SECRET_PROJECT_KEYS = ("vrrpAuthPass", "registryPassword")
 STRING_PROJECT_KEYS = ("cluster", "namespace", "edgeNamespace", "project", "clusterDomain")
 # The only keys that may hold a `secure:` value: everything else reaches the
 # cluster (labels, ConfigMaps, manifests) in plain text. `services` may hold
-# secrets only in its `env` values, which then go through a Kubernetes Secret.
+# secrets only in its `env` values, which then go through a Kubernetes Secret;
+# `bgp` only in its peers' passwords, which reach FRR in a Secret.
 SECRET_KEYS_ALLOWED = (
     f"{RANCHER}:tokenKey",
     f"{PROJECT}:vrrpAuthPass",
     f"{PROJECT}:registryPassword",
     f"{PROJECT}:services",
+    f"{PROJECT}:bgp",
 )
+# Keys whose value is a structure that may be secret only at known leaves.
+SECRET_LEAVES = (f"{PROJECT}:services", f"{PROJECT}:bgp")
 SECRET_RULE = (
-    f"only {RANCHER}:tokenKey, {PROJECT}:vrrpAuthPass, {PROJECT}:registryPassword and "
-    f"values of {PROJECT}:services[].env may be secure"
+    f"only {RANCHER}:tokenKey, {PROJECT}:vrrpAuthPass, {PROJECT}:registryPassword, "
+    f"values of {PROJECT}:services[].env and {PROJECT}:bgp.peers[].password may be secure"
 )
 _MAX_DIGITS = 4000  # below Python's int/str conversion limit (4300)
 # The project's keys: each Settings field's alias (`rancher` is the `rancher2:` namespace).
@@ -178,6 +182,7 @@ def parse_settings(raw: RawConfig) -> Settings:
         raise SettingsError(problems)
     if f"{PROJECT}:services" in raw.secret_keys:
         settings = secret_env(settings)
+    problems += plain_passwords(settings, raw)
     problems += rule_problems(settings)
     if problems:
         raise SettingsError(problems)
@@ -194,3 +199,26 @@ def secret_env(s: Settings) -> Settings:
         for svc in s.services
     )
     return s.model_copy(update={"services": services})
+
+
+def plain_passwords(s: Settings, raw: RawConfig) -> list[str]:
+    """A BGP password in plain text would sit in the stack file and in state for anyone to read."""
+    if s.bgp is None or f"{PROJECT}:bgp" in raw.secret_keys:
+        return []
+    return [
+        f"{PROJECT}:bgp.peers[{i}].password: in plain text; set it as a secret: "
+        f"pulumi config set --secure --path 'bgp.peers[{i}].password' <password>"
+        for i, p in enumerate(s.bgp.peers)
+        if p.password is not None
+    ]
+
+
+def unbuilt(s: Settings) -> list[str]:
+    """Settings accepted and checked whose deployment is not built yet: refused where
+    the program or the lab would deploy, so nothing half-made reaches a cluster."""
+    if s.bgp is None:
+        return []
+    return [
+        f"{PROJECT}:bgp: checked, but the BGP edge pod (FRR) is not built yet (issue 23); "
+        f"remove {PROJECT}:bgp to deploy with VRRP"
+    ]

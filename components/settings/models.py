@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 
+from components.settings.bgp import Bgp
 from components.settings.routing import HealthCheck, SecurityContext, Timeouts, TmpSize
 from components.settings.tls import ServiceTls, Tls
 from components.values import (
@@ -281,6 +282,8 @@ class Settings(_Model):
     hosts: dict[str, Host]
     vip: Vip
     vrrp: Vrrp = Vrrp()
+    # Set: every healthy load-balancer host announces the VIP over BGP (FRR), no VRRP.
+    bgp: Bgp | None = None
     services: Annotated[tuple[Service, ...], Field(min_length=1)]
     load_balancer: LoadBalancer = Field(LoadBalancer(), alias="loadBalancer")
     keepalived: KeepalivedImage = KeepalivedImage()

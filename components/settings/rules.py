@@ -10,10 +10,11 @@ import ipaddress
 import re
 from collections.abc import Callable
 
-from components.settings import capacity, service_rules, tls_rules, vrrp_rules
+from components.settings import bgp_rules, capacity, service_rules, tls_rules, vrrp_rules
 from components.settings.messages import key
 from components.settings.models import Resources, Role, Settings
 from components.values import (
+    VIP_PREFIX,
     duration_seconds,
     is_dns_subdomain,
     quantity,
@@ -81,22 +82,24 @@ def _addresses(s: Settings) -> list[str]:
     problems: list[str] = []
     net = s.vip.address.network
     seen: dict[ipaddress.IPv4Address, str] = {}
+    speakers = "BGP speakers" if s.bgp is not None else "VRRP peers"
     for node in s.lb_nodes:
         host = s.hosts[node]
         where = f"{key('hosts')}.{short_name(node)}.address"
         if host.address is None:
-            problems.append(f"{where}: missing (required for load-balancer hosts: VRRP peers)")
+            problems.append(f"{where}: missing (required for load-balancer hosts: {speakers})")
             continue
         if host.address in seen:
             problems.append(
                 f"{where}: {host.address} is also the address of {short_name(seen[host.address])}"
             )
         seen.setdefault(host.address, node)
-        if host.address not in net:
+        # With BGP the VIP is a /32 on lo, announced through routers: not on the hosts' subnet.
+        if s.bgp is None and net.prefixlen != 32 and host.address not in net:
             problems.append(f"{where}: {host.address} is outside the VIP's subnet {net}")
         if host.address == s.vip.ip:
             problems.append(f"{where}: {host.address} is the VIP itself; use another address")
-        if host.address in (net.network_address, net.broadcast_address):
+        if s.bgp is None and host.address in (net.network_address, net.broadcast_address):
             problems.append(f"{where}: {host.address} is the subnet's network/broadcast address")
     # Apps hosts after the load-balancer hosts, so the apps host is the one blamed.
     for node in s.app_nodes:
@@ -114,7 +117,12 @@ def _addresses(s: Settings) -> list[str]:
 
 def _vip(s: Settings) -> list[str]:
     net = s.vip.address.network
-    if s.vip.ip in (net.network_address, net.broadcast_address):
+    if s.bgp is None and net.prefixlen == 32:
+        return [
+            f"{key('vip')}.address: prefix /32 is not allowed (/{VIP_PREFIX[0]}../{VIP_PREFIX[1]}: "
+            f"a subnet the VIP shares with the load-balancer hosts); a /32 VIP is routed: set {key('bgp')}"
+        ]
+    if s.bgp is None and s.vip.ip in (net.network_address, net.broadcast_address):
         return [f"{key('vip')}.address: {s.vip.address} is the subnet's network/broadcast address"]
     return []
 
@@ -254,6 +262,7 @@ RULES: tuple[Callable[[Settings], list[str]], ...] = (
     _resources,
     _haproxy_memory,
     *vrrp_rules.RULES,
+    *bgp_rules.RULES,
     _registry,
     *tls_rules.RULES,
 )
