@@ -49,12 +49,18 @@ from components.settings import Settings
 #              gratuitous ARP
 #   SETGID     keepalived calls setgroups() before every vrrp_script run; without
 #              it the health check never runs and is reported as passed
+#   SYS_NICE   SCHED_RR for the VRRP process (vrrp_rt_priority): adverts on time
+#              while HAProxy saturates the host's CPU; without it keepalived runs
+#              at normal priority and an overloaded MASTER loses the VIP
 # NET_ADMIN also covers the edge table (components/edge_firewall.py) and the
 # handoff (halb-keepalived): the VIP parked on lo, the nftables rules that keep
 # it unannounced there and steer a peer's flows.
 # Not NET_BROADCAST, which the seed asked for: Linux checks it nowhere a VRRP
 # speaker goes (multicast adverts and GARP work without it; a test shows so).
-CAPABILITIES = ("NET_ADMIN", "NET_RAW", "SETGID")
+# No answer this long and haproxy-watch calls HAProxy hung (down); a slower but
+# answered /healthz is busy, never down. The poll's default fall matches it.
+WATCH_HUNG_S = 2.0
+CAPABILITIES = ("NET_ADMIN", "NET_RAW", "SETGID", "SYS_NICE")
 
 
 def render_all(s: Settings, auth_pass: str | None) -> dict[str, str]:
@@ -127,7 +133,15 @@ def watch_container(s: Settings, image: pulumi.Input[str]) -> k8s.core.v1.Contai
     return {
         "name": WATCH,
         "image": image,
-        "command": [WATCH_BIN, "--port", str(s.load_balancer.stats_port), "--file", HAPROXY_DOWN_FILE],
+        "command": [
+            WATCH_BIN,
+            "--port",
+            str(s.load_balancer.stats_port),
+            "--file",
+            HAPROXY_DOWN_FILE,
+            "--timeout",
+            f"{WATCH_HUNG_S:g}",
+        ],
         "resources": resources(s.keepalived.resources),
         "security_context": unprivileged(),
         "volume_mounts": [{"name": SHARED_VOLUME, "mount_path": SHARED_DIR}],

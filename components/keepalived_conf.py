@@ -39,6 +39,10 @@ def _fmt_seconds(value: float) -> str:
     return f"{value:g}"
 
 
+# Below the kernel's threaded interrupt handlers (SCHED_FIFO 50), above every normal task.
+VRRP_RT_PRIORITY = 40
+
+
 def render_keepalived_conf(s: Settings, node: str, auth_pass: str | None = None) -> str:
     """keepalived.conf for `node`; `auth_pass` is given only when VRRPv2 auth is on."""
     if node not in s.lb_nodes:
@@ -72,6 +76,10 @@ def render_keepalived_conf(s: Settings, node: str, auth_pass: str | None = None)
         # cache points at the loser move at once, not at the next refresh.
         "    vrrp_higher_prio_send_advert true",
         "    vrrp_garp_lower_prio_repeat 3",
+        # The VRRP process real-time (SCHED_RR, CAP_SYS_NICE): a host whose HAProxy
+        # saturates the CPU still sends its 50 ms adverts on time; at normal
+        # priority it waited up to 570 ms on the run queue and the VIP moved.
+        f"    vrrp_rt_priority {VRRP_RT_PRIORITY}",
         "}",
         "",
         f"vrrp_script {CHECK_NAME} {{",

@@ -18,6 +18,7 @@ from conftest import rendered
 from halb.lab.dns import answer
 from halb.lab.kubelet import BACKOFF_INITIAL_S, BACKOFF_MAX_S, RELIST_S, CState, Kubelet
 from halb.lab.podspec import PodSpecError, RunContext, parse_daemonset, podman_run_args
+from halb.lab.rtsched import RT_PERIOD_US, RT_RUNTIME_US
 from halb.lab.volumes import DATA, payload, write_atomic
 from halb.render import manifests
 
@@ -62,7 +63,7 @@ def test_the_rendered_edge_pod_is_read_whole() -> None:
     assert spec.container("keepalived").pre_stop and spec.container("haproxy").pre_stop
     assert spec.schedules_on({"role": "load-balancer"}) and not spec.schedules_on({"role": "apps"})
     ka = spec.container("keepalived")
-    assert ka.capabilities == {"NET_ADMIN", "NET_RAW", "SETGID"} and ka.run_as_user == 0
+    assert ka.capabilities == {"NET_ADMIN", "NET_RAW", "SETGID", "SYS_NICE"} and ka.run_as_user == 0
     watch = spec.container("haproxy-watch")
     assert watch.capabilities == frozenset() and watch.run_as_user == 65534 and watch.run_as_non_root
     hap = spec.container("haproxy")
@@ -133,7 +134,7 @@ def test_podman_args_carry_the_security_context_exactly() -> None:
     ka = podman_run_args(spec.container("keepalived"), spec, ctx(secret_env={"HALB_HANDOFF_KEY": "h4nd"}))
     assert "HALB_HANDOFF_KEY" in ka and not any("h4nd" in a for a in ka)
     assert ka[ka.index("--cap-drop") + 1] == "all"
-    assert ka[ka.index("--cap-add") + 1] == "NET_ADMIN,NET_RAW,SETGID"
+    assert ka[ka.index("--cap-add") + 1] == "NET_ADMIN,NET_RAW,SETGID,SYS_NICE"
     assert ka[ka.index("--user") + 1] == "0"
     assert "--read-only" in ka and "--read-only-tmpfs=false" in ka  # no podman /run or /tmp
     assert ka[ka.index("--security-opt") + 1] == "no-new-privileges"
@@ -152,6 +153,46 @@ def test_podman_args_carry_the_security_context_exactly() -> None:
                         "/usr/local/etc/haproxy/haproxy.cfg"]  # fmt: skip
     assert "HOST_IP=192.0.2.11" in hap  # status.hostIP
     assert "--network" in hap and hap[hap.index("--network") + 1] == "ns:/run/netns/x"
+
+
+def test_only_sys_nice_containers_get_the_rt_budget() -> None:
+    """Where the kernel schedules RT per cgroup, keepalived runs under the lab's parent with a budget."""
+    spec = parse_daemonset(edge_doc())
+    keys = {"HALB_HANDOFF_KEY": "h"}
+    ka = podman_run_args(spec.container("keepalived"), spec, ctx(rt_parent="/halb-x", secret_env=keys))
+    assert ka[ka.index("--cgroup-parent") + 1] == "/halb-x"
+    assert ka[ka.index("--cpu-rt-runtime") + 1] == str(RT_RUNTIME_US)
+    assert ka[ka.index("--cpu-rt-period") + 1] == str(RT_PERIOD_US)
+    assert "--cgroup-parent" not in podman_run_args(spec.container("keepalived"), spec, ctx(secret_env=keys))
+    hap = podman_run_args(
+        spec.container("haproxy"), spec, ctx(rt_parent="/halb-x", secret_env={"HALB_COOKIE_KEY": "c"})
+    )
+    assert "--cgroup-parent" not in hap and "--cpu-rt-runtime" not in hap
+
+
+def test_the_rt_parent_is_journalled_before_it_is_made_and_removed_with_its_children(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from halb.lab import rtsched
+    from halb.lab.journal import Journal
+
+    root = tmp_path / "cgroup"
+    for ctrl in ("cpu", "memory"):
+        (root / ctrl).mkdir(parents=True)
+    (root / "cpu" / "cpu.rt_runtime_us").write_text("950000")
+    monkeypatch.setattr(rtsched, "CGROUP_ROOT", root)
+    monkeypatch.setattr(rtsched, "CPU_V1", root / "cpu")
+    journal = Journal(tmp_path / "journal.jsonl")
+    assert rtsched.make_parent("tabc", 2, journal) == "/halb-tabc"
+    assert [e["name"] for e in journal.entries("cgroup")] == ["halb-tabc"]
+    assert (root / "cpu" / "halb-tabc" / "cpu.rt_runtime_us").read_text() == str(4 * rtsched.RT_RUNTIME_US)
+    (root / "memory" / "halb-tabc" / "libpod-1").mkdir(parents=True)  # what podman makes under it
+    (root / "memory" / "halb-other").mkdir()  # not recorded: not ours
+    # Plain directories stand in for cgroupfs, whose control files do not block rmdir.
+    (root / "cpu" / "halb-tabc" / "cpu.rt_runtime_us").unlink()
+    assert rtsched.remove(journal) == []
+    assert not (root / "cpu" / "halb-tabc").exists() and not (root / "memory" / "halb-tabc").exists()
+    assert (root / "memory" / "halb-other").exists()
 
 
 def test_dependent_variables_in_command_are_expanded_as_the_kubelet_does() -> None:

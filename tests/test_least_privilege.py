@@ -11,7 +11,7 @@ from conftest import STACKS, cached, rendered, settings_of
 from halb.render import manifests
 
 EDGE_CAPS = {
-    "keepalived": {"NET_ADMIN", "NET_RAW", "SETGID"},
+    "keepalived": {"NET_ADMIN", "NET_RAW", "SETGID", "SYS_NICE"},
     "haproxy": {"NET_BIND_SERVICE"},
     "haproxy-watch": set(),
     "vrrp-exporter": set(),

@@ -36,7 +36,7 @@ S = settings_of("lab")
 ENTRYPOINT = ROOT / "images" / "keepalived" / "entrypoint.sh"
 EXPORTER = ROOT / "images" / "keepalived" / "vrrp-exporter"
 # The keepalived container's set (components/keepalived.py), as the pod gets it.
-CAP_BIT = {"NET_ADMIN": 12, "NET_RAW": 13, "SETGID": 6}
+CAP_BIT = {"NET_ADMIN": 12, "NET_RAW": 13, "SETGID": 6, "SYS_NICE": 23}
 VRRP_CAPS = sum(1 << CAP_BIT[c] for c in CAPABILITIES)
 KEEPALIVED_CAPS = [
     "--bounding-set",

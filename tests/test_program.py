@@ -86,7 +86,7 @@ def test_tolerations_reach_the_edge_pod() -> None:
 def test_grace_covers_the_handoff_and_haproxy_drain() -> None:
     # preStop: the VIP leaving by the slowest path (interval x fall + timeout + 1 s),
     # the handoff's drain (2 s), 3 s to spare; then hard-stop-after 30 s; 5 s to exit.
-    assert edge(rendered("prod"))["terminationGracePeriodSeconds"] == (1 * 1 + 1 + 1) + 2 + 3 + 30 + 5
+    assert edge(rendered("prod"))["terminationGracePeriodSeconds"] == (1 * 2 + 1 + 1) + 2 + 3 + 30 + 5
     slow = with_overrides(stack_raw("prod"), vrrp={"check": {"interval": 3, "timeout": 2, "fall": 2},
                                                    "handoff": {"drainSeconds": 7.5}})  # fmt: skip
     grace = edge(run_program(slow, "prod"))["terminationGracePeriodSeconds"]
@@ -98,7 +98,7 @@ def test_keepalived_capabilities_exactly_vrrp_needs(stack: str) -> None:
     spec = edge(rendered(stack))
     container = by_name(spec["containers"])["keepalived"]
     sc = container["securityContext"]
-    assert sorted(sc["capabilities"]["add"]) == ["NET_ADMIN", "NET_RAW", "SETGID"]
+    assert sorted(sc["capabilities"]["add"]) == ["NET_ADMIN", "NET_RAW", "SETGID", "SYS_NICE"]
     assert sc["capabilities"]["drop"] == ["ALL"]
     assert sc["privileged"] is False and sc["allowPrivilegeEscalation"] is False
     assert sc["readOnlyRootFilesystem"] is True
@@ -118,6 +118,8 @@ def test_haproxy_watch_sidecar_unprivileged_sharing_the_track_file(stack: str) -
         str(settings_of(stack).load_balancer.stats_port),
         "--file",
         "/run/halb/haproxy-down",
+        "--timeout",
+        "2",
     ]
     sc = watch["securityContext"]
     assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 65534

@@ -332,9 +332,9 @@ def test_values_inside_the_bounds_reach_the_settings() -> None:
 
 
 def test_check_defaults_are_the_documented_ones() -> None:
-    """README: a 1 s poll with a 1 s timeout, down at the first failure, up after 2."""
+    """README: a 1 s poll with a 1 s timeout, down after 2 failures (one slow answer is busy), up after 2."""
     c = parse({}).vrrp.check
-    assert (c.interval, c.timeout, c.fall, c.rise, c.watch) == (1, 1, 1, 2, True)
+    assert (c.interval, c.timeout, c.fall, c.rise, c.watch) == (1, 1, 2, 2, True)
     v = parse({}).vrrp
     assert (v.version, v.advert_interval, v.unicast, v.garp_refresh, v.metrics_port) == (
         3,

@@ -93,7 +93,10 @@ class Check(_Model):
     # keepalived's vrrp_script interval/timeout are whole seconds >= 1.
     interval: Annotated[Int, in_range(1, 3600)] = 1
     timeout: Annotated[Int, in_range(1, 3600)] = 1
-    fall: Annotated[Int, in_range(1, 255)] = 1
+    # Two misses: one slow answer from a saturated HAProxy is "busy", not dead (a
+    # fall of 1 moved the VIP under the overload drill); two in a row, about 2 s
+    # unanswered, is what haproxy-watch calls hung. Death itself the watcher sees at once.
+    fall: Annotated[Int, in_range(1, 255)] = 2
     rise: Annotated[Int, in_range(1, 255)] = 2
     # The event-driven watcher (images/keepalived/haproxy-watch) beside
     # keepalived: HAProxy's death is known in milliseconds, not at the next poll.

@@ -84,6 +84,9 @@ class PodFile:
     journal: str
     labels: dict[str, str]
     nofile: int | None = None
+    # The cgroup parent with an RT budget, for containers that may run real-time
+    # (halb/lab/rtsched.py); None where the kernel needs none.
+    rt_parent: str | None = None
     # The Secrets and ConfigMaps the pod's volumes come from; `lab apply`
     # rewrites the file, the kubelet brings the volumes up to date after
     # `sync_s` (a kubelet's sync period plus its cache's TTL, in a cluster
@@ -214,6 +217,7 @@ class Kubelet:
             name=name,
             labels={**self.pf.labels, "io.kubernetes.container.name": c.name},
             nofile=self.pf.nofile,
+            rt_parent=self.pf.rt_parent,
             secret_env=secrets,
         )
         self.journal.record("container", name=name)

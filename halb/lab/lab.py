@@ -38,6 +38,7 @@ from halb.lab.podman import PodmanError, available
 from halb.lab.pods import Pods, image_dirs
 from halb.lab.probe import Attempt, ProbeError, ProbeRun
 from halb.lab.prometheus import LabPrometheus
+from halb.lab.rtsched import make_parent, parent_name
 from halb.lab.state import LabState, lab_dir
 from halb.lab.topology import LabPlan, Replica, app_command, plan_lab
 
@@ -113,6 +114,11 @@ class Lab:
             ids = f"{self.plan.prefix}-{self.plan.lab_id}"
             out(f"creating {len(self.plan.namespaces)} network namespaces ({ids}-*)")
             self.net.build()
+            if make_parent(self.plan.prefix, len(self.plan.lb_nodes), self.journal):
+                out(
+                    f"cgroup {parent_name(self.plan.prefix)}: an RT budget for keepalived "
+                    "(this kernel schedules RT per cgroup)"
+                )
             out("starting the cluster DNS stand-in and the app replicas")
             self._start_dns()
             self._start_apps()

@@ -17,6 +17,7 @@ from typing import Any
 
 from components.problems import InputError
 from components.values import quantity as parse_quantity
+from halb.lab.rtsched import RT_PERIOD_US, RT_RUNTIME_US
 
 # The kubelet's container runtime (containerd) gives a container these
 # capabilities unless it drops them; podman's own default set differs, so the
@@ -432,6 +433,9 @@ class RunContext:
     # The open-file limit the runtime gives (containerd: typically 1048576); the
     # lab gives what the pod needs when the machine allows it (halb/lab/limits.py).
     nofile: int | None = None
+    # A cgroup parent with an RT budget (halb/lab/rtsched.py): containers that
+    # hold CAP_SYS_NICE run under it with a budget of their own.
+    rt_parent: str | None = None
     # secretKeyRef values, read by the kubelet from the rendered Secrets at start.
     secret_env: Mapping[str, str] = field(default_factory=dict)
 
@@ -524,6 +528,9 @@ def podman_run_args(c: Container, pod: PodSpec, ctx: RunContext) -> list[str]:
         args += ["--cpus", f"{c.cpu_limit:g}"]
     if c.cpu_request is not None:
         args += ["--cpu-shares", str(max(2, int(c.cpu_request * 1024)))]
+    if "SYS_NICE" in c.capabilities and ctx.rt_parent is not None:
+        args += ["--cgroup-parent", ctx.rt_parent, "--cpu-rt-period", str(RT_PERIOD_US),
+                 "--cpu-rt-runtime", str(RT_RUNTIME_US)]  # fmt: skip
     env = env_values(c, pod, ctx)
     for name, value in env:
         # A Secret's value never goes on a command line: podman takes it from its own environment.

@@ -16,6 +16,7 @@ import shutil
 import signal
 from pathlib import Path
 
+from halb.lab import rtsched
 from halb.lab.base import Out, ip, wait_until
 from halb.lab.journal import Journal, alive, same_process
 from halb.lab.network import list_netns, netns_inode
@@ -66,6 +67,9 @@ def teardown(prefix: str, out: Out) -> int:
         ours = [n for n in names if n in existing]
         if ours:
             podman("rm", "--force", "--time", "0", *ours, check=False, timeout=120)
+    left = rtsched.remove(journal)
+    if left:
+        out(f"lab down: cgroup(s) still hold tasks, left in place: {', '.join(left)}")
     mounts = {str(e["path"]) for e in journal.entries("mount") if isinstance(e.get("path"), str)}
     for path in sorted(mounts):
         unmount(Path(path))

@@ -1,0 +1,81 @@
+"""A real-time CPU budget for the lab's containers that may use one (CAP_SYS_NICE).
+
+keepalived's VRRP process runs SCHED_RR (`vrrp_rt_priority`): a host whose
+HAProxy saturates the CPU still sends its adverts on time (measured: without
+it, the overload drill moved the VIP up to 9 times, keepalived waiting 6.5 s on
+the run queue in 23 s). On a kernel with RT group scheduling
+(CONFIG_RT_GROUP_SCHED, cgroup v1, as on the lab machine) a task may be
+real-time only inside a cgroup given an RT budget, and container cgroups get
+none. Cluster kernels mostly build without it (Debian, Ubuntu, RHEL) and need
+nothing; where one has it, keepalived logs that it cannot raise its priority
+and runs as before. The lab gives such containers a parent cgroup of its own,
+`halb-<prefix>`, with a budget: journalled before it is made, removed at
+teardown (with what podman made under it).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from halb.lab.journal import Journal
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CPU_V1 = CGROUP_ROOT / "cpu"
+RT_PERIOD_US = 1_000_000
+# Per container: 10% of a CPU each second, far above what keepalived uses
+# (about 2 ms a second under the overload drill); past it the kernel throttles.
+RT_RUNTIME_US = 100_000
+# The root group keeps 950000 of each second for RT tasks (sched_rt_runtime_us).
+PARENT_MAX_US = 900_000
+KIND = "cgroup"
+
+
+def rt_group_sched() -> bool:
+    """Whether this kernel schedules RT tasks per cgroup (v1 `cpu.rt_runtime_us`)."""
+    return (CPU_V1 / "cpu.rt_runtime_us").exists()
+
+
+def parent_name(prefix: str) -> str:
+    return f"halb-{prefix}"
+
+
+def make_parent(prefix: str, lb_hosts: int, journal: Journal) -> str | None:
+    """The cgroup parent for RT-capable containers, or None when the kernel needs none.
+
+    Room for two containers per host: a pod replaced during `lab apply` starts
+    its new keepalived before the old one has gone."""
+    if not rt_group_sched():
+        return None
+    name = parent_name(prefix)
+    journal.record(KIND, name=name)
+    path = CPU_V1 / name
+    path.mkdir(exist_ok=True)
+    (path / "cpu.rt_runtime_us").write_text(str(min(PARENT_MAX_US, 2 * lb_hosts * RT_RUNTIME_US)))
+    return f"/{name}"
+
+
+def _remove_tree(path: Path) -> bool:
+    """rmdir a cgroup and its empty children, deepest first; False if one still has tasks."""
+    ok = True
+    for child in sorted((p for p in path.iterdir() if p.is_dir()), reverse=True):
+        ok = _remove_tree(child) and ok
+    try:
+        os.rmdir(path)
+    except OSError:
+        return False
+    return ok
+
+
+def remove(journal: Journal) -> list[str]:
+    """Remove the recorded parents in every controller; what could not be removed."""
+    left: list[str] = []
+    names = {str(e["name"]) for e in journal.entries(KIND) if isinstance(e.get("name"), str)}
+    for name in sorted(names):
+        if not name.startswith("halb-") or "/" in name:
+            continue  # not one this module names
+        for controller in sorted(CGROUP_ROOT.iterdir()):
+            path = controller / name
+            if path.is_dir() and not path.is_symlink() and not _remove_tree(path):
+                left.append(str(path))
+    return left
