@@ -5,15 +5,12 @@ maxConn connections move no VIP and fail no request; each is counted."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from conftest import fresh, lab_settled, running_lab, stack_raw, with_overrides
+from conftest import fresh, lab_settled, running_lab
 
 from halb.bench.hostile import HostileRun, one_run
-from halb.lab.apply import apply
 from halb.lab.base import in_ns, run, wait_until
 from halb.lab.lab import Lab
 
@@ -53,21 +50,11 @@ def test_forged_and_replayed_handoffs_steer_nothing_and_are_counted(healthy: Lab
     assert wait_until(lambda: lab_settled(fresh(healthy)), 30, poll=0.2)
 
 
-def calm(advert_interval: float) -> Any:
-    """The lab stack with these VRRP adverts (a reload in place, no pod replaced)."""
-    return with_overrides(stack_raw("lab"), vrrp={"advertInterval": advert_interval})
-
-
-def test_overload_at_twice_maxconn_keeps_health_and_containers(healthy: Lab) -> None:
-    """At 200 ms adverts (the benchmark's `calm` profile). Whether the VIP moves under a
-    flood that shares this 2-CPU machine is a measurement, not a pass/fail here: the failover
-    benchmark's hostile section counts it (0 at 200 ms, up to 4 at the default 50 ms)."""
-    apply(fresh(healthy), calm(0.2), "lab", lambda _: None)
-    time.sleep(7)  # the kubelet's sync, keepalived's reload
-    try:
-        r = measured(healthy, "overload")
-    finally:
-        apply(fresh(healthy), stack_raw("lab"), "lab", lambda _: None)
+def test_overload_at_twice_maxconn_moves_no_vip_and_keeps_health_and_containers(healthy: Lab) -> None:
+    """At the default 50 ms adverts: keepalived real-time and the poll's fall 2 keep the VIP
+    where it is (at normal priority and fall 1 it moved up to 9 times a run here)."""
+    r = measured(healthy, "overload")
+    assert r.vip_moves == 0, r
     # Every slot held: the edge was saturated for real.
     assert r.sent >= 2 * healthy.plan.settings.load_balancer.max_conn, r
     # /healthz keeps its own budget: keepalived's check is answered while traffic is saturated
