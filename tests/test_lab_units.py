@@ -59,7 +59,7 @@ def test_the_rendered_edge_pod_is_read_whole() -> None:
     spec = parse_daemonset(edge_doc())
     names = [c.name for c in spec.containers]
     assert names == ["haproxy", "haproxy-reload", "keepalived", "haproxy-watch", "vrrp-exporter"]
-    assert spec.grace_s == 43 and spec.dns_policy == "ClusterFirstWithHostNet"
+    assert spec.grace_s == 44 and spec.dns_policy == "ClusterFirstWithHostNet"
     assert spec.container("keepalived").pre_stop and spec.container("haproxy").pre_stop
     assert spec.schedules_on({"role": "load-balancer"}) and not spec.schedules_on({"role": "apps"})
     ka = spec.container("keepalived")
