@@ -33,8 +33,9 @@ def load_settings() -> Settings:
     """Settings for this stack; bad config stops the run before any resource."""
     try:
         settings = parse_settings(raw_from_engine())
-        if unbuilt(settings):
-            raise SettingsError(unbuilt(settings))
+        not_yet = unbuilt(settings)
+        if not_yet:
+            raise SettingsError(not_yet)
         if settings.rancher.token_key is None:
             raise SettingsError(
                 [

@@ -398,7 +398,8 @@ def _secret_allowed(key: str, below: tuple[str | int, ...]) -> bool:
         return True  # another provider's setting: its own business
     if not below:
         return key in SECRET_KEYS_ALLOWED and key not in SECRET_LEAVES
-    # services[i].env.NAME and bgp.peers[i].password: the program sends these through a Kubernetes Secret.
+    # services[i].env.NAME (the program sends these through a Kubernetes Secret) and
+    # bgp.peers[i].password (kept a secret; see components/settings/engine.py).
     if len(below) != 3:
         return False
     if key == f"{PROJECT}:services":

@@ -32,7 +32,8 @@ STRING_PROJECT_KEYS = ("cluster", "namespace", "edgeNamespace", "project", "clus
 # The only keys that may hold a `secure:` value: everything else reaches the
 # cluster (labels, ConfigMaps, manifests) in plain text. `services` may hold
 # secrets only in its `env` values, which then go through a Kubernetes Secret;
-# `bgp` only in its peers' passwords, which reach FRR in a Secret.
+# `bgp` only in its peers' passwords, meant for FRR through a Secret (issue 23:
+# until that pod exists a bgp stack is refused at deploy, see `unbuilt`).
 SECRET_KEYS_ALLOWED = (
     f"{RANCHER}:tokenKey",
     f"{PROJECT}:vrrpAuthPass",

@@ -31,7 +31,7 @@ from halb.lab.kubelet import PodFile
 from halb.lab.limits import nofile_for
 from halb.lab.podman import podman
 from halb.lab.podspec import PodSpec, PodSpecError, parse_daemonset
-from halb.lab.rtsched import parent_name, rt_group_sched
+from halb.lab.rtsched import parent as rt_parent
 from halb.lab.topology import LabPlan
 from halb.lab.volumes import prepare, unmount
 
@@ -186,7 +186,7 @@ class Pods:
                 status_file=str(self.status_file(node, spec.name)),
                 journal=str(self.journal.path),
                 nofile=nofile_for(self.plan.settings),
-                rt_parent=f"/{parent_name(self.plan.prefix)}" if rt_group_sched() else None,
+                rt_parent=rt_parent(self.plan.prefix),
                 objects_file=str(pdir / OBJECTS),
                 sync_s=sync_delay_s(),
                 no_hooks_file=str(pdir / NO_HOOKS),

@@ -40,19 +40,25 @@ def parent_name(prefix: str) -> str:
     return f"halb-{prefix}"
 
 
+def parent(prefix: str) -> str | None:
+    """The `--cgroup-parent` for the lab's RT-capable containers, or None when the kernel needs none."""
+    return f"/{parent_name(prefix)}" if rt_group_sched() else None
+
+
 def make_parent(prefix: str, lb_hosts: int, journal: Journal) -> str | None:
-    """The cgroup parent for RT-capable containers, or None when the kernel needs none.
+    """Make `parent(prefix)` with its budget; None (nothing made) when the kernel needs none.
 
     Room for two containers per host: a pod replaced during `lab apply` starts
     its new keepalived before the old one has gone."""
-    if not rt_group_sched():
+    cgroup = parent(prefix)
+    if cgroup is None:
         return None
     name = parent_name(prefix)
     journal.record(KIND, name=name)
     path = CPU_V1 / name
     path.mkdir(exist_ok=True)
     (path / "cpu.rt_runtime_us").write_text(str(min(PARENT_MAX_US, 2 * lb_hosts * RT_RUNTIME_US)))
-    return f"/{name}"
+    return cgroup
 
 
 def _remove_tree(path: Path) -> bool:
