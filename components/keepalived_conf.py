@@ -41,6 +41,13 @@ def _fmt_seconds(value: float) -> str:
 
 # Below the kernel's threaded interrupt handlers (SCHED_FIFO 50), above every normal task.
 VRRP_RT_PRIORITY = 40
+# keepalived's own RLIMIT_RTTIME for that process, in microseconds: more than
+# the hard limit the image's entrypoint sets (200 ms), so keepalived's
+# setrlimit fails and it leaves the entrypoint's in place. When keepalived's
+# succeeds, 2.2.7 resets the limit to zero on the next reload (an uninitialised
+# saved value), and the kernel kills the real-time process at its next tick:
+# the lab saw it after nearly every reload, and its respawn dropped the VIP.
+VRRP_RLIMIT_RTTIME_US = 400_000
 
 
 def render_keepalived_conf(s: Settings, node: str, auth_pass: str | None = None) -> str:
@@ -80,6 +87,7 @@ def render_keepalived_conf(s: Settings, node: str, auth_pass: str | None = None)
         # saturates the CPU still sends its 50 ms adverts on time; at normal
         # priority it waited up to 570 ms on the run queue and the VIP moved.
         f"    vrrp_rt_priority {VRRP_RT_PRIORITY}",
+        f"    vrrp_rlimit_rttime {VRRP_RLIMIT_RTTIME_US}",
         "}",
         "",
         f"vrrp_script {CHECK_NAME} {{",

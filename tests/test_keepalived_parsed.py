@@ -10,12 +10,13 @@ with what the settings say it must be for that node.
 from __future__ import annotations
 
 import ipaddress
+import re
 import shlex
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from conftest import STACKS, rendered, settings_of, stack_raw, with_overrides
+from conftest import ROOT, STACKS, rendered, settings_of, stack_raw, with_overrides
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kaconf import Conf, ConfError, Stmt, parse
@@ -23,6 +24,14 @@ from kaconf import Conf, ConfError, Stmt, parse
 from components.keepalived import WATCH_HUNG_S, render_all
 from components.keepalived_conf import render_keepalived_conf
 from components.settings import Settings, parse_settings
+
+
+def entrypoint_rttime_hard_us() -> int:
+    """The hard RLIMIT_RTTIME the keepalived image's entrypoint runs keepalived under."""
+    text = (ROOT / "images" / "keepalived" / "entrypoint.sh").read_text()
+    (limits,) = re.findall(r"^rttime=(\d+):(\d+)$", text, flags=re.M)
+    assert 'exec prlimit --rttime="$rttime" keepalived' in text
+    return int(limits[1])
 
 
 def instance(conf: Conf, s: Settings) -> Stmt:
@@ -56,6 +65,9 @@ def check_node(s: Settings, node: str, text: str, auth_pass: str | None = None) 
     assert int(g.value("vrrp_garp_lower_prio_repeat")) == 3
     # The VRRP process SCHED_RR (CAP_SYS_NICE): adverts on time on a saturated host.
     assert int(g.value("vrrp_rt_priority")) == 40
+    # ... and keepalived never sets its RLIMIT_RTTIME (2.2.7 resets it to 0 on a reload):
+    # the entrypoint does, lower, so keepalived's own setrlimit fails.
+    assert int(g.value("vrrp_rlimit_rttime")) > entrypoint_rttime_hard_us()
 
     script = conf.one("vrrp_script", "chk_haproxy")
     argv = shlex.split(script.value("script"))

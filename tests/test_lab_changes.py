@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,8 @@ from halb.lab.pods import NO_HOOKS, sync_delay_s
 pytestmark = pytest.mark.netns
 
 BASE = stack_raw("lab")
+# Enough SIGHUPs that the old 10 ms real-time limit killed the VRRP process (about 1 in 10).
+RELOADS = 40
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +83,15 @@ def under_probe(lab: Lab, change: Any) -> list[Any]:
     return [a for a in attempts if not a.ok]
 
 
+def keepalived_tails(lab: Lab) -> str:
+    """What each host's keepalived said last: why a reload lost requests."""
+    tails = []
+    for n in lab.plan.lb_nodes:
+        lines = lab.pods.log(n.name, "keepalived").read_text().splitlines()[-25:]
+        tails.append(f"--- {n.name}\n" + "\n".join(lines))
+    return "\n".join(tails)
+
+
 def answers(lab: Lab, host: str) -> str:
     url = f"http://{lab.plan.vip}:{lab.plan.settings.load_balancer.http_port}/"
     return run(in_ns(lab.plan.client_netns, "curl", "-s", "--max-time", "1", "-H", f"Host: {host}", url),
@@ -108,7 +120,7 @@ def test_new_vrrp_timers_are_reloaded_and_the_master_stays(steady: Lab) -> None:
     assert master is not None
     pid = lab.daemon_pid(master, "keepalived")
     failed = under_probe(lab, lambda: apply(lab, changed(BASE, "vrrp-timers"), "lab", lambda _: None))
-    assert failed == []
+    assert failed == [], keepalived_tails(lab)
     now = fresh(lab)
     assert now.master() == master and now.daemon_pid(master, "keepalived") == pid
     assert (
@@ -116,6 +128,31 @@ def test_new_vrrp_timers_are_reloaded_and_the_master_stays(steady: Lab) -> None:
         in (lab.pods.pod_dir(master, "edge") / "volumes/keepalived-config" / f"{master}.conf").read_text()
     )
     assert "halb-keepalived: reloaded: config" in lab.pods.log(master, "keepalived").read_text()
+
+
+def test_reload_after_reload_never_kills_the_real_time_vrrp_process(steady: Lab) -> None:
+    """A reload is a burst of CPU with no blocking call between: at keepalived's
+    default RLIMIT_RTTIME (10 ms) the kernel SIGKILLed the real-time VRRP
+    process about one reload in ten here, and its respawn dropped the VIP."""
+    lab = steady
+    master = lab.master()
+    assert master is not None
+    pid = lab.daemon_pid(master, "keepalived")
+    assert pid is not None
+    log = lab.pods.log(master, "keepalived")
+    seen = len(log.read_text(errors="replace"))
+
+    def reloads() -> None:
+        for _ in range(RELOADS):
+            os.kill(pid, signal.SIGHUP)
+            time.sleep(0.3)
+
+    failed = under_probe(lab, reloads)
+    said = log.read_text(errors="replace")[seen:]
+    assert said.count("Reloading") >= RELOADS // 2, said[-2000:]
+    assert "exited due to signal" not in said and "Respawning" not in said, said[-2000:]
+    assert failed == [], keepalived_tails(lab)
+    assert fresh(lab).master() == master and lab.daemon_pid(master, "keepalived") == pid
 
 
 def test_a_config_haproxy_rejects_is_never_loaded_and_is_shown(steady: Lab) -> None:

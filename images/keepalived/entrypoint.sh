@@ -67,8 +67,16 @@ if [ -x "$halb" ]; then
             --state-file "$HALB_STEER_STATE_FILE" &
     fi
 fi
+# The real-time VRRP process's RLIMIT_RTTIME is set here, not by keepalived:
+# keepalived 2.2.7 resets it on every reload to a never-read zero limit (its
+# orig_rlimit_rt), cannot raise it back without CAP_SYS_RESOURCE, and the
+# kernel then kills the process at its next tick as real-time. Lowering needs
+# no capability; the config asks for more than this hard limit, so keepalived's
+# own attempt fails (it logs "cannot set realtime rlimit") and it never resets.
+# microseconds of CPU between blocking calls: SIGXCPU at the first, SIGKILL at the second
+rttime=100000:200000
 # exec: keepalived becomes PID 1 and gets SIGTERM itself, so it sends its
 # priority-0 advert and releases the VIP at once.
-exec keepalived --dont-fork --log-console --log-detail --use-file "$conf" \
+exec prlimit --rttime="$rttime" keepalived --dont-fork --log-console --log-detail --use-file "$conf" \
     --pid "$pid_dir/keepalived.pid" --vrrp_pid "$pid_dir/vrrp.pid" --checkers_pid "$pid_dir/checker.pid" \
     "$@"
