@@ -207,9 +207,9 @@ def root_netns_snapshot() -> dict[str, str]:
         "rules": out("ip", "rule", "show"),
         "nft": out("nft", "list", "ruleset"),
         "ip_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text(),
-        # The test labs' RT cgroups (halb/lab/rtsched.py; test labs' prefixes start with t):
+        # The test labs' RT cgroups (halb/lab/rtsched.py; test labs' prefixes start with t or s):
         # each gone with its lab.
-        "cgroups": "\n".join(sorted(str(p) for p in Path("/sys/fs/cgroup").glob("*/halb-t*"))),
+        "cgroups": "\n".join(sorted(str(p) for p in Path("/sys/fs/cgroup").glob("*/halb-[st]*"))),
     }
 
 

@@ -33,6 +33,8 @@ def prefix() -> Iterator[str]:
     p = "s" + uuid.uuid4().hex[:7]
     yield p
     run_halb("lab", "down", env=env(p), timeout=120)
+    # Whatever the test did to the lab, nothing of it outlives `lab down` (its RT cgroup too).
+    assert not list(Path("/sys/fs/cgroup").glob(f"*/halb-{p}"))
 
 
 def env(prefix: str, **extra: str) -> dict[str, str]:

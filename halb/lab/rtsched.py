@@ -15,7 +15,10 @@ teardown (with what podman made under it).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import time
 from pathlib import Path
 
 from halb.lab.journal import Journal
@@ -29,6 +32,8 @@ RT_RUNTIME_US = 100_000
 # The root group keeps 950000 of each second for RT tasks (sched_rt_runtime_us).
 PARENT_MAX_US = 900_000
 KIND = "cgroup"
+# How long teardown waits for the last task in a parent to exit.
+REMOVE_WAIT_S = 5.0
 
 
 def rt_group_sched() -> bool:
@@ -73,8 +78,21 @@ def _remove_tree(path: Path) -> bool:
     return ok
 
 
-def remove(journal: Journal) -> list[str]:
-    """Remove the recorded parents in every controller; what could not be removed."""
+def _tasks(path: Path) -> set[int]:
+    """Every process in a cgroup and its children."""
+    pids: set[int] = set()
+    for procs in path.rglob("cgroup.procs"):
+        with contextlib.suppress(OSError, ValueError):
+            pids |= {int(line) for line in procs.read_text().split()}
+    return pids
+
+
+def remove(journal: Journal, wait_s: float = REMOVE_WAIT_S) -> list[str]:
+    """Remove the recorded parents in every controller; what could not be removed.
+
+    What still runs in one is ours (only our containers are put there): a
+    conmon outliving its container by a moment, or a container a killed
+    kubelet left. It is killed, and the removal retried for up to `wait_s`."""
     left: list[str] = []
     names = {str(e["name"]) for e in journal.entries(KIND) if isinstance(e.get("name"), str)}
     for name in sorted(names):
@@ -82,6 +100,17 @@ def remove(journal: Journal) -> list[str]:
             continue  # not one this module names
         for controller in sorted(CGROUP_ROOT.iterdir()):
             path = controller / name
-            if path.is_dir() and not path.is_symlink() and not _remove_tree(path):
-                left.append(str(path))
+            if not path.is_dir() or path.is_symlink():
+                continue
+            deadline = time.monotonic() + wait_s
+            for _ in range(int(wait_s / 0.05) + 1):
+                if _remove_tree(path):
+                    break
+                for pid in _tasks(path):
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, signal.SIGKILL)
+                if time.monotonic() >= deadline:
+                    left.append(str(path))
+                    break
+                time.sleep(0.05)
     return left
