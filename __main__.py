@@ -46,6 +46,7 @@ images = EdgeImages(
         registry=s.registry,
         registry_password=secret(s.registry_password),
         apps_namespace_id=cluster.apps_namespace_id,
+        frr=ImageSource(s.frr.image, s.frr.build, IMAGES / "frr") if s.bgp is not None else None,
     ),
     in_cluster,
 )
@@ -64,6 +65,9 @@ edge = Edge(
         images.keepalived_ref,
         secret(s.vrrp_auth_pass),
         images.pull_secret,
+        images.frr_ref,
+        # The peers' passwords (addresses to keys): a Pulumi secret from the start.
+        pulumi.Output.secret(s.bgp.passwords) if s.bgp is not None and s.bgp.passwords else None,
     ),
     # The pods mount what EdgeTls makes (the ticket Secret, cert-manager's Secrets).
     pulumi.ResourceOptions.merge(in_cluster, pulumi.ResourceOptions(depends_on=tls)),
@@ -79,4 +83,6 @@ pulumi.export("appsNodes", hosts.node_names[Role.APPS])
 pulumi.export("services", [a.service_name for a in apps])
 pulumi.export("haproxyImage", images.haproxy_ref)
 pulumi.export("keepalivedImage", images.keepalived_ref)
+if images.frr_ref is not None:
+    pulumi.export("frrImage", images.frr_ref)
 pulumi.export("registrationCommands", hosts.registration_commands)

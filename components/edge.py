@@ -3,8 +3,9 @@
 Creates: a ConfigMap with haproxy.cfg, a Secret with one keepalived.conf per
 node, and one host-network DaemonSet `edge` whose pod runs haproxy,
 keepalived, (with `vrrp.check.watch`) haproxy-watch and the vrrp-exporter
-side by side: the
-seed's sidekick. One pod, not two DaemonSets, because a change that touches
+side by side: the seed's sidekick. With `bgp`, FRR (components/frr.py) takes
+keepalived's and the exporter's place, its Secret (`frr-config`) keepalived's.
+One pod, not two DaemonSets, because a change that touches
 both (image bump, stats port, registry) would otherwise roll them
 independently, possibly on different nodes at once: both LB hosts unhealthy
 together and the VIP gone. One DaemonSet with maxUnavailable 1 replaces the
@@ -13,12 +14,14 @@ pair on one node at a time.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
+from components import frr
 from components.edge_pod import (
     COOKIE_SECRET,
     COOKIE_SECRET_CHARS,
@@ -52,6 +55,7 @@ from components.settings import Settings
 # The objects' names: the ConfigMap and the Secret the volumes come from.
 HAPROXY_CONFIG = "haproxy-config"
 KEEPALIVED_CONFIG = "keepalived-config"
+FRR_CONFIG = "frr-config"
 
 
 def tls_pod_volumes(s: Settings) -> list[k8s.core.v1.VolumeArgsDict]:
@@ -80,6 +84,9 @@ class EdgeArgs:
     keepalived_image: pulumi.Input[str]
     auth_pass: pulumi.Input[str] | None = None
     pull_secret: pulumi.Input[str] | None = None
+    # With bgp: the FRR image, and the peers' passwords by address (a Pulumi secret).
+    frr_image: pulumi.Input[str] | None = None
+    bgp_passwords: pulumi.Input[Mapping[str, str]] | None = None
 
 
 # After the preStop the VIP is elsewhere and the handoff's steering has ended:
@@ -118,6 +125,10 @@ class Edge(pulumi.ComponentResource):
         s = args.settings
         if (args.auth_pass is None) != (s.vrrp_auth_pass is None):  # before registering anything
             raise ValueError("auth_pass must be given exactly when settings.vrrp_auth_pass is set")
+        if (args.frr_image is None) != (s.bgp is None):
+            raise ValueError("frr_image must be given exactly when settings.bgp is set")
+        if (args.bgp_passwords is None) != (s.bgp is None or not s.bgp.passwords):
+            raise ValueError("bgp_passwords must be given exactly when a bgp peer has a password")
         super().__init__("rancher-ha-lb:index:Edge", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.haproxy_config = haproxy_config(s)
@@ -128,48 +139,51 @@ class Edge(pulumi.ComponentResource):
             data={HAPROXY_CONFIG_FILE: self.haproxy_config},
             opts=child,
         )
-        if args.auth_pass is None:
-            configs: pulumi.Input[dict[str, str]] = render_all(s, None)
-        else:
-            # apply on a secret stays secret: the password never leaves it in plain.
-            configs = pulumi.Output.secret(args.auth_pass).apply(lambda p: render_all(s, p))
-        secret = k8s.core.v1.Secret(
-            f"{name}-keepalived-config",
-            metadata={"name": KEEPALIVED_CONFIG, "namespace": args.namespace, "labels": meta_labels},
-            type="Opaque",
-            string_data=configs,
-            opts=child,
-        )
         # Minted once and kept in state as secrets: every pod, and every `pulumi up`,
-        # hashes the same pod to the same cookie and signs handoffs with the same key.
+        # hashes the same pod to the same cookie (and, with VRRP, signs handoffs with the same key).
         cookie_secret = minted_secret(
             f"{name}-cookie-key", COOKIE_SECRET, COOKIE_SECRET_KEY, COOKIE_SECRET_CHARS, args.namespace, child
         )
-        handoff_secret = minted_secret(
-            f"{name}-handoff-key",
-            HANDOFF_SECRET,
-            HANDOFF_SECRET_KEY,
-            HANDOFF_SECRET_CHARS,
-            args.namespace,
-            child,
-        )
+        minted = [cookie_secret]
         containers = [
             haproxy_container(s, args.haproxy_image),
             reload_container(s, args.haproxy_image),
             *([tls_container(s, args.haproxy_image)] if s.tls_services else []),
-            keepalived_container(s, args.keepalived_image),
         ]
-        if s.vrrp.check.watch:
-            containers.append(watch_container(s, args.keepalived_image))
-        containers.append(exporter_container(s, args.keepalived_image))
+        if s.bgp is None:
+            secret = self._keepalived_secret(name, args, meta_labels, child)
+            minted.append(
+                minted_secret(
+                    f"{name}-handoff-key",
+                    HANDOFF_SECRET,
+                    HANDOFF_SECRET_KEY,
+                    HANDOFF_SECRET_CHARS,
+                    args.namespace,
+                    child,
+                )
+            )
+            containers.append(keepalived_container(s, args.keepalived_image))
+            if s.vrrp.check.watch:
+                containers.append(watch_container(s, args.keepalived_image))
+            containers.append(exporter_container(s, args.keepalived_image))
+            config_volumes: list[k8s.core.v1.VolumeArgsDict] = [
+                {
+                    "name": KEEPALIVED_CONFIG_VOLUME,
+                    "secret": {"secret_name": secret.metadata.name, "default_mode": 0o400},
+                },
+                {"name": KEEPALIVED_RUN_VOLUME, "empty_dir": {"medium": "Memory", "size_limit": "8Mi"}},
+            ]
+        else:
+            assert args.frr_image is not None
+            secret = self._frr_secret(name, args, meta_labels, child)
+            containers.append(frr.frr_container(s, args.frr_image))
+            if s.vrrp.check.watch:  # haproxy-watch lives in the keepalived image
+                containers.append(watch_container(s, args.keepalived_image))
+            config_volumes = frr.frr_volumes(secret.metadata.name)
         run_size = "16Mi" if s.tls_services else "1Mi"
         volumes: list[k8s.core.v1.VolumeArgsDict] = [
             {"name": HAPROXY_CONFIG_VOLUME, "config_map": {"name": config_map.metadata.name}},
-            {
-                "name": KEEPALIVED_CONFIG_VOLUME,
-                "secret": {"secret_name": secret.metadata.name, "default_mode": 0o400},
-            },
-            {"name": KEEPALIVED_RUN_VOLUME, "empty_dir": {"medium": "Memory", "size_limit": "8Mi"}},
+            *config_volumes,
             # With HTTPS it also holds the checked certificates (a few KiB each).
             {"name": HAPROXY_RUN_VOLUME, "empty_dir": {"medium": "Memory", "size_limit": run_size}},
             {"name": SHARED_VOLUME, "empty_dir": {"medium": "Memory", "size_limit": "1Mi"}},
@@ -183,10 +197,43 @@ class Edge(pulumi.ComponentResource):
             metadata={"name": NAME, "namespace": args.namespace, "labels": meta_labels},
             spec=one_node_at_a_time(NAME, meta_labels, pod_spec),
             # The pods' env reads the key: it exists before they start.
-            opts=pulumi.ResourceOptions.merge(
-                child, pulumi.ResourceOptions(depends_on=[cookie_secret, handoff_secret])
-            ),
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=minted)),
         )
         self.vip = str(s.vip.ip)
         self.nodes = s.lb_nodes
         self.register_outputs({"vip": self.vip, "nodes": self.nodes})
+
+    def _keepalived_secret(
+        self, name: str, args: EdgeArgs, meta_labels: dict[str, str], child: pulumi.ResourceOptions
+    ) -> k8s.core.v1.Secret:
+        """One keepalived.conf (and nftables table) per node; secret when it carries the auth_pass."""
+        s = args.settings
+        if args.auth_pass is None:
+            configs: pulumi.Input[dict[str, str]] = render_all(s, None)
+        else:
+            # apply on a secret stays secret: the password never leaves it in plain.
+            configs = pulumi.Output.secret(args.auth_pass).apply(lambda p: render_all(s, p))
+        return k8s.core.v1.Secret(
+            f"{name}-keepalived-config",
+            metadata={"name": KEEPALIVED_CONFIG, "namespace": args.namespace, "labels": meta_labels},
+            type="Opaque",
+            string_data=configs,
+            opts=child,
+        )
+
+    def _frr_secret(
+        self, name: str, args: EdgeArgs, meta_labels: dict[str, str], child: pulumi.ResourceOptions
+    ) -> k8s.core.v1.Secret:
+        """One frr.conf (and nftables table) per node; the peers' passwords stay a Pulumi secret."""
+        s = args.settings
+        if args.bgp_passwords is None:
+            configs: pulumi.Input[dict[str, str]] = frr.render_all(s, {})
+        else:
+            configs = pulumi.Output.secret(args.bgp_passwords).apply(lambda p: frr.render_all(s, p))
+        return k8s.core.v1.Secret(
+            f"{name}-frr-config",
+            metadata={"name": FRR_CONFIG, "namespace": args.namespace, "labels": meta_labels},
+            type="Opaque",
+            string_data=configs,
+            opts=child,
+        )

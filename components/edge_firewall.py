@@ -19,6 +19,10 @@ What it does, and why a rule rather than trust:
 - With loadBalancer.bindVipOnly: connections to the traffic ports addressed
   to anything but the VIP are dropped, so the hosts' own addresses serve no
   traffic (HAProxy binds 0.0.0.0 so a takeover needs no rebind).
+With `bgp` (the FRR container loads the table instead, halb-bgp): no VRRP
+and no handoff port; BGP (TCP 179) and BFD (UDP 3784, single-hop, RFC 5881:
+TTL 255 only) only from the configured peers, so no one else can open a
+session or fake a BFD Down; bindVipOnly as above.
 Refusals are counted (named counters), for `lab fault` and the docs.
 """
 
@@ -29,6 +33,11 @@ from components.settings.capacity import traffic_listeners
 
 TABLE = "halb_edge"
 COUNTERS = ("vrrp_refused", "handoff_refused", "off_vip_refused")
+BGP_COUNTERS = ("bgp_refused", "bfd_refused", "off_vip_refused")
+BGP_PORT = 179
+# RFC 5881: single-hop BFD control packets; 3785 is echo, which FRR's profile here does not use.
+BFD_PORT = 3784
+BFD_TTL = 255
 # RFC 5798 5.1.1.3: sent with TTL 255, and a receiver drops any other.
 VRRP_TTL = 255
 # By number: the image has no /etc/protocols, so nft could not resolve `vrrp`.
@@ -44,14 +53,24 @@ def render_edge_nft(s: Settings, node: str) -> str:
     """`nft -f` input for `node`: replaces the table atomically (first load or reload)."""
     if node not in s.lb_nodes:
         raise ValueError(f"{node!r} is not a load-balancer host (have: {', '.join(s.lb_nodes)})")
-    peers = ", ".join(str(s.address(n)) for n in s.lb_nodes if n != node)
     iface = s.vip.interface
     ports = ", ".join(str(p) for p in traffic_ports(s))
-    rules = [
-        f'    iifname "{iface}" ip protocol {VRRP_PROTO} ip saddr @peers ip ttl {VRRP_TTL} accept',
-        f'    ip protocol {VRRP_PROTO} counter name "vrrp_refused" drop',
-        f'    udp dport {s.vrrp.handoff.port} ip saddr != @peers counter name "handoff_refused" drop',
-    ]
+    if s.bgp is None:
+        peers = ", ".join(str(s.address(n)) for n in s.lb_nodes if n != node)
+        counters = COUNTERS
+        rules = [
+            f'    iifname "{iface}" ip protocol {VRRP_PROTO} ip saddr @peers ip ttl {VRRP_TTL} accept',
+            f'    ip protocol {VRRP_PROTO} counter name "vrrp_refused" drop',
+            f'    udp dport {s.vrrp.handoff.port} ip saddr != @peers counter name "handoff_refused" drop',
+        ]
+    else:  # the peers are the routers
+        peers = ", ".join(str(p.address) for p in s.bgp.peers)
+        counters = BGP_COUNTERS
+        rules = [
+            f'    tcp dport {BGP_PORT} ip saddr != @peers counter name "bgp_refused" drop',
+            f"    udp dport {BFD_PORT} ip saddr @peers ip ttl {BFD_TTL} accept",
+            f'    udp dport {BFD_PORT} counter name "bfd_refused" drop',
+        ]
     if s.load_balancer.bind_vip_only:
         rules.append(
             f'    tcp dport {{ {ports} }} ip daddr != {s.vip.ip} counter name "off_vip_refused" drop'
@@ -62,7 +81,7 @@ def render_edge_nft(s: Settings, node: str) -> str:
         f"table ip {TABLE} {{}}",
         f"delete table ip {TABLE}",
         f"table ip {TABLE} {{",
-        *(f"  counter {c} {{}}" for c in COUNTERS),
+        *(f"  counter {c} {{}}" for c in counters),
         "  set peers {",
         "    type ipv4_addr",
         f"    elements = {{ {peers} }}",

@@ -17,11 +17,13 @@ KEEPALIVED = "keepalived"
 WATCH = "haproxy-watch"
 EXPORTER = "vrrp-exporter"
 TLS = "haproxy-tls"  # with HTTPS
+FRR = "frr"  # with bgp, in place of keepalived and the vrrp-exporter
 
 # The images' helpers.
 HALB_HAPROXY = "/usr/local/bin/halb-haproxy"
 HALB_KEEPALIVED = "/usr/local/bin/halb-keepalived"
 HALB_TLS = "/usr/local/bin/halb-tls"
+HALB_BGP = "/usr/local/bin/halb-bgp"
 WATCH_BIN = f"/usr/local/bin/{WATCH}"
 EXPORTER_BIN = f"/usr/local/bin/{EXPORTER}"
 
@@ -44,6 +46,16 @@ KEEPALIVED_CONFIG_DIR = "/etc/keepalived/nodes"
 KEEPALIVED_RUN_VOLUME = "keepalived-run"
 KEEPALIVED_RUN_DIR = "/run/keepalived"
 
+# A bgp stack's FRR: its configs (a Secret: `<node>.conf` and `<node>.nft`
+# each), and two emptyDirs: /etc/frr, where halb-bgp writes the running
+# frr.conf, and the daemons' sockets and pid files.
+FRR_CONFIG_VOLUME = "frr-config"
+FRR_CONFIG_DIR = "/etc/halb/frr"
+FRR_ETC_VOLUME = "frr-etc"
+FRR_ETC_DIR = "/etc/frr"
+FRR_RUN_VOLUME = "frr-run"
+FRR_RUN_DIR = "/run/frr"
+
 # The emptyDir keepalived, haproxy-watch, the exporter and HAProxy's preStop
 # share. (Its volume name, `watch`, is older than most of what it holds.)
 SHARED_VOLUME = "watch"
@@ -60,6 +72,8 @@ DRAIN_FILE = f"{SHARED_DIR}/draining"
 # ... when it begins and when it is done handing over: HAProxy's preStop waits for it.
 HANDOFF_STARTED_FILE = f"{SHARED_DIR}/handoff-started"
 HANDOFF_DONE_FILE = f"{SHARED_DIR}/handoff-done"
+# With bgp: what halb-bgp announces and why (its preStop and the lab read it).
+BGP_STATE_FILE = f"{SHARED_DIR}/bgp.json"
 
 # Environment.
 HOST_IP = "HOST_IP"  # downward API status.hostIP: the node's own address

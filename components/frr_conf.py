@@ -72,6 +72,10 @@ def render_frr_conf(s: Settings, node: str, passwords: Mapping[str, str]) -> str
             lines.append(f" neighbor {addr} password {passwords[addr]}")
         lines += [
             f" neighbor {addr} update-source {host.address}",
+            # Both lines, as bgpd's running config shows them: frr-reload.py
+            # diffs against it, and a missing `bfd` would be a `no ... bfd`
+            # (the session reset on every config change).
+            f" neighbor {addr} bfd",
             f" neighbor {addr} bfd profile {BFD_PROFILE}",
         ]
     lines.append(" address-family ipv4 unicast")

@@ -1,10 +1,10 @@
 """EdgeImages: where the edge pod's two images come from.
 
-Creates: for each of HAProxy (images/haproxy) and keepalived
-(images/keepalived) whose `build` is set, a pulumi_docker Image built for
-`imagePlatform` and pushed, run by digest; when a registry and its password
-are configured, one Rancher Registry (the pods' image pull secret) in the
-edge namespace.
+Creates: for each of HAProxy (images/haproxy), keepalived
+(images/keepalived) and, for a `bgp` stack, FRR (images/frr) whose `build`
+is set, a pulumi_docker Image built for `imagePlatform` and pushed, run by
+digest; when a registry and its password are configured, one Rancher
+Registry (the pods' image pull secret) in the edge namespace.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ class EdgeImagesArgs:
     namespace_id: pulumi.Input[str]
     registry: Registry | None = None
     registry_password: pulumi.Input[str] | None = None
+    # A `bgp` stack's FRR image (None: not built, not run).
+    frr: ImageSource | None = None
     # Where the app Deployments run: the same registry's pull secret there too.
     apps_namespace_id: pulumi.Input[str] | None = None
 
@@ -48,6 +50,7 @@ class EdgeImages(pulumi.ComponentResource):
 
     haproxy_ref: pulumi.Output[str]
     keepalived_ref: pulumi.Output[str]
+    frr_ref: pulumi.Output[str] | None
     pull_secret: pulumi.Output[str] | None
     apps_pull_secret: pulumi.Output[str] | None
 
@@ -65,6 +68,9 @@ class EdgeImages(pulumi.ComponentResource):
         )
         self.haproxy_ref = self._ref(f"{name}-haproxy", args.haproxy, args.platform, registry)
         self.keepalived_ref = self._ref(f"{name}-keepalived", args.keepalived, args.platform, registry)
+        self.frr_ref = (
+            self._ref(f"{name}-frr", args.frr, args.platform, registry) if args.frr is not None else None
+        )
 
         self.pull_secret = self.apps_pull_secret = None
         # Without a password the build pushes with the ambient `docker login`,

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from components.problems import InputError
-from components.settings import RawConfig, parse_settings, unbuilt
+from components.settings import RawConfig, lab_unbuilt, parse_settings, unbuilt
 from components.values import show
 from halb.bench.changes import CHANGES as BENCH_CHANGES
 from halb.bench.changes import MODES as BENCH_MODES
@@ -189,7 +189,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 def _render(args: argparse.Namespace, check: Callable[[], None]) -> int:
     from halb.files import resolve_out, write_render
 
-    raw = _load_raw(args.stack, args.config_file)
+    raw = _load_raw(args.stack, args.config_file, lab=False)
     if isinstance(raw, int):
         return raw
     out, why = resolve_out(args.out)
@@ -221,15 +221,17 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
-def _load_raw(stack: str, config_file: str | None) -> RawConfig | int:
-    """Validated stack config, or the exit code after printing why not."""
+def _load_raw(stack: str, config_file: str | None, lab: bool = True) -> RawConfig | int:
+    """Validated stack config, or the exit code after printing why not (`lab`: also
+    what the lab cannot run yet)."""
     if re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", stack) is None:
         return _fail([f"--stack {show(stack)}: not a stack name (1-100 of A-Z a-z 0-9 _ . -)"])
     if config_file is None and stack not in known_stacks():
         return _fail([f"--stack {stack}: unknown stack (have: {', '.join(known_stacks())})"])
     try:
         raw = load_stack_file(stack_path(stack, config_file))
-        problems = unbuilt(parse_settings(raw))
+        settings = parse_settings(raw)
+        problems = unbuilt(settings) + (lab_unbuilt(settings) if lab else [])
     except InputError as err:
         return _fail(err.problems)
     if problems:

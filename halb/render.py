@@ -108,8 +108,10 @@ def render_files(raw: RawConfig, stack: str) -> dict[str, str]:
         "resources.json": json.dumps(resources_table(run), indent=2) + "\n",
         "haproxy/haproxy.cfg": _find(docs, "ConfigMap", "haproxy-config")["data"]["haproxy.cfg"],
     }
-    confs = _find(docs, "Secret", "keepalived-config")["stringData"]
+    # keepalived's configs, or with bgp FRR's (frr.conf and the same table).
+    daemon = "keepalived" if settings.bgp is None else "frr"
+    confs = _find(docs, "Secret", f"{daemon}-config")["stringData"]
     for node in settings.lb_nodes:
-        files[f"keepalived/{node}.conf"] = confs[f"{node}.conf"]
-        files[f"keepalived/{node}.nft"] = confs[f"{node}.nft"]
+        files[f"{daemon}/{node}.conf"] = confs[f"{node}.conf"]
+        files[f"{daemon}/{node}.nft"] = confs[f"{node}.nft"]
     return files

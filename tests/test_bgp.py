@@ -204,6 +204,8 @@ def test_frr_conf_pinned() -> None:
     assert not any(line.startswith("neighbor 192.0.2.2 password") for line in router)
     for peer in ("192.0.2.1", "192.0.2.2"):
         assert f"neighbor {peer} bfd profile halb" in router
+        # As bgpd shows it: frr-reload.py would otherwise remove `bfd` (a session reset) on each change.
+        assert f"neighbor {peer} bfd" in router
         assert f"neighbor {peer} update-source 192.0.2.12" in router
         assert f"neighbor {peer} route-map {IN_MAP} in" in router
         assert f"neighbor {peer} route-map {OUT_MAP} out" in router
@@ -250,11 +252,14 @@ def test_frr_check_can_fail(tmp_path: Path) -> None:
     assert result.returncode != 0 and "detect-multiplier 300" in result.stdout + result.stderr
 
 
-def test_halb_refuses_to_deploy_a_bgp_stack_until_its_pod_is_built(tmp_path: Path) -> None:
-    """Checked settings, but no FRR pod yet: `halb render` says so (exit 2), writes nothing."""
+def test_halb_refuses_a_bgp_stack_with_monitoring_in_one_line(tmp_path: Path) -> None:
+    """The lab stack monitors; BGP mode's metrics are not built yet: `halb render` says so
+    (exit 2) and writes nothing."""
     stack = _stack(tmp_path, "    asn: 65001\n    peers:\n      - {address: 192.0.2.1, asn: 65000}\n")
     out = tmp_path / "out"
     r = run_halb("render", "--stack", "bgp", "--config-file", str(stack), "--out", str(out))
     assert r.returncode == 2, r.stdout + r.stderr
-    assert "rancher-ha-lb:bgp: checked, but the BGP edge pod (FRR) is not built yet (issue 23)" in r.stderr
+    assert (
+        r.stderr.count("\n") == 1 and "rancher-ha-lb:monitoring.enabled: the BGP mode's metrics" in r.stderr
+    )
     assert not out.exists() and "Traceback" not in r.stderr

@@ -56,7 +56,16 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
         },
     ),
     "monitoring-labels": ("prod", {"monitoring": {"enabled": True, "labels": {"release": "kps"}}}),
+    # BGP instead of VRRP: FRR in the edge pod, its own Secret (issue 23).
+    "bgp": (
+        "lab",
+        {
+            "vip": {"address": "203.0.113.10/32", "interface": "eth0", "routerId": 51},
+            "monitoring": {"enabled": False},
+        },
+    ),
 }
+BGP_PASSWORD = "bgp-md5~key"
 SECRETS = {"rancher2:tokenKey": "token-variant:abc", "vrrpAuthPass": "pw~1", "registryPassword": "rpw"}
 
 
@@ -67,6 +76,11 @@ def variant_raw(name: str) -> RawConfig:
         raw = with_overrides(raw, secret=True, vrrpAuthPass=SECRETS["vrrpAuthPass"])
     if name == "monitoring-labels":
         raw = with_overrides(raw, secret=True, registryPassword=SECRETS["registryPassword"])
+    if name == "bgp":
+        peers = [{"address": "192.0.2.1", "asn": 65000, "password": BGP_PASSWORD},
+                 {"address": "192.0.2.2", "asn": 65000}]  # fmt: skip
+        bgp = {"asn": 65001, "peers": peers, "communities": ["65000:80"]}
+        raw = with_overrides(raw, secret=True, bgp=bgp)
     return raw
 
 
@@ -174,9 +188,17 @@ def mounted_configs(docs: list[dict[str, Any]]) -> tuple[str, dict[str, str], di
     cfg_path = cs["haproxy"]["args"][cs["haproxy"]["args"].index("-f") + 1]
     assert cfg_path.rsplit("/", 1)[0] == hap_mount["mountPath"] and hap_mount["readOnly"] is True
     cm = doc(docs, "ConfigMap", volumes[hap_mount["name"]]["configMap"]["name"])
-    (ka_mount,) = [m for m in cs["keepalived"]["volumeMounts"] if "secret" in volumes[m["name"]]]
-    env = {e["name"]: e.get("value") for e in cs["keepalived"]["env"]}
-    assert env["KEEPALIVED_CONFIG_DIR"] == ka_mount["mountPath"] and ka_mount["readOnly"] is True
+    if "keepalived" in cs:
+        (ka_mount,) = [m for m in cs["keepalived"]["volumeMounts"] if "secret" in volumes[m["name"]]]
+        env = {e["name"]: e.get("value") for e in cs["keepalived"]["env"]}
+        assert env["KEEPALIVED_CONFIG_DIR"] == ka_mount["mountPath"] and ka_mount["readOnly"] is True
+    else:  # bgp: FRR's frr.conf and table, named by halb-bgp's flags
+        assert "vrrp-exporter" not in cs
+        (ka_mount,) = [m for m in cs["frr"]["volumeMounts"] if "secret" in volumes[m["name"]]]
+        args = cs["frr"]["args"]
+        for flag, suffix in (("--config", ".conf"), ("--firewall", ".nft")):
+            assert args[args.index(flag) + 1] == f"{ka_mount['mountPath']}/$(NODE_NAME){suffix}"
+        assert ka_mount["readOnly"] is True
     secret_volume = volumes[ka_mount["name"]]["secret"]
     assert secret_volume["defaultMode"] == 0o400
     secret = doc(docs, "Secret", secret_volume["secretName"])
@@ -200,6 +222,21 @@ def test_with_auth_the_password_is_in_the_secret_alone() -> None:
     assert all(f"auth_pass {password}\n" in c for k, c in confs.items() if k.endswith(".conf"))
     assert not any(password in c for k, c in confs.items() if k.endswith(".nft"))  # keepalived's alone
     assert password not in json.dumps(ds) and password not in cfg
+
+
+def test_with_bgp_the_peer_password_is_in_frrs_secret_alone() -> None:
+    cfg, confs, ds = mounted_configs(docs_of(variant("bgp")))
+    assert sorted(confs) == ["lb-1.conf", "lb-1.nft", "lb-2.conf", "lb-2.nft"]
+    for k, c in confs.items():
+        if k.endswith(".conf"):
+            assert f" neighbor 192.0.2.1 password {BGP_PASSWORD}\n" in c
+            assert " neighbor 192.0.2.2 password" not in c
+        else:
+            assert BGP_PASSWORD not in c
+    assert BGP_PASSWORD not in json.dumps(ds) and BGP_PASSWORD not in cfg
+    # ... and a Pulumi secret in what the program registers.
+    (secret,) = [r for r in variant("bgp").resources if r.name == "edge-frr-config"]
+    assert secret.secret_paths, "the frr-config Secret's data must be marked secret"
 
 
 def template_and_configs(raw: RawConfig, stack: str) -> tuple[Any, str, dict[str, str]]:

@@ -341,11 +341,11 @@ def test_the_cookie_key_is_minted_secret_and_never_a_literal() -> None:
 
     run = run_program(with_overrides(stack_raw("lab"), services=EVERY_KEY), "lab")
     password = [r for r in run.resources if r.type == "random:index/randomPassword:RandomPassword"]
-    assert [(r.name, r.inputs["length"], r.inputs["special"]) for r in password] == [
+    assert sorted((r.name, r.inputs["length"], r.inputs["special"]) for r in password) == [
         ("edge-cookie-key", 32, False),
         ("edge-handoff-key", 43, False),  # tests/test_edge_security.py
     ]
-    value = password[0].outputs["result"]
+    value = next(r for r in password if r.name == "edge-cookie-key").outputs["result"]
     assert len(value) == 32 and value.isalnum()
     secret = [
         r for r in run.resources if r.type == "kubernetes:core/v1:Secret" and r.name == "edge-cookie-key"

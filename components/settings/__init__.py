@@ -17,6 +17,7 @@ from components.settings.engine import (
     SECRET_RULE,
     RawConfig,
     SettingsError,
+    lab_unbuilt,
     parse_settings,
     unbuilt,
 )
@@ -62,6 +63,7 @@ __all__ = [
     "Toleration",
     "Vip",
     "Vrrp",
+    "lab_unbuilt",
     "parse_settings",
     "unbuilt",
 ]

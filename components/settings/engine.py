@@ -32,8 +32,7 @@ STRING_PROJECT_KEYS = ("cluster", "namespace", "edgeNamespace", "project", "clus
 # The only keys that may hold a `secure:` value: everything else reaches the
 # cluster (labels, ConfigMaps, manifests) in plain text. `services` may hold
 # secrets only in its `env` values, which then go through a Kubernetes Secret;
-# `bgp` only in its peers' passwords, meant for FRR through a Secret (issue 23:
-# until that pod exists a bgp stack is refused at deploy, see `unbuilt`).
+# `bgp` only in its peers' passwords, which reach FRR through the frr-config Secret.
 SECRET_KEYS_ALLOWED = (
     f"{RANCHER}:tokenKey",
     f"{PROJECT}:vrrpAuthPass",
@@ -216,10 +215,20 @@ def plain_passwords(s: Settings, raw: RawConfig) -> list[str]:
 
 def unbuilt(s: Settings) -> list[str]:
     """Settings accepted and checked whose deployment is not built yet: refused where
-    the program or the lab would deploy, so nothing half-made reaches a cluster."""
+    the program would deploy, so nothing half-made reaches a cluster."""
+    if s.bgp is not None and s.monitoring.enabled:
+        return [
+            f"{PROJECT}:monitoring.enabled: the BGP mode's metrics and alerts are not built yet "
+            f"(issue 23); set it to false with {PROJECT}:bgp, or remove {PROJECT}:bgp (VRRP)"
+        ]
+    return []
+
+
+def lab_unbuilt(s: Settings) -> list[str]:
+    """What the lab cannot run yet (besides `unbuilt`)."""
     if s.bgp is None:
         return []
     return [
-        f"{PROJECT}:bgp: checked, but the BGP edge pod (FRR) is not built yet (issue 23); "
-        f"remove {PROJECT}:bgp to deploy with VRRP"
+        f"{PROJECT}:bgp: the lab's upstream router for the BGP mode is not built yet (issue 23); "
+        "`halb render` writes its manifests; remove it to run the lab with VRRP"
     ]

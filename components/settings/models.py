@@ -239,6 +239,16 @@ class KeepalivedImage(_Model):
     resources: Resources = Resources(cpu="20m", memory="32Mi", memory_limit="64Mi")
 
 
+class FrrImage(_Model):
+    """Where the FRR image comes from (a `bgp` stack's edge pod; images/frr)."""
+
+    image: Image = "registry.example.com/edge/frr:8.4.4"
+    # True: build images/frr and push it as `image`. False: use as is.
+    build: Bool = True
+    # zebra, bgpd and bfdd with a handful of sessions and no routes taken in.
+    resources: Resources = Resources(cpu="50m", memory="64Mi", memory_limit="192Mi")
+
+
 class Registry(_Model):
     """A private registry: push target for the build, pull secret for the pods."""
 
@@ -290,6 +300,8 @@ class Settings(_Model):
     services: Annotated[tuple[Service, ...], Field(min_length=1)]
     load_balancer: LoadBalancer = Field(LoadBalancer(), alias="loadBalancer")
     keepalived: KeepalivedImage = KeepalivedImage()
+    # Used by a `bgp` stack only.
+    frr: FrrImage = FrrImage()
     monitoring: Monitoring = Monitoring()
     tls: Tls = Tls()
     registry: Registry | None = None

@@ -171,7 +171,7 @@ def _edge_ports(s: Settings) -> list[str]:
 
 def _push_targets(s: Settings) -> list[str]:
     problems: list[str] = []
-    for name, img in (("keepalived", s.keepalived), ("loadBalancer", s.load_balancer)):
+    for name, img in (("keepalived", s.keepalived), ("loadBalancer", s.load_balancer), ("frr", s.frr)):
         if img.build and "@" in img.image:
             problems.append(
                 f"{key(name)}.image: a digest cannot be a push target; with build: true give repository[:tag]"
@@ -211,6 +211,7 @@ def _resources(s: Settings) -> list[str]:
     where += [
         (f"{key('loadBalancer')}.resources", lb),
         (f"{key('keepalived')}.resources", s.keepalived.resources),
+        (f"{key('frr')}.resources", s.frr.resources),
     ]
     problems: list[str] = []
     for path, r in where:

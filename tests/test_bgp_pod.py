@@ -1,0 +1,216 @@
+"""A `bgp` stack's edge pod as rendered (issue 23): FRR in keepalived's place,
+its flags as halb-bgp parses them, its capabilities exactly FRR's, its Secret.
+
+The lab runs the same pod (tests/test_lab_bgp.py once the lab's router exists);
+here the manifest and halb-bgp's pure parts."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from conftest import ROOT, cached, lab_value, run_halb, stack_raw, with_overrides
+
+from components.edge_firewall import render_edge_nft
+from components.settings import RawConfig, parse_settings
+from halb.mockrun import Run, run_program
+from halb.render import manifests
+
+SCRIPT = ROOT / "images" / "frr" / "halb-bgp"
+VIP = {"address": "203.0.113.10/32", "interface": "eth0", "routerId": 51}
+PEERS = [{"address": "192.0.2.1", "asn": 65000}, {"address": "192.0.2.2", "asn": 65000}]
+
+
+def load() -> ModuleType:
+    loader = importlib.machinery.SourceFileLoader("halb_bgp", str(SCRIPT))
+    spec = importlib.util.spec_from_loader("halb_bgp", loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["halb_bgp"] = module
+    loader.exec_module(module)
+    return module
+
+
+hb = load()
+
+
+def bgp_raw(**changes: Any) -> RawConfig:
+    changes.setdefault("vip", VIP)
+    changes.setdefault("monitoring", {"enabled": False})
+    changes.setdefault("bgp", {"asn": 65001, "peers": PEERS})
+    return with_overrides(stack_raw("lab"), **changes)
+
+
+@cached
+def bgp_run(watch: bool = True) -> Run:
+    raw = bgp_raw() if watch else bgp_raw(vrrp={"check": {"watch": False}})
+    return run_program(raw, "lab")
+
+
+def edge(run: Run) -> dict[str, Any]:
+    (ds,) = [d for d in manifests(run) if d["kind"] == "DaemonSet" and d["metadata"]["name"] == "edge"]
+    spec: dict[str, Any] = ds["spec"]["template"]["spec"]
+    return spec
+
+
+def by_name(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in items}
+
+
+def test_frr_takes_keepalived_and_the_exporters_place() -> None:
+    assert [c["name"] for c in edge(bgp_run())["containers"]] == [
+        "haproxy",
+        "haproxy-reload",
+        "frr",
+        "haproxy-watch",
+    ]
+    assert [c["name"] for c in edge(bgp_run(watch=False))["containers"]] == [
+        "haproxy",
+        "haproxy-reload",
+        "frr",
+    ]
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in manifests(bgp_run())}
+    assert ("Secret", "frr-config") in kinds and ("Secret", "keepalived-config") not in kinds
+    assert ("Secret", "edge-handoff-key") not in kinds  # no VRRP handoff to sign
+    assert ("Secret", "edge-cookie-key") in kinds  # sticky cookies still hold across hosts
+
+
+def test_frr_has_exactly_the_capabilities_frr_demands() -> None:
+    frr = by_name(edge(bgp_run())["containers"])["frr"]
+    ctx = frr["securityContext"]
+    assert ctx["capabilities"] == {
+        "drop": ["ALL"],
+        "add": ["NET_ADMIN", "NET_BIND_SERVICE", "NET_RAW", "SYS_ADMIN"],
+    }
+    assert ctx["runAsUser"] == 0 and ctx["privileged"] is False and ctx["allowPrivilegeEscalation"] is False
+    assert ctx["readOnlyRootFilesystem"] is True
+    # FRR writes only where the pod gives it room.
+    mounts = {m["mountPath"]: m for m in frr["volumeMounts"]}
+    assert set(mounts) == {"/etc/halb/frr", "/etc/frr", "/run/frr", "/run/halb"}
+    assert mounts["/etc/halb/frr"].get("readOnly") is True
+
+
+def test_halb_bgp_parses_the_rendered_flags_as_the_settings_say() -> None:
+    s = parse_settings(bgp_raw())
+    frr = by_name(edge(bgp_run())["containers"])["frr"]
+    assert "command" not in frr  # the image's entrypoint: halb-bgp run
+    args = hb.parser().parse_args(["run", *frr["args"]])
+    chk = s.vrrp.check
+    assert (args.vip, args.asn, args.listen, args.bfd) == ("203.0.113.10", 65001, "$(HOST_IP)", True)
+    assert (args.interval, args.timeout, args.fall, args.rise) == (
+        chk.interval,
+        chk.timeout,
+        chk.fall,
+        chk.rise,
+    )
+    assert args.health_url == f"http://127.0.0.1:{s.load_balancer.stats_port}/healthz"
+    assert args.down_file == "/run/halb/haproxy-down" and args.drain_file == "/run/halb/draining"
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in frr["env"]}
+    assert env == {"NODE_NAME": "spec.nodeName", "HOST_IP": "status.hostIP"}
+    no_watch = by_name(edge(bgp_run(watch=False))["containers"])["frr"]
+    assert hb.parser().parse_args(["run", *no_watch["args"]]).down_file is None
+
+
+def test_the_prestop_withdraws_then_drains_as_long_as_a_vrrp_handoff() -> None:
+    s = parse_settings(bgp_raw())
+    frr = by_name(edge(bgp_run())["containers"])["frr"]
+    command = frr["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[:2] == ["/usr/local/bin/halb-bgp", "withdraw"]
+    args = hb.parser().parse_args(command[1:])
+    assert args.drain_seconds == s.vrrp.handoff.drain_seconds
+    # HAProxy's preStop waits for these very files before it stops serving.
+    haproxy = by_name(edge(bgp_run())["containers"])["haproxy"]
+    stop = haproxy["lifecycle"]["preStop"]["exec"]["command"]
+    assert stop[stop.index("--started-file") + 1] == args.started_file
+    assert stop[stop.index("--done-file") + 1] == args.done_file
+
+
+def test_the_bgp_firewall_lets_only_the_routers_speak_bgp_and_bfd() -> None:
+    s = parse_settings(bgp_raw(loadBalancer={**lab_value("loadBalancer"), "bindVipOnly": True}))
+    table = render_edge_nft(s, "lb-1")
+    assert "elements = { 192.0.2.1, 192.0.2.2 }" in table
+    assert 'tcp dport 179 ip saddr != @peers counter name "bgp_refused" drop' in table
+    assert "udp dport 3784 ip saddr @peers ip ttl 255 accept" in table
+    assert 'udp dport 3784 counter name "bfd_refused" drop' in table
+    assert "ip protocol 112" not in table and "handoff_refused" not in table
+    assert 'tcp dport { 80 } ip daddr != 203.0.113.10 counter name "off_vip_refused" drop' in table
+
+
+def test_nft_accepts_the_bgp_table(tmp_path: Path) -> None:
+    """`nft -c` (a dry run, no table touched) where nft exists."""
+    nft = subprocess.run(
+        ["sh", "-c", "command -v nft"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    if not nft:
+        pytest.skip("needs nft")
+    path = tmp_path / "t.nft"
+    path.write_text(render_edge_nft(parse_settings(bgp_raw()), "lb-2"))
+    done = subprocess.run([nft, "-c", "-f", str(path)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_health_count_is_keepaliveds() -> None:
+    """fall misses down, rise answers up, from a start that announces nothing."""
+    h = hb.Health("http://127.0.0.1:8404/healthz", 0.8, 2, 3)
+    answers = iter([True, True, True, False, True, False, False, True])
+    h.probe = lambda: next(answers)
+    seen = [h.poll() for _ in range(8)]
+    assert seen == [False, False, True, True, True, True, False, False]
+
+
+def test_the_combined_config_adds_the_announcement_and_keeps_the_hosts_forwarding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conf = tmp_path / "lb-1.conf"
+    conf.write_text("router bgp 65001\n address-family ipv4 unicast\n  neighbor 192.0.2.1 activate\n"
+                    " exit-address-family\nexit\n")  # fmt: skip
+    args = hb.parser().parse_args(["run", "--vip", "203.0.113.10", "--asn", "65001", "--config", str(conf),
+                                   "--health-url", "http://127.0.0.1:8404/healthz", "--interval", "1",
+                                   "--timeout", "1", "--fall", "2", "--rise", "2", "--drain-file", "d",
+                                   "--state-file", "s"])  # fmt: skip
+    a = hb.Announcer(args)
+    running = (
+        "frr version 8.4.4\nno ip forwarding\nip forwarding\nipv6 forwarding\nno ipv forwarding\nhostname x\n"
+    )
+    monkeypatch.setattr(hb, "run", lambda *cmd, **kw: subprocess.CompletedProcess(cmd, 0, running, ""))
+    a.announced = True
+    text = a.combined()
+    assert " address-family ipv4 unicast\n  network 203.0.113.10/32\n" in text
+    assert text.endswith("no ip forwarding\nip forwarding\nipv6 forwarding\n")
+    a.announced = False
+    assert "network" not in a.combined()
+
+
+def test_a_bgp_stack_renders_but_the_lab_says_what_it_lacks(tmp_path: Path) -> None:
+    base = (
+        (ROOT / "Pulumi.lab.yaml").read_text().replace("address: 192.0.2.10/24", "address: 203.0.113.10/32")
+    )
+    base = base.replace(
+        "rancher-ha-lb:monitoring: {enabled: true,", "rancher-ha-lb:monitoring: {enabled: false,"
+    )
+    stack = tmp_path / "Pulumi.bgp.yaml"
+    stack.write_text(
+        base + "  rancher-ha-lb:bgp:\n    asn: 65001\n    peers:\n      - {address: 192.0.2.1, asn: 65000}\n"
+    )
+    out = tmp_path / "out"
+    r = run_halb("render", "--stack", "bgp", "--config-file", str(stack), "--out", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "frr-config" in "".join(p.read_text() for p in out.rglob("*.yaml"))
+    lab = run_halb("lab", "up", "--stack", "bgp", "--config-file", str(stack))
+    assert lab.returncode == 2 and "Traceback" not in lab.stderr
+    assert "rancher-ha-lb:bgp: the lab's upstream router for the BGP mode is not built yet" in lab.stderr
+
+
+def test_monitoring_with_bgp_is_refused_in_one_line(tmp_path: Path) -> None:
+    from components.settings import unbuilt
+
+    (problem,) = unbuilt(parse_settings(bgp_raw(monitoring={"enabled": True})))
+    assert problem.startswith(
+        "rancher-ha-lb:monitoring.enabled: the BGP mode's metrics and alerts are not built yet"
+    )
