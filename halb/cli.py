@@ -14,6 +14,7 @@
     halb bench failover [--runs N] [--json FILE] [--markdown FILE] [--chart FILE]
         [--faults F,...] [--profiles P,...] [--https] [--load-seconds S]
     halb bench tls [--seconds S] [--renewals N] [--sessions N] [--json FILE] [--markdown FILE] [--chart FILE]
+    halb bench bgp [--runs N] [--seconds S] [--json FILE] [--markdown FILE] [--chart FILE]
     halb bench changes [--runs N] [--changes C,...] [--modes M,...] [--json FILE]
         [--markdown FILE] [--chart FILE]
 
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from components.problems import InputError
-from components.settings import RawConfig, lab_unbuilt, parse_settings, unbuilt
+from components.settings import RawConfig, parse_settings, unbuilt
 from components.values import show
 from halb.bench.changes import CHANGES as BENCH_CHANGES
 from halb.bench.changes import MODES as BENCH_MODES
@@ -115,6 +116,10 @@ def _parser() -> argparse.ArgumentParser:
     tl.add_argument("--renewals", type=_bounded(1, 100), default=20, help="lab renew under load (default 20)")
     tl.add_argument("--sessions", type=_bounded(1, 5000), default=200,
                     help="sessions offered again after each fault (default 200)")  # fmt: skip
+    bg = bsub.add_parser("bgp", help="BGP mode: scale-out over 1-3 hosts, failover beside VRRP's")
+    _report_flags(bg, "fault and mode", "requests per second")
+    bg.add_argument("--seconds", type=_bounded(1, 120), default=10,
+                    help="seconds of load per scale-out step (1..120, default 10)")  # fmt: skip
     ch = bsub.add_parser("changes", help="failed requests and VIP moves while the lab is changed")
     _report_flags(ch, "change and mode", "failed requests")
     ch.add_argument("--changes", type=_choices(BENCH_CHANGES), default=list(BENCH_CHANGES),
@@ -189,7 +194,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 def _render(args: argparse.Namespace, check: Callable[[], None]) -> int:
     from halb.files import resolve_out, write_render
 
-    raw = _load_raw(args.stack, args.config_file, lab=False)
+    raw = _load_raw(args.stack, args.config_file)
     if isinstance(raw, int):
         return raw
     out, why = resolve_out(args.out)
@@ -221,17 +226,15 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
-def _load_raw(stack: str, config_file: str | None, lab: bool = True) -> RawConfig | int:
-    """Validated stack config, or the exit code after printing why not (`lab`: also
-    what the lab cannot run yet)."""
+def _load_raw(stack: str, config_file: str | None) -> RawConfig | int:
+    """Validated stack config, or the exit code after printing why not."""
     if re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", stack) is None:
         return _fail([f"--stack {show(stack)}: not a stack name (1-100 of A-Z a-z 0-9 _ . -)"])
     if config_file is None and stack not in known_stacks():
         return _fail([f"--stack {stack}: unknown stack (have: {', '.join(known_stacks())})"])
     try:
         raw = load_stack_file(stack_path(stack, config_file))
-        settings = parse_settings(raw)
-        problems = unbuilt(settings) + (lab_unbuilt(settings) if lab else [])
+        problems = unbuilt(parse_settings(raw))
     except InputError as err:
         return _fail(err.problems)
     if problems:
@@ -245,12 +248,19 @@ def print_status(status: dict[str, Any]) -> None:
         if n["role"] == "apps":
             print(f"  {n['name']:<10} apps           {n['address']:<15} netns {n['netns']}")
             continue
-        vip = "holds VIP" if n["holds_vip"] else ""
-        print(
-            f"  {n['name']:<10} load-balancer  {n['address']:<15} {n['vrrp_state']:<8} {vip:<10}"
-            f"keepalived {n['keepalived_pid'] or '-'}  haproxy {n['haproxy_pid'] or '-'}"
-        )
-        if n.get("vrrp_source") not in (None, "exporter", "crashed host"):
+        if "bgp" in n:  # announcing (or why not), as its halb-bgp says
+            bgp = n["bgp"]
+            said = "announces" if bgp.get("announced") else f"withdrawn ({bgp.get('reason')})"
+            routed = "routed" if n["name"] in (status.get("router_next_hops") or []) else "not routed"
+            print(f"  {n['name']:<10} load-balancer  {n['address']:<15} {said:<22} {routed:<11}"
+                  f"haproxy {n['haproxy_pid'] or '-'}")  # fmt: skip
+        else:
+            vip = "holds VIP" if n["holds_vip"] else ""
+            print(
+                f"  {n['name']:<10} load-balancer  {n['address']:<15} {n['vrrp_state']:<8} {vip:<10}"
+                f"keepalived {n['keepalived_pid'] or '-'}  haproxy {n['haproxy_pid'] or '-'}"
+            )
+        if "bgp" not in n and n.get("vrrp_source") not in (None, "exporter", "crashed host"):
             print(f"  {'':<10} VRRP state from the {n['vrrp_source']}")
         if n.get("drained"):
             print(f"  {'':<10} drained: no edge pod until `lab uncordon {n['name']}`")
@@ -262,6 +272,8 @@ def print_status(status: dict[str, Any]) -> None:
             if st.get("state") == "rejected":
                 serving = "the old one serves on" if st.get("serving") else "not served"
                 print(f"  {'':<10} certificate {cert} refused ({st.get('error')}); {serving}")
+    if status.get("router_next_hops") is not None:
+        print(f"  router: the VIP routed to {', '.join(status['router_next_hops']) or 'no host'} (ECMP)")
     print(f"  client netns {status['client_netns']}")
     if status.get("tls_ca"):
         print(f"  lab CA {status['tls_ca']} (curl --cacert it; `lab renew SERVICE` issues again)")
@@ -414,6 +426,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
             t_report = tls.run_tls(args.seconds, args.renewals, args.sessions, _progress)
             results.append((tls.table(t_report), t_report.to_json(), lambda p: tls.chart(t_report, p)))
+        elif args.bench_command == "bgp":
+            from halb.bench import bgp
+
+            b_report = bgp.run_bgp(args.runs, args.seconds, _progress)
+            results.append((bgp.table(b_report), b_report.to_json(), lambda p: bgp.chart(b_report, p)))
         elif args.bench_command == "changes":
             from halb.bench import changes
 

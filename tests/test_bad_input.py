@@ -1007,7 +1007,7 @@ CLI_CASES: list[tuple[str, list[str], str]] = [
     (
         "unknown stack",
         ["render", "--stack", "nope", "--out", "{tmp}/o"],
-        "--stack nope: unknown stack (have: dev, lab, prod)",
+        "--stack nope: unknown stack (have: dev, lab, lab-bgp, prod)",
     ),
     (
         "unreadable config",

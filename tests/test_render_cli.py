@@ -119,7 +119,7 @@ def test_existing_out_dir_untouched_on_bad_input(tmp_path: Path) -> None:
     (out / "keep.txt").write_text("mine")
     result = halb("render", "--stack", "nope", "--out", str(out))
     assert result.returncode == 2
-    assert "--stack nope: unknown stack (have: dev, lab, prod)" in result.stderr
+    assert "--stack nope: unknown stack (have: dev, lab, lab-bgp, prod)" in result.stderr
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 

@@ -17,7 +17,6 @@ from components.settings.engine import (
     SECRET_RULE,
     RawConfig,
     SettingsError,
-    lab_unbuilt,
     parse_settings,
     unbuilt,
 )
@@ -63,7 +62,6 @@ __all__ = [
     "Toleration",
     "Vip",
     "Vrrp",
-    "lab_unbuilt",
     "parse_settings",
     "unbuilt",
 ]

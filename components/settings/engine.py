@@ -222,13 +222,3 @@ def unbuilt(s: Settings) -> list[str]:
             f"(issue 23); set it to false with {PROJECT}:bgp, or remove {PROJECT}:bgp (VRRP)"
         ]
     return []
-
-
-def lab_unbuilt(s: Settings) -> list[str]:
-    """What the lab cannot run yet (besides `unbuilt`)."""
-    if s.bgp is None:
-        return []
-    return [
-        f"{PROJECT}:bgp: the lab's upstream router for the BGP mode is not built yet (issue 23); "
-        "`halb render` writes its manifests; remove it to run the lab with VRRP"
-    ]

@@ -6,7 +6,8 @@
   exits; the kubelet restarts the container.
 - link-down / link-up: the host's switch port, like a pulled cable.
 - crash: power loss: the kubelet and every container process SIGKILLed at
-  once, then the link down. The host keeps its (stale) VIP, unplugged. It
+  once, then the link down (in a bgp lab the link first: no FIN of bgpd's
+  session may reach the router before BFD notices). The host keeps its (stale) VIP, unplugged. It
   comes back only through `restore`, which reboots it: the stale VIP goes
   (a reboot clears addresses) and its pods start again.
 - partition / heal: the load-balancer hosts stop hearing each other while
@@ -40,6 +41,8 @@ FAULTS = (
     *HOSTILE,
 )
 NODE_FREE = ("partition", "heal", *HOSTILE)
+# What only means something with keepalived (the rogue adverts, the handoff's messages, a split brain).
+VRRP_ONLY = ("kill-keepalived", "stop-keepalived", "partition", "heal", "rogue-vrrp", "forged-handoff")
 
 
 def target(lab: Lab, node: str | None) -> str:
@@ -120,6 +123,10 @@ def inject(lab: Lab, kind: str, node: str | None) -> str:
     """Inject `kind` on `node` (default: the MASTER); returns what was done."""
     if kind not in FAULTS:
         raise LabInputError(f"unknown fault {kind!r} (one of: {', '.join(FAULTS)})")
+    if lab.plan.bgp and kind in VRRP_ONLY:
+        raise LabInputError(f"`{kind}` is a VRRP fault; a bgp lab has no keepalived (try kill-haproxy)")
+    if lab.plan.bgp and kind not in NODE_FREE and node is None and kind not in ("restore", "link-up"):
+        raise LabInputError(f"--node: a bgp lab has no MASTER; name the host `{kind}` hits")
     if kind in NODE_FREE:
         if node is not None:
             raise LabInputError(f"--node: `{kind}` concerns every load-balancer host; leave --node out")
@@ -161,7 +168,14 @@ def inject(lab: Lab, kind: str, node: str | None) -> str:
         # the link go and release the VIP; it stays on the dead host.
         lab.state.crashed.append(hit)
         lab.save()
-        lab.pods.crash(hit)
-        lab.net.set_link(hit, "down")
+        if lab.plan.bgp:
+            # The link first: a process killed before it would have its kernel
+            # close bgpd's TCP session (a FIN the router acts on at once); power
+            # loss sends nothing, and only BFD at the router notices.
+            lab.net.set_link(hit, "down")
+            lab.pods.crash(hit)
+        else:
+            lab.pods.crash(hit)
+            lab.net.set_link(hit, "down")
         return f"crashed {hit}: every process SIGKILLed, link down, no restarts"
     return restore(lab, hit)

@@ -25,7 +25,7 @@ from components.edge_pod import (
     STEER_TABLE,
 )
 from components.keepalived import handoff_command
-from halb.lab.base import LabError, Out, in_ns, run, wait_until
+from halb.lab.base import LabError, LabInputError, Out, in_ns, run, wait_until
 from halb.lab.faults import target
 from halb.lab.lab import Lab
 from halb.lab.podman import env, podman
@@ -38,6 +38,8 @@ def steered_packets(lab: Lab, node: str) -> int:
 
 
 def handoff(lab: Lab, out: Out) -> str:
+    if lab.plan.bgp:
+        raise LabInputError("`lab handoff` moves a VRRP VIP; in a bgp lab every host announces it")
     old = target(lab, None)
     ready = [
         n.name

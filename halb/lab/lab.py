@@ -23,9 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from components.edge_pod import HAPROXY, KEEPALIVED
+from components.edge_pod import HAPROXY, KEEPALIVED, SHARED_VOLUME
 from components.problems import InputError
 from components.settings import RawConfig, Role, parse_settings
+from halb.lab import router
 from halb.lab.app import nginx_binary, nginx_conf
 from halb.lab.base import LabError, LabInputError, Out, in_ns, run, wait_until
 from halb.lab.certs import LabCA
@@ -114,7 +115,8 @@ class Lab:
             ids = f"{self.plan.prefix}-{self.plan.lab_id}"
             out(f"creating {len(self.plan.namespaces)} network namespaces ({ids}-*)")
             self.net.build()
-            if make_parent(self.plan.prefix, len(self.plan.lb_nodes), self.journal):
+            # keepalived's real-time VRRP process only: a bgp pod has none.
+            if not self.plan.bgp and make_parent(self.plan.prefix, len(self.plan.lb_nodes), self.journal):
                 out(
                     f"cgroup {parent_name(self.plan.prefix)}: an RT budget for keepalived "
                     "(this kernel schedules RT per cgroup)"
@@ -127,6 +129,9 @@ class Lab:
                 self._spawn(self.plan.prometheus_netns, "prometheus", prometheus)
             for r in self.plan.replicas:
                 self._wait_app(r)
+            if self.plan.bgp:
+                self._up_bgp(out, images, started)
+                return
             # The first node alone, then the rest: with nopreempt the first
             # MASTER keeps the VIP, so the lab always starts the same way.
             first, *rest = self.by_priority()
@@ -143,6 +148,34 @@ class Lab:
             out("failed: removing what was created")
             teardown(self.plan.prefix, lambda _: None)
             raise
+
+    def _up_bgp(self, out: Out, images: dict[str, str], started: float) -> None:
+        """bgp: the router first, then every host's pod at once (no election to order):
+        ready when the router routes the VIP to every host and the VIP answers."""
+        out("starting the lab's upstream router (FRR: ECMP with an L4 hash, BFD)")
+        router.start(self.plan, ensure_image("frr", out), self.dir, self.journal)
+        for n in self.plan.lb_nodes:
+            self.pods.start(n.name, images, out)
+        every = sorted(n.name for n in self.plan.lb_nodes)
+        last_note = 0.0
+        for _ in range(int(UP_TIMEOUT_S / 0.2) + 1):
+            hops = router.hop_nodes(self.plan)
+            if hops == every and self.request(1, timeout=1.0)[0].ok:
+                out(f"ready in {time.monotonic() - started:.1f} s")
+                return
+            elapsed = time.monotonic() - started
+            if elapsed > UP_TIMEOUT_S + 30:
+                break
+            if elapsed - last_note >= 2.0:
+                out(f"  waiting: the router's next hops for the VIP {hops} ({elapsed:.0f} s)")
+                last_note = elapsed
+            time.sleep(0.2)
+        raise LabError(
+            f"not ready (the router's next hops: {router.hop_nodes(self.plan)})\n"
+            + self.log_tails()
+            + "\n--- router\n"
+            + router.logs(self.plan)[-1500:]
+        )
 
     def by_priority(self) -> list[Any]:
         return sorted(self.plan.lb_nodes, key=lambda n: -self.plan.settings.priority(n.name))
@@ -327,6 +360,8 @@ class Lab:
                 "haproxy_pid": self.daemon_pid(n.name, HAPROXY) if lb else None,
                 "crashed": n.name in self.state.crashed,
             }
+            if lb and self.plan.bgp:
+                entry["bgp"] = self.bgp_state(n.name)
             if lb:
                 entry["drained"] = n.name in self.state.drained
                 entry["haproxy_config"] = self.pods.reload_status(n.name)
@@ -346,7 +381,19 @@ class Lab:
             "tls_ca": str(self.ca.root) if self.plan.settings.tls_services else None,
             "prometheus": self.prometheus.status(),
             "nodes": nodes,
+            "router_next_hops": router.hop_nodes(self.plan) if self.plan.bgp else None,
         }
+
+    def bgp_state(self, node: str) -> dict[str, Any]:
+        """What the node's halb-bgp says it announces, and why."""
+        import json
+
+        path = self.pods.pod_dir(node, "edge") / "volumes" / SHARED_VOLUME / "bgp.json"
+        try:
+            data: dict[str, Any] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {"announced": None, "reason": "no state yet"}
+        return data
 
     def start_probe(
         self,

@@ -8,6 +8,7 @@ Each namespace is journalled before it is made, with its inode after.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 
@@ -56,7 +57,10 @@ class Network:
         ip("-n", sw, "link", "set", "br0", "type", "bridge", "mcast_snooping", "0", "forward_delay", "0")
         ip("-n", sw, "link", "set", "br0", "up")
         hosts = [(n.netns, n.port, n.address, p.interface) for n in p.nodes]
-        hosts.append((p.client_netns, "pc", p.client_address, "eth0"))
+        if p.router_netns and p.router_address:
+            hosts.append((p.router_netns, "pR", p.router_address, "eth0"))
+        else:
+            hosts.append((p.client_netns, "pc", p.client_address, "eth0"))
         hosts.append((p.dns_netns, "pd", p.dns_address, "eth0"))
         if p.prometheus_netns and p.prometheus_address:
             hosts.append((p.prometheus_netns, "pp", p.prometheus_address, "eth0"))
@@ -67,11 +71,48 @@ class Network:
             ip("-n", sw, "link", "set", port, "master", "br0", "up")
             ip("-n", ns, "addr", "add", f"{addr}/{p.prefixlen}", "dev", ifname)
             ip("-n", ns, "link", "set", ifname, "up")
+        if p.router_netns and p.router_client_address:
+            self._route_through_router()
         if p.client_other_address is not None:
-            ip("-n", p.client_netns, "addr", "add", f"{p.client_other_address}/{p.prefixlen}", "dev", "eth0")
+            ip(
+                "-n",
+                p.client_netns,
+                "addr",
+                "add",
+                f"{p.client_other_address}/{p.client_prefixlen}",
+                "dev",
+                "eth0",
+            )
         for r in p.replicas:
             # Each replica its own address, as each pod has its own IP.
             ip("-n", p.node(r.node).netns, "addr", "add", f"{r.address}/{p.prefixlen}", "dev", p.interface)
+
+    def _route_through_router(self) -> None:
+        """bgp: the client behind the router on a link of its own; the router forwards
+        (in its namespace only) and spreads flows over its ECMP next hops by the
+        L4 hash; the load-balancer hosts answer the client through it."""
+        p = self.plan
+        assert p.router_netns and p.router_client_address and p.router_address
+        ip("-n", p.router_netns, "link", "add", "eth1", "type", "veth", "peer", "name", "eth0", "netns",
+           p.client_netns)  # fmt: skip
+        ip(
+            "-n",
+            p.router_netns,
+            "addr",
+            "add",
+            f"{p.router_client_address}/{p.client_prefixlen}",
+            "dev",
+            "eth1",
+        )
+        ip("-n", p.router_netns, "link", "set", "eth1", "up")
+        ip("-n", p.client_netns, "addr", "add", f"{p.client_address}/{p.client_prefixlen}", "dev", "eth0")
+        ip("-n", p.client_netns, "link", "set", "eth0", "up")
+        ip("-n", p.client_netns, "route", "add", "default", "via", str(p.router_client_address))
+        sysctl(p.router_netns, "net.ipv4.ip_forward=1", "net.ipv4.fib_multipath_hash_policy=1")
+        client_net = f"{p.router_client_address}/{p.client_prefixlen}"
+        for n in p.lb_nodes:
+            ip("-n", n.netns, "route", "add", str(ipaddress.ip_interface(client_net).network), "via",
+               str(p.router_address))  # fmt: skip
 
     def set_link(self, node: str, state: str) -> None:
         """The switch-side port: like pulling the cable, the host sees no carrier."""

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 OBJECTS = "objects.json"
 NO_HOOKS = "no-hooks"
 # Which project image stands behind each image setting.
-IMAGE_DIRS = {"load_balancer": "haproxy", "keepalived": "keepalived"}
+IMAGE_DIRS = {"load_balancer": "haproxy", "keepalived": "keepalived", "frr": "frr"}
 KILL_WAIT_S = 10.0
 
 
@@ -66,6 +66,7 @@ def image_dirs(plan: LabPlan, refs: set[str]) -> dict[str, str]:
     by_repo = {
         repository(s.load_balancer.image): IMAGE_DIRS["load_balancer"],
         repository(s.keepalived.image): IMAGE_DIRS["keepalived"],
+        repository(s.frr.image): IMAGE_DIRS["frr"],
     }
     out = {}
     for ref in sorted(refs):

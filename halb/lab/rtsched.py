@@ -21,6 +21,7 @@ import signal
 import time
 from pathlib import Path
 
+from halb.lab.base import LabError
 from halb.lab.journal import Journal
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -62,7 +63,14 @@ def make_parent(prefix: str, lb_hosts: int, journal: Journal) -> str | None:
     journal.record(KIND, name=name)
     path = CPU_V1 / name
     path.mkdir(exist_ok=True)
-    (path / "cpu.rt_runtime_us").write_text(str(min(PARENT_MAX_US, 2 * lb_hosts * RT_RUNTIME_US)))
+    budget = min(PARENT_MAX_US, 2 * lb_hosts * RT_RUNTIME_US)
+    try:
+        (path / "cpu.rt_runtime_us").write_text(str(budget))
+    except OSError as err:  # EINVAL: the budgets of the cgroups beside it leave too little
+        raise LabError(
+            f"cgroup {path}: cannot give it {budget} us of RT time a second ({err.strerror}); other "
+            "labs' budgets (halb-* beside it) take the rest of the machine's: take one of them down"
+        ) from None
     return cgroup
 
 

@@ -25,6 +25,8 @@ TEST_NETS = tuple(ipaddress.IPv4Network(n) for n in ("192.0.2.0/24", "198.51.100
 # Linux names a network namespace by a file in /run/netns: at most 255 bytes.
 MAX_NETNS = 255
 PROMETHEUS_PORT = 9090
+# With bgp, the client's own TEST-NET behind the router: /24, the router .1, the client .2 and .3.
+CLIENT_PREFIXLEN = 24
 
 
 class LabPlanError(InputError):
@@ -77,14 +79,33 @@ class LabPlan:
     # drills (`lab fault rogue-vrrp`, `forged-handoff`) send from it.
     rogue_netns: str | None = None
     rogue_address: ipaddress.IPv4Address | None = None
+    # With bgp: the upstream router (FRR, halb/lab/router.py) between the
+    # client and the hosts. Its address on the hosts' segment is the stack's
+    # one peer; the client sits behind it on a TEST-NET of its own, so every
+    # request to the VIP takes the router's ECMP routes.
+    router_netns: str | None = None
+    router_address: ipaddress.IPv4Address | None = None
+    router_client_address: ipaddress.IPv4Address | None = None
+    # The hosts' segment (VRRP: the VIP's subnet; BGP: the peer's /24).
+    segment: ipaddress.IPv4Network | None = None
 
     @property
     def vip(self) -> ipaddress.IPv4Address:
         return self.settings.vip.ip
 
     @property
+    def bgp(self) -> bool:
+        return self.router_netns is not None
+
+    @property
     def prefixlen(self) -> int:
-        return self.settings.vip.address.network.prefixlen
+        """The hosts' segment's (with VRRP, the VIP's too)."""
+        net = self.segment or self.settings.vip.address.network
+        return net.prefixlen
+
+    @property
+    def client_prefixlen(self) -> int:
+        return CLIENT_PREFIXLEN if self.bgp else self.prefixlen
 
     @property
     def interface(self) -> str:
@@ -115,12 +136,14 @@ class LabPlan:
     def namespaces(self) -> list[str]:
         prom = [self.prometheus_netns] if self.prometheus_netns else []
         rogue = [self.rogue_netns] if self.rogue_netns else []
+        router = [self.router_netns] if self.router_netns else []
         return [
             self.switch_netns,
             self.client_netns,
             self.dns_netns,
             *prom,
             *rogue,
+            *router,
             *(n.netns for n in self.nodes),
         ]
 
@@ -170,13 +193,13 @@ def netns_name(prefix: str, lab_id: str, host: str) -> str:
 def plan_lab(s: Settings, prefix: str = "halb", lab_id: str = "0") -> LabPlan:
     """The lab for `s`, or LabPlanError naming what keeps it from running here."""
     problems: list[str] = []
-    net = s.vip.address.network
-    if not any(net.subnet_of(t) for t in TEST_NETS):
+    if not any(s.vip.address.network.subnet_of(t) for t in TEST_NETS):
         problems.append(
             f"rancher-ha-lb:vip.address: {s.vip.address} is outside the lab's TEST-NET ranges "
             f"({', '.join(map(str, TEST_NETS))}); the lab only uses documentation addresses"
         )
-    used = {s.vip.ip, net.network_address, net.broadcast_address}
+    net, router, client_net = _segment(s, problems)
+    used = {s.vip.ip, net.network_address, net.broadcast_address, *([router] if router else [])}
     addresses: dict[str, ipaddress.IPv4Address] = {}
     # Load-balancer hosts first: an apps host on one of their addresses is the one to blame.
     for name, host in sorted(s.hosts.items(), key=lambda kv: (kv[1].role is not Role.LOAD_BALANCER, kv[0])):
@@ -184,8 +207,9 @@ def plan_lab(s: Settings, prefix: str = "halb", lab_id: str = "0") -> LabPlan:
             continue
         if not _in_test_net(host.address) or host.address not in net:
             problems.append(
-                f"rancher-ha-lb:hosts.{name}.address: {host.address} must be in the VIP's subnet {net}, "
-                "itself a TEST-NET range, for the lab"
+                f"rancher-ha-lb:hosts.{name}.address: {host.address} must be in "
+                f"{'the VIP' if s.bgp is None else 'the bgp peer'}'s subnet {net}, itself a TEST-NET range, "
+                "for the lab"
             )
         elif host.address in used:
             owner = next((n for n, a in addresses.items() if a == host.address), "the VIP")
@@ -219,6 +243,8 @@ def plan_lab(s: Settings, prefix: str = "halb", lab_id: str = "0") -> LabPlan:
     replicas = tuple(Replica(svc, node, port, i, next(pool)) for svc, node, port, i in placed)
     client_other = next(pool)  # late: the addresses before it stay where they were
     rogue = next(pool)  # after it, for the same reason
+    if client_net is not None:  # bgp: the client behind the router, on its own net
+        router_client, client, client_other = (client_net.network_address + i for i in (1, 2, 3))
     nodes = tuple(
         LabNode(
             name=name,
@@ -245,4 +271,39 @@ def plan_lab(s: Settings, prefix: str = "halb", lab_id: str = "0") -> LabPlan:
         client_other_address=client_other,
         rogue_netns=f"{prefix}-{lab_id}~rogue",
         rogue_address=rogue,
+        router_netns=f"{prefix}-{lab_id}~router" if router else None,
+        router_address=router,
+        router_client_address=router_client if client_net is not None else None,
+        segment=net,
     )
+
+
+def _segment(
+    s: Settings, problems: list[str]
+) -> tuple[ipaddress.IPv4Network, ipaddress.IPv4Address | None, ipaddress.IPv4Network | None]:
+    """The hosts' segment; with bgp also the router's address on it and the client's net.
+
+    VRRP: the VIP's subnet. BGP: the /24 of the one peer (the lab's router),
+    the VIP a /32 outside it, the client on the TEST-NET neither uses."""
+    if s.bgp is None:
+        return s.vip.address.network, None, None
+    peers = s.bgp.peers
+    if len(peers) != 1:
+        problems.append(
+            f"rancher-ha-lb:bgp.peers: the lab runs one upstream router; give exactly one peer "
+            f"(have {len(peers)})"
+        )
+    router = peers[0].address
+    net = ipaddress.IPv4Network(f"{router}/24", strict=False)
+    if not _in_test_net(router):
+        problems.append(
+            f"rancher-ha-lb:bgp.peers[0].address: {router} is outside the lab's TEST-NET ranges; "
+            "the lab's router takes it on the hosts' segment"
+        )
+    if s.vip.ip in net:
+        problems.append(
+            f"rancher-ha-lb:vip.address: {s.vip.address} is on the hosts' segment {net}; with bgp the "
+            "lab routes the VIP, so give it another TEST-NET range"
+        )
+    free = [t for t in TEST_NETS if not t.overlaps(net) and s.vip.ip not in t]
+    return net, router, (free[0] if free else None)

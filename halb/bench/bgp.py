@@ -1,0 +1,339 @@
+"""BGP benchmark (issue 23): the tier scaled out over every host, and its failover, beside VRRP.
+
+    halb bench bgp [--runs N] [--seconds S] [--json FILE] [--markdown FILE] [--chart FILE]
+
+Scale-out: the lab-bgp stack (three load-balancer hosts, the FRR router
+between the client and them), each host's HAProxy limited to SCALE_CPU of a
+CPU (the lab's kubelet applies the limit, as a kubelet does) and the apps
+served by nginx (faster than the edge, so the edge is what is measured).
+With 1, 2 and 3 hosts announcing (the others draining), h2load's requests
+per second over keep-alive connections; then SHARE_FLOWS new connections
+and each host's share of them (its HAProxy's own counter).
+
+Failover: for each fault, `--runs` times, in a measurement window
+(halb/bench/engine.py's 20 ms probe): how long until the router's FIB no
+longer sends the VIP to the host (`ip monitor route` in the router's
+namespace), and the outage the probe saw (fault to the first answer after
+the last failure; with ECMP only the flows hashed to that host fail). The
+VRRP mode's own numbers for the same faults come from a VRRP lab in the
+same run (halb/bench/failover.py's runs), the baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from components.settings import RawConfig
+from halb.bench import failover
+from halb.bench.chart import Bar, grouped_bars
+from halb.bench.engine import Progress, Steps, Window, bench_lab, machine, markdown_table, new_prefix, stats
+from halb.lab import router
+from halb.lab.base import LabError, in_ns, run, wait_until
+from halb.lab.faults import inject
+from halb.lab.lab import Lab
+from halb.lab.measure import outage
+from halb.stackfile import load_stack_file, stack_path
+
+SCALE_CPU = "250m"
+SHARE_FLOWS = 1200
+H2LOAD_CLIENTS = 48
+HOST = "shop.lab.invalid"
+FAULTS = ("host-crash", "lb-death", "link-down", "planned-removal")
+LAB_FAULT = {"host-crash": "crash", "lb-death": "kill-haproxy", "link-down": "link-down"}
+UNDO = {"host-crash": "restore", "link-down": "link-up"}
+VRRP_FAULTS = ("host-crash", "lb-death", "link-down")
+WINDOW_S = 4.0
+SETTLE_S = 120.0
+VICTIM = "lb-2"
+
+
+@dataclass
+class FailoverRun:
+    mode: str
+    fault: str
+    run: int
+    detection_s: float | None  # fault -> the router's FIB without the host (None: VRRP, or never)
+    outage_s: float
+    failed: int
+    total: int
+
+
+@dataclass
+class BgpReport:
+    machine: dict[str, Any]
+    settings: dict[str, Any]
+    scale: list[dict[str, Any]] = field(default_factory=list)
+    shares: dict[str, int] = field(default_factory=dict)
+    runs: list[FailoverRun] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "machine": self.machine,
+            "settings": self.settings,
+            "scale_out": self.scale,
+            "shares": self.shares,
+            "runs": [asdict(r) for r in self.runs],
+            "summary": summary(self.runs),
+        }
+
+
+def bgp_raw(cpu_limit: str | None = None) -> RawConfig:
+    base = load_stack_file(stack_path("lab-bgp"))
+    values = dict(base.values)
+    if cpu_limit is not None:
+        lb = json.loads(values["rancher-ha-lb:loadBalancer"])
+        lb["resources"] = {"cpu": cpu_limit, "cpuLimit": cpu_limit, "memory": "128Mi"}
+        values["rancher-ha-lb:loadBalancer"] = json.dumps(lb)
+    return RawConfig(values, base.secret_keys)
+
+
+class RouteMonitor:
+    """`ip monitor route` in the router's namespace: when the VIP's next hops changed, and to what."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.events: list[tuple[float, list[str]]] = []
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[str] | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        ns = self.lab.plan.router_netns
+        assert ns is not None
+        self._proc = subprocess.Popen(["ip", "-n", ns, "monitor", "route"], stdout=subprocess.PIPE, text=True)
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        vip = f"{self.lab.plan.vip}"
+        for line in self._proc.stdout:
+            if line.startswith((vip, f"Deleted {vip}")):
+                t = time.monotonic()
+                hops = router.hop_nodes(self.lab.plan)
+                with self._lock:
+                    self.events.append((t, hops))
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(timeout=5)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def gone_after(self, node: str, t0: float) -> float | None:
+        """Seconds from t0 to the first change after which the router no longer used `node`."""
+        with self._lock:
+            events = sorted(self.events)
+        for t, hops in events:
+            if t >= t0 and node not in hops:
+                return round(t - t0, 4)
+        return None
+
+
+def every(lab: Lab) -> list[str]:
+    return sorted(n.name for n in lab.plan.lb_nodes)
+
+
+def drain_file(lab: Lab, node: str) -> Path:
+    return lab.pods.pod_dir(node, "edge") / "volumes" / "watch" / "draining"
+
+
+def set_draining(lab: Lab, node: str, on: bool) -> None:
+    path = drain_file(lab, node)
+    if on or path.exists():
+        path.write_text("1\n" if on else "0\n")
+
+
+def settle_bgp(lab: Lab, hosts: list[str]) -> None:
+    """The router sends the VIP to exactly `hosts`, steadily for a second."""
+    since: list[float] = []
+
+    def steady() -> bool:
+        if router.hop_nodes(lab.plan) != hosts:
+            since.clear()
+            return False
+        since.append(since[0] if since else time.monotonic())
+        return time.monotonic() - since[0] >= 1.0
+
+    if not wait_until(steady, SETTLE_S, poll=0.1):
+        raise LabError(f"the router did not settle on {hosts} in {SETTLE_S:g} s: {lab.status()}")
+
+
+def h2load_rps(lab: Lab, seconds: int) -> dict[str, Any]:
+    cmd = ["h2load", "--h1", "-D", str(seconds), "-c", str(H2LOAD_CLIENTS), "-t", "2",
+           f"--connect-to={lab.plan.vip}:80", f"http://{HOST}/"]  # fmt: skip
+    done = run(in_ns(lab.plan.client_netns, *cmd), seconds + 60, check=False)
+    rps = re.search(r"finished in [^,]+, ([0-9.]+) req/s", done.stdout)
+    failed = re.search(
+        r"requests: \d+ total, \d+ started, \d+ done, \d+ succeeded, (\d+) failed", done.stdout
+    )
+    if rps is None or failed is None:
+        raise LabError(f"h2load gave no numbers: {done.stdout[-500:]} {done.stderr[-300:]}")
+    return {"req_s": float(rps.group(1)), "failed": int(failed.group(1))}
+
+
+def accepted(lab: Lab) -> dict[str, int]:
+    """Connections each host's HAProxy accepted on the HTTP frontend (its own counter)."""
+    port = lab.plan.settings.load_balancer.stats_port
+    counts = {}
+    for n in lab.plan.lb_nodes:
+        out = run(in_ns(n.netns, "curl", "-s", "--max-time", "2", f"http://127.0.0.1:{port}/metrics"),
+                  check=False).stdout  # fmt: skip
+        m = re.search(r'^haproxy_frontend_connections_total\{proxy="http"\} (\S+)$', out, flags=re.M)
+        counts[n.name] = int(float(m.group(1))) if m else 0
+    return counts
+
+
+def new_connections(lab: Lab, count: int) -> int:
+    """`count` new connections from the client, each from its own source port: how many answered."""
+    url = f"http://{lab.plan.vip}:80/"
+    script = (
+        "import urllib.request\nok=0\n"
+        f"for i in range({count}):\n"
+        "    try:\n"
+        f"        q=urllib.request.Request('{url}',headers={{'Host':'{HOST}'}})\n"
+        "        ok+=urllib.request.urlopen(q,timeout=2).status==200\n"
+        "    except OSError:\n        pass\n"
+        "print(ok)\n"
+    )
+    out = run(in_ns(lab.plan.client_netns, "python3", "-c", script), 600, check=False).stdout
+    return int(out.strip() or 0)
+
+
+def scale_out(report: BgpReport, seconds: int, steps: Steps) -> None:
+    with bench_lab(bgp_raw(SCALE_CPU), new_prefix("hg"), app="nginx") as lab:
+        hosts = every(lab)
+        for k in range(1, len(hosts) + 1):
+            steps.step(f"scale-out: {k} host(s) announcing")
+            for i, n in enumerate(hosts):
+                set_draining(lab, n, i >= k)
+            settle_bgp(lab, hosts[:k])
+            report.scale.append({"hosts": k, **h2load_rps(lab, seconds)})
+        steps.step(f"shares over {SHARE_FLOWS} new connections")
+        before = accepted(lab)
+        answered = new_connections(lab, SHARE_FLOWS)
+        after = accepted(lab)
+        report.shares = {"answered": answered, **{n: after[n] - before[n] for n in hosts}}
+
+
+def one_bgp_run(lab: Lab, fault: str, run_no: int) -> FailoverRun:
+    settle_bgp(lab, every(lab))
+    time.sleep(0.5)
+    monitor = RouteMonitor(lab)
+    monitor.start()
+    try:
+        with Window(lab, WINDOW_S) as w:
+            t0 = w.mark("fault")
+            if fault == "planned-removal":
+                set_draining(lab, VICTIM, True)
+            else:
+                inject(lab, LAB_FAULT[fault], VICTIM)
+            attempts = w.attempts(grace_s=30)
+    finally:
+        monitor.stop()
+    result = outage(attempts, t0)
+    detection = monitor.gone_after(VICTIM, t0)
+    if fault == "planned-removal":
+        set_draining(lab, VICTIM, False)
+    elif fault in UNDO:
+        inject(lab, UNDO[fault], VICTIM)
+    return FailoverRun(
+        "bgp", fault, run_no, detection, round(result.outage_s, 4), result.failed, result.total
+    )
+
+
+def bgp_failover(report: BgpReport, runs: int, steps: Steps) -> None:
+    with bench_lab(bgp_raw(), new_prefix("hg"), app="nginx") as lab:
+        s = lab.plan.settings
+        assert s.bgp is not None
+        report.settings["bgp"] = {"bfd": s.bgp.bfd.model_dump(), "check": s.vrrp.check.model_dump()}
+        for fault in FAULTS:
+            for r in range(1, runs + 1):
+                steps.step(f"bgp {fault} run {r}/{runs}")
+                report.runs.append(one_bgp_run(lab, fault, r))
+
+
+def vrrp_failover(report: BgpReport, runs: int, steps: Steps) -> None:
+    """The VRRP mode's numbers for the same faults (failover.py's names), from its own runs."""
+    f_report = failover.Report(machine={}, settings={})
+    failover.run_profile("project", list(VRRP_FAULTS), runs, 0, f_report, steps)
+    for r in f_report.runs:
+        report.runs.append(FailoverRun("vrrp", r.fault, r.run, None, r.outage_s, r.failed, r.total))
+
+
+def summary(runs: list[FailoverRun]) -> list[dict[str, Any]]:
+    rows = []
+    for mode in ("bgp", "vrrp"):
+        for fault in FAULTS:
+            rs = [r for r in runs if r.mode == mode and r.fault == fault]
+            if not rs:
+                continue
+            detections = [r.detection_s for r in rs if r.detection_s is not None]
+            rows.append({
+                "mode": mode, "fault": fault, "runs": len(rs),
+                "detection_s": stats(detections) if detections else None,
+                "outage_s": stats(r.outage_s for r in rs),
+                "failed": sum(r.failed for r in rs), "total": sum(r.total for r in rs),
+            })  # fmt: skip
+    return rows
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.0f} ms"
+
+
+def table(report: BgpReport) -> str:
+    lines = [
+        "Scale-out (HAProxy limited to " + SCALE_CPU + " CPU per host; nginx apps; h2load keep-alive)",
+        "",
+    ]
+    base = report.scale[0]["req_s"] if report.scale else None
+    rows = [
+        [str(r["hosts"]), f"{r['req_s']:.0f}", f"{r['req_s'] / base:.2f}x" if base else "-", str(r["failed"])]
+        for r in report.scale
+    ]
+    lines += markdown_table(["hosts announcing", "req/s", "vs 1 host", "failed"], rows)
+    if report.shares:
+        hosts = [k for k in report.shares if k != "answered"]
+        total = sum(report.shares[h] for h in hosts) or 1
+        cells = ", ".join(f"{h} {100 * report.shares[h] / total:.1f}%" for h in hosts)
+        lines += [
+            "",
+            f"Shares of {SHARE_FLOWS} new connections ({report.shares['answered']} answered): {cells}",
+        ]
+    lines += ["", "Failover (median, min-max; detection: the router's FIB without the host)", ""]
+    frows = []
+    for row in summary(report.runs):
+        det, out = row["detection_s"], row["outage_s"]
+        frows.append([
+            row["mode"], row["fault"], str(row["runs"]),
+            "-" if det is None else f"{_ms(det['median'])} ({_ms(det['min'])}-{_ms(det['max'])})",
+            f"{_ms(out['median'])} ({_ms(out['min'])}-{_ms(out['max'])})",
+            f"{row['failed']}/{row['total']}",
+        ])  # fmt: skip
+    lines += markdown_table(["mode", "fault", "runs", "detection", "outage", "failed/probes"], frows)
+    return "\n".join(lines)
+
+
+def chart(report: BgpReport, path: Path) -> None:
+    groups = [str(r["hosts"]) for r in report.scale]
+    bars = {"req/s": [Bar(r["req_s"], f"{r['req_s']:.0f}") for r in report.scale]}
+    grouped_bars(path, groups, bars, ylabel="requests per second", title="BGP scale-out: hosts announcing")
+
+
+def run_bgp(runs: int, seconds: int, progress: Progress) -> BgpReport:
+    report = BgpReport(machine=machine(), settings={"scale_cpu": SCALE_CPU, "share_flows": SHARE_FLOWS})
+    steps = Steps(3 + 1 + len(FAULTS) * runs + len(VRRP_FAULTS) * runs, progress)
+    scale_out(report, seconds, steps)
+    bgp_failover(report, runs, steps)
+    vrrp_failover(report, runs, steps)
+    steps.finish()
+    return report

@@ -1,0 +1,175 @@
+"""The BGP mode in the lab (issue 23): the shipped edge pods announcing the VIP to an FRR router.
+
+Three load-balancer hosts (Pulumi.lab-bgp.yaml) each announce the VIP /32
+while their HAProxy is healthy and not draining; the router spreads the
+client's flows over them (ECMP, L4 hash) and BFD (100 ms x 3) takes a dead
+host out. Guards here, not measurements: the benchmark measures.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import running_lab, stack_raw
+
+from halb.lab import router
+from halb.lab.base import in_ns, run, wait_until
+from halb.lab.faults import inject, lab_images
+from halb.lab.lab import Lab
+
+pytestmark = pytest.mark.netns
+
+EVERY = ["lb-1", "lb-2", "lb-3"]
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    with running_lab(stack_raw("lab-bgp"), "lab-bgp") as the_lab:
+        yield the_lab
+
+
+def hops(lab: Lab) -> list[str]:
+    return router.hop_nodes(lab.plan)
+
+
+@pytest.fixture
+def whole(lab: Lab) -> Iterator[Lab]:
+    assert wait_until(lambda: hops(lab) == EVERY, 60, poll=0.2), lab.status()
+    yield lab
+    for n in EVERY:
+        undrain(lab, n)
+    assert wait_until(lambda: hops(lab) == EVERY, 60, poll=0.2), lab.status()
+
+
+def shared(lab: Lab, node: str) -> Path:
+    return lab.pods.pod_dir(node, "edge") / "volumes" / "watch"
+
+
+def drain(lab: Lab, node: str) -> None:
+    (shared(lab, node) / "draining").write_text("1\n")
+
+
+def undrain(lab: Lab, node: str) -> None:
+    path = shared(lab, node) / "draining"
+    if path.exists():
+        path.write_text("0\n")
+
+
+def served_by(lab: Lab) -> dict[str, int]:
+    """Connections each host's HAProxy has accepted on the HTTP frontend (its own metrics)."""
+    counts = {}
+    port = lab.plan.settings.load_balancer.stats_port
+    for n in lab.plan.lb_nodes:
+        out = run(in_ns(n.netns, "curl", "-s", "--max-time", "2", f"http://127.0.0.1:{port}/metrics"),
+                  check=False).stdout  # fmt: skip
+        total = 0
+        for line in out.splitlines():
+            if line.startswith("haproxy_frontend_connections_total") and 'proxy="http"' in line:
+                total += int(float(line.rsplit(" ", 1)[1]))
+        counts[n.name] = total
+    return counts
+
+
+def requests(lab: Lab, count: int) -> int:
+    """`count` new connections from the client (each its own source port): how many got an answer."""
+    url = f"http://{lab.plan.vip}:{lab.plan.settings.load_balancer.http_port}/"
+    script = (
+        "import sys,urllib.request\n"
+        "ok=0\n"
+        f"for i in range({count}):\n"
+        "    try:\n"
+        f"        q=urllib.request.Request('{url}',headers={{'Host':'shop.lab.invalid'}})\n"
+        "        r=urllib.request.urlopen(q,timeout=2)\n"
+        "        ok+=r.status==200\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "print(ok)\n"
+    )
+    out = run(in_ns(lab.plan.client_netns, "python3", "-c", script), check=False, timeout=120).stdout
+    return int(out.strip() or 0)
+
+
+def test_every_host_announces_and_the_router_spreads_flows_over_them(whole: Lab) -> None:
+    lab = whole
+    for n in EVERY:
+        assert lab.bgp_state(n)["announced"] is True
+    before = served_by(lab)
+    assert requests(lab, 300) == 300
+    after = served_by(lab)
+    share = {n: after[n] - before[n] for n in EVERY}
+    assert sum(share.values()) >= 300, share
+    # An L4 hash over 300 flows: every host takes a real share (the benchmark measures how even).
+    assert all(v >= 45 for v in share.values()), share
+
+
+def test_a_draining_host_is_withdrawn_and_comes_back(whole: Lab) -> None:
+    lab = whole
+    drain(lab, "lb-2")
+    assert wait_until(lambda: hops(lab) == ["lb-1", "lb-3"], 5, poll=0.02), lab.status()
+    assert lab.bgp_state("lb-2") == {**lab.bgp_state("lb-2"), "announced": False, "reason": "draining"}
+    before = served_by(lab)
+    assert requests(lab, 60) == 60
+    assert served_by(lab)["lb-2"] == before["lb-2"]  # no new flow reaches it
+    undrain(lab, "lb-2")
+    assert wait_until(lambda: hops(lab) == EVERY, 10, poll=0.05), lab.status()
+
+
+def test_haproxy_death_withdraws_the_host_at_once(whole: Lab) -> None:
+    lab = whole
+    inject(lab, "kill-haproxy", "lb-3")
+    # haproxy-watch sees it within milliseconds; the announcer withdraws (a guard, not a number).
+    assert wait_until(lambda: "lb-3" not in hops(lab), 3, poll=0.02), lab.status()
+    assert requests(lab, 30) == 30
+    # The kubelet restarts HAProxy; once healthy again (rise) the host is announced again.
+    assert wait_until(lambda: hops(lab) == EVERY, 30, poll=0.1), lab.status()
+
+
+def test_a_crashed_host_is_dropped_by_bfd_and_the_others_serve(whole: Lab) -> None:
+    """Power loss: no Cease, no withdrawal; BFD (100 ms x 3) at the router takes the route out."""
+    lab = whole
+    inject(lab, "crash", "lb-1")
+    try:
+        assert wait_until(lambda: "lb-1" not in hops(lab), 3, poll=0.01), lab.status()
+        assert hops(lab) == ["lb-2", "lb-3"]
+        assert requests(lab, 30) == 30
+    finally:
+        inject(lab, "restore", "lb-1")
+    assert wait_until(lambda: hops(lab) == EVERY, 60, poll=0.2), lab.status()
+
+
+def test_the_host_firewall_lets_only_the_router_speak_bgp(whole: Lab) -> None:
+    lab = whole
+    rogue = lab.plan.rogue_netns
+    assert rogue is not None
+    target = str(lab.plan.node("lb-1").address)
+    code = f"import socket\ns=socket.socket(); s.settimeout(1)\nprint(s.connect_ex(('{target}',179)))\n"
+    refused = run(in_ns(rogue, "python3", "-c", code), check=False).stdout.strip()
+    assert refused not in ("0", ""), "a non-peer opened a BGP connection"
+    counters = json.loads(run(in_ns(lab.plan.node("lb-1").netns, "nft", "-j", "list", "counter", "ip",
+                                    "halb_edge", "bgp_refused")).stdout)  # fmt: skip
+    packets = [c["counter"]["packets"] for c in counters["nftables"] if "counter" in c]
+    assert packets and packets[0] >= 1
+
+
+def test_frr_needs_sys_admin_and_refuses_to_start_without_it(lab: Lab) -> None:
+    """The one capability FRR uses for nothing here (VRF switching), yet demands:
+    without it zebra exits (lib/privs.c) and the host never announces."""
+    from test_lab_pods import drop_capability
+
+    node = "lb-3"
+    assert wait_until(lambda: hops(lab) == EVERY, 60, poll=0.2), lab.status()
+    lab.pods.delete(node)
+    try:
+        edit = drop_capability("frr", "SYS_ADMIN")
+        lab.pods.start(node, lab_images(lab), lambda _: None, edit=edit)
+        log = lab.dir / "logs" / f"{node}.frr.log"
+        refused = "privs_init: initial cap_set_proc failed"
+        assert wait_until(lambda: log.exists() and refused in log.read_text(), 20, poll=0.1)
+        assert node not in hops(lab)
+    finally:
+        lab.pods.delete(node)
+        lab.pods.start(node, lab_images(lab), lambda _: None)
+    assert wait_until(lambda: hops(lab) == EVERY, 60, poll=0.2), lab.status()
