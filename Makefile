@@ -10,7 +10,7 @@ APT_PACKAGES := keepalived haproxy curl iproute2 procps nftables python3 python3
 	libyang2 libc-ares2 libjson-c5 libreadline8 libcap2
 OUT ?= out
 
-.PHONY: all demo test lint unit render bench bench-changes bench-tls mutate mutate-sample system-deps deps clean
+.PHONY: all demo test lint unit render bench bench-changes bench-bgp bench-tls mutate mutate-sample system-deps deps clean
 
 all: test
 
@@ -83,6 +83,11 @@ bench-changes: deps
 	    --markdown docs/changes-table.md --chart docs/changes.png
 
 # HTTPS (~15 min): handshakes, HTTPS vs HTTP, renewals under load, resumption across faults.
+# The BGP mode (issue 23): scale-out over 1-3 hosts, failover beside VRRP's (~15 min).
+bench-bgp: deps
+	@if [ "$$(id -u)" != 0 ]; then echo "make bench-bgp needs root (network namespaces)"; exit 1; fi
+	$(VENV)/bin/halb bench bgp --runs $(RUNS) --json docs/bgp.json --markdown docs/bgp-table.md --chart docs/bgp.png
+
 bench-tls: deps
 	@if [ "$$(id -u)" != 0 ]; then echo "make bench-tls needs root (network namespaces)"; exit 1; fi
 	$(VENV)/bin/halb bench tls --json docs/tls.json --markdown docs/tls-table.md --chart docs/tls.png

@@ -14,8 +14,9 @@ pair on one node at a time.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -151,7 +152,11 @@ class Edge(pulumi.ComponentResource):
             *([tls_container(s, args.haproxy_image)] if s.tls_services else []),
         ]
         if s.bgp is None:
-            secret = self._keepalived_secret(name, args, meta_labels, child)
+            # One keepalived.conf (and nftables table) per node; secret when it carries the auth_pass.
+            secret = config_secret(
+                f"{name}-keepalived-config", KEEPALIVED_CONFIG, args, meta_labels, child,
+                lambda p: render_all(s, p), args.auth_pass, None,
+            )  # fmt: skip
             minted.append(
                 minted_secret(
                     f"{name}-handoff-key",
@@ -175,7 +180,11 @@ class Edge(pulumi.ComponentResource):
             ]
         else:
             assert args.frr_image is not None
-            secret = self._frr_secret(name, args, meta_labels, child)
+            # One frr.conf (and nftables table) per node; the peers' passwords stay a Pulumi secret.
+            secret = config_secret(
+                f"{name}-frr-config", FRR_CONFIG, args, meta_labels, child,
+                lambda p: frr.render_all(s, p), args.bgp_passwords, {},
+            )  # fmt: skip
             containers.append(frr.frr_container(s, args.frr_image))
             if s.vrrp.check.watch:  # haproxy-watch lives in the keepalived image
                 containers.append(watch_container(s, args.keepalived_image))
@@ -203,37 +212,26 @@ class Edge(pulumi.ComponentResource):
         self.nodes = s.lb_nodes
         self.register_outputs({"vip": self.vip, "nodes": self.nodes})
 
-    def _keepalived_secret(
-        self, name: str, args: EdgeArgs, meta_labels: dict[str, str], child: pulumi.ResourceOptions
-    ) -> k8s.core.v1.Secret:
-        """One keepalived.conf (and nftables table) per node; secret when it carries the auth_pass."""
-        s = args.settings
-        if args.auth_pass is None:
-            configs: pulumi.Input[dict[str, str]] = render_all(s, None)
-        else:
-            # apply on a secret stays secret: the password never leaves it in plain.
-            configs = pulumi.Output.secret(args.auth_pass).apply(lambda p: render_all(s, p))
-        return k8s.core.v1.Secret(
-            f"{name}-keepalived-config",
-            metadata={"name": KEEPALIVED_CONFIG, "namespace": args.namespace, "labels": meta_labels},
-            type="Opaque",
-            string_data=configs,
-            opts=child,
-        )
 
-    def _frr_secret(
-        self, name: str, args: EdgeArgs, meta_labels: dict[str, str], child: pulumi.ResourceOptions
-    ) -> k8s.core.v1.Secret:
-        """One frr.conf (and nftables table) per node; the peers' passwords stay a Pulumi secret."""
-        s = args.settings
-        if args.bgp_passwords is None:
-            configs: pulumi.Input[dict[str, str]] = frr.render_all(s, {})
-        else:
-            configs = pulumi.Output.secret(args.bgp_passwords).apply(lambda p: frr.render_all(s, p))
-        return k8s.core.v1.Secret(
-            f"{name}-frr-config",
-            metadata={"name": FRR_CONFIG, "namespace": args.namespace, "labels": meta_labels},
-            type="Opaque",
-            string_data=configs,
-            opts=child,
-        )
+def config_secret(
+    resource: str,
+    secret_name: str,
+    args: EdgeArgs,
+    meta_labels: dict[str, str],
+    child: pulumi.ResourceOptions,
+    render: Callable[[Any], dict[str, str]],
+    key: pulumi.Input[Any] | None,
+    no_key: Any,
+) -> k8s.core.v1.Secret:
+    """The daemon's per-node configs; rendered inside `key`'s apply when there is a key, so
+    the output stays a Pulumi secret and the key never leaves it in plain."""
+    configs: pulumi.Input[dict[str, str]] = (
+        render(no_key) if key is None else pulumi.Output.secret(key).apply(render)
+    )
+    return k8s.core.v1.Secret(
+        resource,
+        metadata={"name": secret_name, "namespace": args.namespace, "labels": meta_labels},
+        type="Opaque",
+        string_data=configs,
+        opts=child,
+    )

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar, cast
 
 import pytest
@@ -293,3 +294,19 @@ def haproxy_check(cfg: str, tmp: Path) -> subprocess.CompletedProcess[str]:
         check=False,
         env={**os.environ, "HOST_IP": "192.0.2.11", "HALB_COOKIE_KEY": "k" * 32},
     )
+
+
+def load_script(path: Path) -> ModuleType:
+    """An image's Python helper (no .py suffix) as a module, registered in sys.modules
+    under its name with `_` for `-` (its dataclasses look their module up there)."""
+    import importlib.machinery
+    import importlib.util
+
+    name = path.name.replace("-", "_")
+    loader = importlib.machinery.SourceFileLoader(name, str(path))
+    spec = importlib.util.spec_from_loader(name, loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    loader.exec_module(module)
+    return module

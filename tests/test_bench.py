@@ -330,3 +330,63 @@ def test_the_hostile_section_tables_and_round_trips(tmp_path: Path) -> None:
     saved.write_text(json.dumps(report.to_json()))
     assert load_report(saved).hostile == runs
     assert "hostile" not in Report(machine={}, settings={}).to_json()
+
+
+def test_the_bgp_summary_table_and_chart(tmp_path: Path) -> None:
+    from halb.bench import bgp
+
+    report = bgp.BgpReport(machine={}, settings={})
+    report.scale = [{"hosts": 1, "req_s": 1000.0, "failed": 0}, {"hosts": 3, "req_s": 2800.0, "failed": 0}]
+    report.shares = {"answered": 1200, "lb-1": 390, "lb-2": 410, "lb-3": 400}
+    report.runs = [
+        bgp.FailoverRun("bgp", "host-crash", 1, 0.31, 0.35, 4, 200),
+        bgp.FailoverRun("bgp", "host-crash", 2, 0.29, 0.33, 3, 200),
+        bgp.FailoverRun("vrrp", "host-crash", 1, None, 0.16, 8, 200),
+    ]
+    rows = bgp.summary(report.runs)
+    assert [(r["mode"], r["fault"], r["runs"], r["failed"]) for r in rows] == [
+        ("bgp", "host-crash", 2, 7),
+        ("vrrp", "host-crash", 1, 8),
+    ]
+    assert rows[0]["detection_s"]["median"] == 0.3 and rows[1]["detection_s"] is None
+    report.disruption = [{"event": "host-crash", "held": 60, "on_host": 20, "cut": 25},
+                         {"event": "rejoin", "held": 60, "on_host": 0, "cut": 0}]  # fmt: skip
+    text = bgp.table(report)
+    assert "| host-crash | 60 | 20 | 25 | 5 |" in text and "| rejoin | 60 | 0 | 0 | 0 |" in text
+    assert "| 3 | 2800 | 2.80x | 0 |" in text
+    assert "lb-1 32.5%, lb-2 34.2%, lb-3 33.3%" in text
+    assert "| bgp | host-crash | 2 | 300 ms (290 ms-310 ms) | 340 ms (330 ms-350 ms) | 7/400 |" in text
+    assert "| vrrp | host-crash | 1 | - | 160 ms" in text
+    bgp.chart(report, tmp_path / "bgp.png")
+    assert (tmp_path / "bgp.png").stat().st_size > 1000
+    assert json.loads(json.dumps(report.to_json()))["summary"] == rows
+
+
+def test_bgp_bad_flags_exit_2() -> None:
+    result = run_halb("bench", "bgp", "--seconds", "0")
+    assert result.returncode == 2 and "--seconds" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.netns
+def test_bgp_smoke_run_scales_and_fails_over(tmp_path: Path) -> None:
+    """Every part once: a short scale-out, each fault once, VRRP's beside it."""
+    require_root_tools(*LAB_TOOLS)
+    out = tmp_path / "bgp.json"
+    result = run_halb("bench", "bgp", "--runs", "1", "--seconds", "2", "--json", str(out), timeout=1200)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out.read_text())
+    assert [r["hosts"] for r in data["scale_out"]] == [1, 2, 3]
+    assert all(r["req_s"] > 0 and r["failed"] == 0 for r in data["scale_out"])
+    assert data["shares"]["answered"] == 1200
+    modes = {(r["mode"], r["fault"]) for r in data["runs"]}
+    assert modes == {("bgp", f) for f in ("host-crash", "lb-death", "link-down", "planned-removal")} | {
+        ("vrrp", f) for f in ("host-crash", "lb-death", "link-down")
+    }
+    crash = next(r for r in data["runs"] if r["mode"] == "bgp" and r["fault"] == "host-crash")
+    assert crash["detection_s"] is not None and 0 < crash["detection_s"] < 3  # a guard: the bench measures
+    planned = next(r for r in data["runs"] if r["fault"] == "planned-removal")
+    assert planned["failed"] == 0
+    events = data["disruption"]
+    assert [d["event"] for d in events] == ["host-crash", "rejoin", "planned-removal"]
+    assert all(d["held"] == 60 and 0 <= d["cut"] <= 60 for d in events)
+    assert 0 < events[0]["on_host"] < 60  # the router spread the websockets; one host held some

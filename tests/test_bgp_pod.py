@@ -6,16 +6,13 @@ here the manifest and halb-bgp's pure parts."""
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import ROOT, cached, lab_value, run_halb, stack_raw, with_overrides
+from conftest import ROOT, cached, lab_value, load_script, run_halb, stack_raw, with_overrides
 
 from components.edge_firewall import render_edge_nft
 from components.settings import RawConfig, parse_settings
@@ -28,13 +25,7 @@ PEERS = [{"address": "192.0.2.1", "asn": 65000}, {"address": "192.0.2.2", "asn":
 
 
 def load() -> ModuleType:
-    loader = importlib.machinery.SourceFileLoader("halb_bgp", str(SCRIPT))
-    spec = importlib.util.spec_from_loader("halb_bgp", loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["halb_bgp"] = module
-    loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 hb = load()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, load_script
 
 from halb.lab.base import wait_until
 
@@ -229,19 +229,13 @@ def test_the_manifest_gives_the_entrypoint_what_it_needs() -> None:
 HELPERS = {
     "/usr/local/bin/halb-haproxy": ROOT / "images" / "haproxy" / "halb-haproxy",
     "/usr/local/bin/halb-keepalived": ROOT / "images" / "keepalived" / "halb-keepalived",
+    "/usr/local/bin/halb-bgp": ROOT / "images" / "frr" / "halb-bgp",
 }
 
 
 def helper_parser(path: Path, env: dict[str, str]) -> Any:
     """The image's own argparse parser, built with the container's environment."""
-    import importlib.machinery
-    import importlib.util
-
-    loader = importlib.machinery.SourceFileLoader(path.name.replace("-", "_"), str(path))
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
+    module = load_script(path)
     old = dict(os.environ)
     os.environ.update(env)
     try:
@@ -251,7 +245,7 @@ def helper_parser(path: Path, env: dict[str, str]) -> Any:
         os.environ.update(old)
 
 
-@pytest.mark.parametrize("stack", ["lab", "prod"])
+@pytest.mark.parametrize("stack", ["lab", "prod", "lab-bgp"])
 def test_every_helper_command_in_the_pod_is_one_the_helper_takes(stack: str) -> None:
     """Commands, args and preStop hooks that call the images' helpers parse with
     the helpers' own parsers (a misspelt flag would only fail in a running pod)."""
@@ -264,7 +258,10 @@ def test_every_helper_command_in_the_pod_is_one_the_helper_takes(stack: str) -> 
     for c in ds["spec"]["template"]["spec"]["containers"]:
         env = {e["name"]: e["value"] for e in c.get("env", []) if "value" in e}
         pre_stop = c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
-        for argv in (c.get("command", []) + c.get("args", []), pre_stop):
+        main = c.get("command", []) + c.get("args", [])
+        if c["name"] == "frr":  # the image's entrypoint is `halb-bgp run`; the spec gives its flags
+            main = ["/usr/local/bin/halb-bgp", "run", *main]
+        for argv in (main, pre_stop):
             if argv and argv[0] in HELPERS:
                 try:
                     helper_parser(HELPERS[argv[0]], env).parse_args(argv[1:])
@@ -272,11 +269,8 @@ def test_every_helper_command_in_the_pod_is_one_the_helper_takes(stack: str) -> 
                     raise AssertionError(f"{c['name']}: {argv} refused by {argv[0]}") from refused
                 seen.append((c["name"], argv[1]))
     # keepalived's watch-config and steer are started by entrypoint.sh, not the spec.
-    assert sorted(seen) == [
-        ("haproxy", "drain"),
-        ("haproxy-reload", "watch-config"),
-        ("keepalived", "handoff"),
-    ]
+    daemon = [("frr", "run"), ("frr", "withdraw")] if stack == "lab-bgp" else [("keepalived", "handoff")]
+    assert sorted(seen) == sorted([("haproxy", "drain"), ("haproxy-reload", "watch-config"), *daemon])
 
 
 @pytest.mark.parametrize("stack", ["lab", "prod"])

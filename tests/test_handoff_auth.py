@@ -5,15 +5,12 @@ test's own."""
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, load_script
 
 from components.edge_pod import STEER_TABLE
 
@@ -24,13 +21,7 @@ NOW = 1_800_000_000.0
 
 
 def load() -> ModuleType:
-    loader = importlib.machinery.SourceFileLoader("halb_keepalived", str(SCRIPT))
-    spec = importlib.util.spec_from_loader("halb_keepalived", loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["halb_keepalived"] = module
-    loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 hk = load()

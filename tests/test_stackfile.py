@@ -75,7 +75,10 @@ def test_a_bad_file_is_refused_naming_it(tmp_path: Path, content: str, says: str
 def test_a_missing_or_unreadable_file_says_so(tmp_path: Path) -> None:
     with pytest.raises(StackFileError) as err:
         load_stack_file(tmp_path / "nope.yaml")
-    assert str(err.value) == f"{tmp_path / 'nope.yaml'}: no such stack file (stacks here: dev, lab, lab-bgp, prod)"
+    assert (
+        str(err.value)
+        == f"{tmp_path / 'nope.yaml'}: no such stack file (stacks here: dev, lab, lab-bgp, prod)"
+    )
     with pytest.raises(StackFileError) as err:
         load_stack_file(tmp_path)
     assert str(err.value) == f"{tmp_path}: not a regular file (a directory)"

@@ -4,8 +4,6 @@ pod's TLS wiring, cert-manager Certificates, the ticket seed, and halb-tls."""
 from __future__ import annotations
 
 import base64
-import importlib.machinery
-import importlib.util
 import shlex
 import subprocess
 from pathlib import Path
@@ -13,7 +11,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import ROOT, lab_value, require_root_tools, stack_raw, with_overrides
+from conftest import ROOT, lab_value, load_script, require_root_tools, stack_raw, with_overrides
 from k8s_schema import cert_manager_problems, validate
 
 from components.edge_pod import (
@@ -409,13 +407,7 @@ def test_no_tls_no_tls_objects() -> None:
 
 
 def helper() -> ModuleType:
-    path = ROOT / "images" / "haproxy" / "halb-tls"
-    loader = importlib.machinery.SourceFileLoader("halb_tls", str(path))
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
+    return load_script(ROOT / "images" / "haproxy" / "halb-tls")
 
 
 def test_pem_with_blank_lines_keeps_its_chain() -> None:

@@ -8,14 +8,11 @@ fifo_open: O_RDWR | O_NONBLOCK, kept open until exit) and writes its lines
 from __future__ import annotations
 
 import contextlib
-import importlib.machinery
-import importlib.util
 import json
 import os
 import re
 import stat
 import struct
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +21,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, load_script
 from prometheus_client import CollectorRegistry, generate_latest
 
 from halb.lab.base import wait_until
@@ -35,13 +32,7 @@ KEEPALIVED_FLAGS = os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW
 
 
 def load_exporter() -> ModuleType:
-    loader = importlib.machinery.SourceFileLoader("vrrp_exporter", str(SCRIPT))
-    spec = importlib.util.spec_from_loader("vrrp_exporter", loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["vrrp_exporter"] = module  # dataclasses look their module up there
-    loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 ve = load_exporter()

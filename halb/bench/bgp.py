@@ -37,6 +37,7 @@ from halb.bench.engine import Progress, Steps, Window, bench_lab, machine, markd
 from halb.lab import router
 from halb.lab.base import LabError, in_ns, run, wait_until
 from halb.lab.faults import inject
+from halb.lab.held import held
 from halb.lab.lab import Lab
 from halb.lab.measure import outage
 from halb.stackfile import load_stack_file, stack_path
@@ -52,6 +53,11 @@ VRRP_FAULTS = ("host-crash", "lb-death", "link-down")
 WINDOW_S = 4.0
 SETTLE_S = 120.0
 VICTIM = "lb-2"
+# Disruption: websockets held through each event; a cut is seen within the
+# client's reply timeout (3 s) after the event.
+DISRUPTIONS = ("host-crash", "rejoin", "planned-removal")
+HELD = 60
+CUT_WAIT_S = 6.0
 
 
 @dataclass
@@ -72,6 +78,7 @@ class BgpReport:
     scale: list[dict[str, Any]] = field(default_factory=list)
     shares: dict[str, int] = field(default_factory=dict)
     runs: list[FailoverRun] = field(default_factory=list)
+    disruption: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -81,6 +88,7 @@ class BgpReport:
             "shares": self.shares,
             "runs": [asdict(r) for r in self.runs],
             "summary": summary(self.runs),
+            "disruption": self.disruption,
         }
 
 
@@ -251,7 +259,7 @@ def one_bgp_run(lab: Lab, fault: str, run_no: int) -> FailoverRun:
 
 
 def bgp_failover(report: BgpReport, runs: int, steps: Steps) -> None:
-    with bench_lab(bgp_raw(), new_prefix("hg"), app="nginx") as lab:
+    with bench_lab(bgp_raw(), new_prefix("hg")) as lab:
         s = lab.plan.settings
         assert s.bgp is not None
         report.settings["bgp"] = {"bfd": s.bgp.bfd.model_dump(), "check": s.vrrp.check.model_dump()}
@@ -259,6 +267,44 @@ def bgp_failover(report: BgpReport, runs: int, steps: Steps) -> None:
             for r in range(1, runs + 1):
                 steps.step(f"bgp {fault} run {r}/{runs}")
                 report.runs.append(one_bgp_run(lab, fault, r))
+        disruption(lab, report, steps)
+
+
+def sessions(lab: Lab) -> dict[str, int]:
+    """Connections each host's HAProxy holds open on the HTTP frontend now."""
+    port = lab.plan.settings.load_balancer.stats_port
+    counts = {}
+    for n in lab.plan.lb_nodes:
+        out = run(in_ns(n.netns, "curl", "-s", "--max-time", "2", f"http://127.0.0.1:{port}/metrics"),
+                  check=False).stdout  # fmt: skip
+        m = re.search(r'^haproxy_frontend_current_sessions\{proxy="http"\} (\S+)$', out, flags=re.M)
+        counts[n.name] = int(float(m.group(1))) if m else 0
+    return counts
+
+
+def disruption(lab: Lab, report: BgpReport, steps: Steps) -> None:
+    """Websockets held through one host's death, its rejoin, and a planned removal: how many
+    were cut, against how many that host held (the ECMP goal: only those; on a rejoin none)."""
+    hosts = every(lab)
+    for event in DISRUPTIONS:
+        steps.step(f"disruption: {event}, {HELD} websockets")
+        if event != "rejoin":
+            settle_bgp(lab, hosts)
+        with held(lab, "ws", HELD, host=HOST) as h:
+            time.sleep(1.0)
+            on_victim = sessions(lab).get(VICTIM, 0) if event != "rejoin" else 0
+            if event == "host-crash":
+                inject(lab, "crash", VICTIM)  # left crashed: the rejoin follows
+            elif event == "rejoin":
+                inject(lab, "restore", VICTIM)
+                settle_bgp(lab, hosts)
+            else:
+                set_draining(lab, VICTIM, True)
+            time.sleep(CUT_WAIT_S)
+            cut = int(h.stop()["cut"])
+        if event == "planned-removal":
+            set_draining(lab, VICTIM, False)
+        report.disruption.append({"event": event, "held": HELD, "on_host": on_victim, "cut": cut})
 
 
 def vrrp_failover(report: BgpReport, runs: int, steps: Steps) -> None:
@@ -320,6 +366,19 @@ def table(report: BgpReport) -> str:
             f"{row['failed']}/{row['total']}",
         ])  # fmt: skip
     lines += markdown_table(["mode", "fault", "runs", "detection", "outage", "failed/probes"], frows)
+    if report.disruption:
+        lines += ["", f"Disruption ({VICTIM} of three; websockets held from the client)", ""]
+        drows = [
+            [
+                d["event"],
+                str(d["held"]),
+                str(d["on_host"]),
+                str(d["cut"]),
+                str(max(0, d["cut"] - d["on_host"])),
+            ]
+            for d in report.disruption
+        ]
+        lines += markdown_table(["event", "held", "on that host", "cut", "cut beyond its share"], drows)
     return "\n".join(lines)
 
 
@@ -331,7 +390,7 @@ def chart(report: BgpReport, path: Path) -> None:
 
 def run_bgp(runs: int, seconds: int, progress: Progress) -> BgpReport:
     report = BgpReport(machine=machine(), settings={"scale_cpu": SCALE_CPU, "share_flows": SHARE_FLOWS})
-    steps = Steps(3 + 1 + len(FAULTS) * runs + len(VRRP_FAULTS) * runs, progress)
+    steps = Steps(3 + 1 + len(FAULTS) * runs + len(DISRUPTIONS) + len(VRRP_FAULTS) * runs, progress)
     scale_out(report, seconds, steps)
     bgp_failover(report, runs, steps)
     vrrp_failover(report, runs, steps)

@@ -20,6 +20,7 @@ import secrets
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -142,7 +143,7 @@ class Lab:
                 )
             for n in rest:
                 self.pods.start(n.name, images, out)
-            self._wait_ready(out, started)
+            self._wait_ready(out, started, self._vrrp_settled, self._vrrp_shown)
             self.prometheus.wait_ready(out)
         except BaseException:
             out("failed: removing what was created")
@@ -157,24 +158,12 @@ class Lab:
         for n in self.plan.lb_nodes:
             self.pods.start(n.name, images, out)
         every = sorted(n.name for n in self.plan.lb_nodes)
-        last_note = 0.0
-        for _ in range(int(UP_TIMEOUT_S / 0.2) + 1):
-            hops = router.hop_nodes(self.plan)
-            if hops == every and self.request(1, timeout=1.0)[0].ok:
-                out(f"ready in {time.monotonic() - started:.1f} s")
-                return
-            elapsed = time.monotonic() - started
-            if elapsed > UP_TIMEOUT_S + 30:
-                break
-            if elapsed - last_note >= 2.0:
-                out(f"  waiting: the router's next hops for the VIP {hops} ({elapsed:.0f} s)")
-                last_note = elapsed
-            time.sleep(0.2)
-        raise LabError(
-            f"not ready (the router's next hops: {router.hop_nodes(self.plan)})\n"
-            + self.log_tails()
-            + "\n--- router\n"
-            + router.logs(self.plan)[-1500:]
+        self._wait_ready(
+            out,
+            started,
+            lambda: router.hop_nodes(self.plan) == every,
+            lambda: f"the router's next hops for the VIP {router.hop_nodes(self.plan)}",
+            lambda: "\n--- router\n" + router.logs(self.plan)[-1500:],
         )
 
     def by_priority(self) -> list[Any]:
@@ -268,23 +257,36 @@ class Lab:
         if not wait_until(lambda: self._http_ok(node, address, port), 15.0, poll=0.1):
             raise LabError(f"{what} on {node} not answering after 15 s\n" + self.log_tails())
 
-    def _wait_ready(self, out: Out, start: float) -> None:
+    def _wait_ready(
+        self,
+        out: Out,
+        start: float,
+        settled: Callable[[], bool],
+        shown: Callable[[], str],
+        more: Callable[[], str] = lambda: "",
+    ) -> None:
+        """Until `settled()` and a request through the VIP answers; `shown()` says what it waits on."""
         last_note = 0.0
         for _ in range(int(UP_TIMEOUT_S / 0.2) + 1):
-            holders = self.vip_holders()
-            states = {n.name: self.vrrp_state(n.name) for n in self.plan.lb_nodes}
-            settled = all(st in ("MASTER", "BACKUP") for st in states.values())
-            if len(holders) == 1 and settled and self.request(1, timeout=1.0)[0].ok:
+            if settled() and self.request(1, timeout=1.0)[0].ok:
                 out(f"ready in {time.monotonic() - start:.1f} s")
                 return
             elapsed = time.monotonic() - start
             if elapsed > UP_TIMEOUT_S + 30:
                 break
             if elapsed - last_note >= 2.0:
-                out(f"  waiting: VIP holders {holders}, VRRP {states} ({elapsed:.0f} s)")
+                out(f"  waiting: {shown()} ({elapsed:.0f} s)")
                 last_note = elapsed
             time.sleep(0.2)
-        raise LabError(f"not ready (VIP holders: {self.vip_holders()})\n" + self.log_tails())
+        raise LabError(f"not ready ({shown()})\n" + self.log_tails() + more())
+
+    def _vrrp_settled(self) -> bool:
+        states = [self.vrrp_state(n.name) for n in self.plan.lb_nodes]
+        return len(self.vip_holders()) == 1 and all(st in ("MASTER", "BACKUP") for st in states)
+
+    def _vrrp_shown(self) -> str:
+        states = {n.name: self.vrrp_state(n.name) for n in self.plan.lb_nodes}
+        return f"VIP holders {self.vip_holders()}, VRRP {states}"
 
     def log_tails(self, lines: int = 8) -> str:
         """The end of every log: the lab's logs go when it does."""
