@@ -14,7 +14,7 @@
     halb bench failover [--runs N] [--json FILE] [--markdown FILE] [--chart FILE]
         [--faults F,...] [--profiles P,...] [--https] [--load-seconds S]
     halb bench tls [--seconds S] [--renewals N] [--sessions N] [--json FILE] [--markdown FILE] [--chart FILE]
-    halb bench bgp [--runs N] [--seconds S] [--json FILE] [--markdown FILE] [--chart FILE]
+    halb bench bgp [--runs N] [--seconds S] [--parts P,..] [--json FILE] [--markdown FILE] [--chart FILE]
     halb bench changes [--runs N] [--changes C,...] [--modes M,...] [--json FILE]
         [--markdown FILE] [--chart FILE]
 
@@ -36,6 +36,7 @@ from typing import Any
 from components.problems import InputError
 from components.settings import RawConfig, parse_settings, unbuilt
 from components.values import show
+from halb.bench.bgp import PARTS as BGP_PARTS
 from halb.bench.changes import CHANGES as BENCH_CHANGES
 from halb.bench.changes import MODES as BENCH_MODES
 from halb.bench.failover import FAULTS as BENCH_FAULTS
@@ -120,6 +121,8 @@ def _parser() -> argparse.ArgumentParser:
     _report_flags(bg, "fault and mode", "requests per second")
     bg.add_argument("--seconds", type=_bounded(1, 120), default=10,
                     help="seconds of load per scale-out step (1..120, default 10)")  # fmt: skip
+    bg.add_argument("--parts", type=_choices(BGP_PARTS), default=list(BGP_PARTS),
+                    help=f"comma-separated, from: {','.join(BGP_PARTS)} (default: all)")  # fmt: skip
     ch = bsub.add_parser("changes", help="failed requests and VIP moves while the lab is changed")
     _report_flags(ch, "change and mode", "failed requests")
     ch.add_argument("--changes", type=_choices(BENCH_CHANGES), default=list(BENCH_CHANGES),
@@ -429,7 +432,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         elif args.bench_command == "bgp":
             from halb.bench import bgp
 
-            b_report = bgp.run_bgp(args.runs, args.seconds, _progress)
+            b_report = bgp.run_bgp(args.runs, args.seconds, _progress, tuple(args.parts))
             results.append((bgp.table(b_report), b_report.to_json(), lambda p: bgp.chart(b_report, p)))
         elif args.bench_command == "changes":
             from halb.bench import changes
