@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import running_lab, stack_raw
 
+from halb.bench.bgp import accepted, new_connections
 from halb.lab import router
 from halb.lab.base import in_ns, run, wait_until
 from halb.lab.faults import inject, lab_images
@@ -58,47 +59,13 @@ def undrain(lab: Lab, node: str) -> None:
         path.write_text("0\n")
 
 
-def served_by(lab: Lab) -> dict[str, int]:
-    """Connections each host's HAProxy has accepted on the HTTP frontend (its own metrics)."""
-    counts = {}
-    port = lab.plan.settings.load_balancer.stats_port
-    for n in lab.plan.lb_nodes:
-        out = run(in_ns(n.netns, "curl", "-s", "--max-time", "2", f"http://127.0.0.1:{port}/metrics"),
-                  check=False).stdout  # fmt: skip
-        total = 0
-        for line in out.splitlines():
-            if line.startswith("haproxy_frontend_connections_total") and 'proxy="http"' in line:
-                total += int(float(line.rsplit(" ", 1)[1]))
-        counts[n.name] = total
-    return counts
-
-
-def requests(lab: Lab, count: int) -> int:
-    """`count` new connections from the client (each its own source port): how many got an answer."""
-    url = f"http://{lab.plan.vip}:{lab.plan.settings.load_balancer.http_port}/"
-    script = (
-        "import sys,urllib.request\n"
-        "ok=0\n"
-        f"for i in range({count}):\n"
-        "    try:\n"
-        f"        q=urllib.request.Request('{url}',headers={{'Host':'shop.lab.invalid'}})\n"
-        "        r=urllib.request.urlopen(q,timeout=2)\n"
-        "        ok+=r.status==200\n"
-        "    except OSError:\n"
-        "        pass\n"
-        "print(ok)\n"
-    )
-    out = run(in_ns(lab.plan.client_netns, "python3", "-c", script), check=False, timeout=120).stdout
-    return int(out.strip() or 0)
-
-
 def test_every_host_announces_and_the_router_spreads_flows_over_them(whole: Lab) -> None:
     lab = whole
     for n in EVERY:
         assert lab.bgp_state(n)["announced"] is True
-    before = served_by(lab)
-    assert requests(lab, 300) == 300
-    after = served_by(lab)
+    before = accepted(lab)
+    assert new_connections(lab, 300) == 300
+    after = accepted(lab)
     share = {n: after[n] - before[n] for n in EVERY}
     assert sum(share.values()) >= 300, share
     # An L4 hash over 300 flows: every host takes a real share (the benchmark measures how even).
@@ -110,9 +77,9 @@ def test_a_draining_host_is_withdrawn_and_comes_back(whole: Lab) -> None:
     drain(lab, "lb-2")
     assert wait_until(lambda: hops(lab) == ["lb-1", "lb-3"], 5, poll=0.02), lab.status()
     assert lab.bgp_state("lb-2") == {**lab.bgp_state("lb-2"), "announced": False, "reason": "draining"}
-    before = served_by(lab)
-    assert requests(lab, 60) == 60
-    assert served_by(lab)["lb-2"] == before["lb-2"]  # no new flow reaches it
+    before = accepted(lab)
+    assert new_connections(lab, 60) == 60
+    assert accepted(lab)["lb-2"] == before["lb-2"]  # no new flow reaches it
     undrain(lab, "lb-2")
     assert wait_until(lambda: hops(lab) == EVERY, 10, poll=0.05), lab.status()
 
@@ -122,7 +89,7 @@ def test_haproxy_death_withdraws_the_host_at_once(whole: Lab) -> None:
     inject(lab, "kill-haproxy", "lb-3")
     # haproxy-watch sees it within milliseconds; the announcer withdraws (a guard, not a number).
     assert wait_until(lambda: "lb-3" not in hops(lab), 3, poll=0.02), lab.status()
-    assert requests(lab, 30) == 30
+    assert new_connections(lab, 30) == 30
     # The kubelet restarts HAProxy; once healthy again (rise) the host is announced again.
     assert wait_until(lambda: hops(lab) == EVERY, 30, poll=0.1), lab.status()
 
@@ -134,7 +101,7 @@ def test_a_crashed_host_is_dropped_by_bfd_and_the_others_serve(whole: Lab) -> No
     try:
         assert wait_until(lambda: "lb-1" not in hops(lab), 3, poll=0.01), lab.status()
         assert hops(lab) == ["lb-2", "lb-3"]
-        assert requests(lab, 30) == 30
+        assert new_connections(lab, 30) == 30
     finally:
         inject(lab, "restore", "lb-1")
     assert wait_until(lambda: hops(lab) == EVERY, 60, poll=0.2), lab.status()

@@ -194,16 +194,21 @@ def h2load_rps(lab: Lab, seconds: int) -> dict[str, Any]:
     return {"req_s": float(rps.group(1)), "failed": int(failed.group(1))}
 
 
-def accepted(lab: Lab) -> dict[str, int]:
-    """Connections each host's HAProxy accepted on the HTTP frontend (its own counter)."""
+def frontend_metric(lab: Lab, metric: str) -> dict[str, int]:
+    """A metric of each host's HAProxy's HTTP frontend, as its own /metrics says
+    (`haproxy_frontend_connections_total`: accepted; `..._current_sessions`: open now)."""
     port = lab.plan.settings.load_balancer.stats_port
     counts = {}
     for n in lab.plan.lb_nodes:
         out = run(in_ns(n.netns, "curl", "-s", "--max-time", "2", f"http://127.0.0.1:{port}/metrics"),
                   check=False).stdout  # fmt: skip
-        m = re.search(r'^haproxy_frontend_connections_total\{proxy="http"\} (\S+)$', out, flags=re.M)
+        m = re.search(rf'^{metric}\{{proxy="http"\}} (\S+)$', out, flags=re.M)
         counts[n.name] = int(float(m.group(1))) if m else 0
     return counts
+
+
+def accepted(lab: Lab) -> dict[str, int]:
+    return frontend_metric(lab, "haproxy_frontend_connections_total")
 
 
 def new_connections(lab: Lab, count: int) -> int:
@@ -297,15 +302,7 @@ def bgp_failover(report: BgpReport, runs: int, steps: Steps) -> None:
 
 
 def sessions(lab: Lab) -> dict[str, int]:
-    """Connections each host's HAProxy holds open on the HTTP frontend now."""
-    port = lab.plan.settings.load_balancer.stats_port
-    counts = {}
-    for n in lab.plan.lb_nodes:
-        out = run(in_ns(n.netns, "curl", "-s", "--max-time", "2", f"http://127.0.0.1:{port}/metrics"),
-                  check=False).stdout  # fmt: skip
-        m = re.search(r'^haproxy_frontend_current_sessions\{proxy="http"\} (\S+)$', out, flags=re.M)
-        counts[n.name] = int(float(m.group(1))) if m else 0
-    return counts
+    return frontend_metric(lab, "haproxy_frontend_current_sessions")
 
 
 def disruption(lab: Lab, report: BgpReport, steps: Steps) -> None:
