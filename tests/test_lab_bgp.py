@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from conftest import running_lab, stack_raw
 
-from halb.bench.bgp import accepted, new_connections
+from halb.bench.bgp import accepted, new_connections, set_draining
 from halb.lab import router
 from halb.lab.base import in_ns, run, wait_until
 from halb.lab.faults import inject, lab_images
@@ -45,18 +44,12 @@ def whole(lab: Lab) -> Iterator[Lab]:
     assert wait_until(lambda: hops(lab) == EVERY, 60, poll=0.2), lab.status()
 
 
-def shared(lab: Lab, node: str) -> Path:
-    return lab.pods.pod_dir(node, "edge") / "volumes" / "watch"
-
-
 def drain(lab: Lab, node: str) -> None:
-    (shared(lab, node) / "draining").write_text("1\n")
+    set_draining(lab, node, True)
 
 
 def undrain(lab: Lab, node: str) -> None:
-    path = shared(lab, node) / "draining"
-    if path.exists():
-        path.write_text("0\n")
+    set_draining(lab, node, False)
 
 
 def test_every_host_announces_and_the_router_spreads_flows_over_them(whole: Lab) -> None:

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from components.edge_pod import DRAIN_FILE
 from components.settings import RawConfig
 from halb.bench import failover
 from halb.bench.chart import Bar, grouped_bars
@@ -156,12 +157,9 @@ def every(lab: Lab) -> list[str]:
     return sorted(n.name for n in lab.plan.lb_nodes)
 
 
-def drain_file(lab: Lab, node: str) -> Path:
-    return lab.pods.pod_dir(node, "edge") / "volumes" / "watch" / "draining"
-
-
 def set_draining(lab: Lab, node: str, on: bool) -> None:
-    path = drain_file(lab, node)
+    """The drain flag the preStop writes, set (or cleared) from outside the pod."""
+    path = lab.pods.shared_path(node, DRAIN_FILE)
     if on or path.exists():
         path.write_text("1\n" if on else "0\n")
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from components.edge_pod import HAPROXY, KEEPALIVED, SHARED_VOLUME
+from components.edge_pod import BGP_STATE_FILE, HAPROXY, KEEPALIVED
 from components.problems import InputError
 from components.settings import RawConfig, Role, parse_settings
 from halb.lab import router
@@ -390,9 +390,8 @@ class Lab:
         """What the node's halb-bgp says it announces, and why."""
         import json
 
-        path = self.pods.pod_dir(node, "edge") / "volumes" / SHARED_VOLUME / "bgp.json"
         try:
-            data: dict[str, Any] = json.loads(path.read_text())
+            data: dict[str, Any] = json.loads(self.pods.shared_path(node, BGP_STATE_FILE).read_text())
         except (OSError, ValueError):
             return {"announced": None, "reason": "no state yet"}
         return data

@@ -8,7 +8,6 @@ Each namespace is journalled before it is made, with its inode after.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 
@@ -109,10 +108,8 @@ class Network:
         ip("-n", p.client_netns, "link", "set", "eth0", "up")
         ip("-n", p.client_netns, "route", "add", "default", "via", str(p.router_client_address))
         sysctl(p.router_netns, "net.ipv4.ip_forward=1", "net.ipv4.fib_multipath_hash_policy=1")
-        client_net = f"{p.router_client_address}/{p.client_prefixlen}"
         for n in p.lb_nodes:
-            ip("-n", n.netns, "route", "add", str(ipaddress.ip_interface(client_net).network), "via",
-               str(p.router_address))  # fmt: skip
+            ip("-n", n.netns, "route", "add", str(p.client_network), "via", str(p.router_address))
 
     def set_link(self, node: str, state: str) -> None:
         """The switch-side port: like pulling the cable, the host sees no carrier."""

@@ -22,7 +22,14 @@ from typing import Any
 
 import yaml
 
-from components.edge_pod import HAPROXY_RUN_DIR, HAPROXY_RUN_VOLUME, RELOAD_STATUS, TLS_STATUS_FILE
+from components.edge_pod import (
+    HAPROXY_RUN_DIR,
+    HAPROXY_RUN_VOLUME,
+    RELOAD_STATUS,
+    SHARED_DIR,
+    SHARED_VOLUME,
+    TLS_STATUS_FILE,
+)
 from components.edge_pod import NAME as EDGE
 from halb.lab.base import LabError, Out, wait_until, write_text_atomic
 from halb.lab.certs import lab_objects
@@ -221,6 +228,10 @@ class Pods:
     def tls_status(self, node: str, ds: str = EDGE) -> dict[str, Any] | None:
         """What haproxy-tls last said of each certificate (loaded, rejected + why)."""
         return self._run_json(node, TLS_STATUS_FILE, ds)
+
+    def shared_path(self, node: str, path_in_pod: str) -> Path:
+        """A file of the edge pod's shared emptyDir (under SHARED_DIR in the pod) on this machine."""
+        return self.pod_dir(node, EDGE) / "volumes" / SHARED_VOLUME / os.path.relpath(path_in_pod, SHARED_DIR)
 
     def _run_json(self, node: str, path_in_pod: str, ds: str) -> dict[str, Any] | None:
         """A JSON file the pod's sidecars keep in HAProxy's run volume."""

@@ -12,11 +12,11 @@ router's side is what docs/bgp.md documents for a real FRR upstream.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import subprocess
 from pathlib import Path
 
+from components.frr import CAPABILITIES as FRR_CAPABILITIES  # FRR's own demand, as in the edge pod
 from halb.lab.base import LabError, ip, wait_until
 from halb.lab.journal import Journal
 from halb.lab.podman import podman
@@ -27,7 +27,6 @@ BFD_PROFILE = "lab"
 MAX_PATHS = 16
 START_S = 30.0
 DAEMONS = ("zebra", "bgpd", "bfdd")
-CAPABILITIES = ("NET_ADMIN", "NET_BIND_SERVICE", "NET_RAW", "SYS_ADMIN")  # FRR's, as the edge pod's
 
 
 def render_router_conf(plan: LabPlan) -> str:
@@ -90,7 +89,7 @@ def start(plan: LabPlan, image: str, directory: Path, journal: Journal) -> None:
     journal.record("container", name=name)
     podman(
         "run", "-d", "--name", name, "--network", f"ns:/run/netns/{plan.router_netns}",
-        "--cap-drop", "ALL", "--cap-add", ",".join(CAPABILITIES), "--read-only",
+        "--cap-drop", "ALL", "--cap-add", ",".join(FRR_CAPABILITIES), "--read-only",
         "--tmpfs", "/run/frr:notmpcopyup", "--tmpfs", "/etc/frr:notmpcopyup,mode=0777",
         "-v", f"{conf_dir}:/lab:ro", "--entrypoint", "sh", image, "-c", script,
     )  # fmt: skip
@@ -121,8 +120,3 @@ def hop_nodes(plan: LabPlan) -> list[str]:
     """The load-balancer hosts the router sends the VIP's traffic to."""
     by_address = {str(n.address): n.name for n in plan.lb_nodes}
     return sorted(by_address[h] for h in next_hops(plan) if h in by_address)
-
-
-def client_net(plan: LabPlan) -> ipaddress.IPv4Network:
-    assert plan.router_client_address is not None
-    return ipaddress.IPv4Network(f"{plan.router_client_address}/{plan.client_prefixlen}", strict=False)

@@ -108,6 +108,13 @@ class LabPlan:
         return CLIENT_PREFIXLEN if self.bgp else self.prefixlen
 
     @property
+    def client_network(self) -> ipaddress.IPv4Network | None:
+        """bgp: the client's own net behind the router (None: the client is on the segment)."""
+        if self.router_client_address is None:
+            return None
+        return ipaddress.IPv4Network(f"{self.router_client_address}/{CLIENT_PREFIXLEN}", strict=False)
+
+    @property
     def interface(self) -> str:
         return self.settings.vip.interface
 
