@@ -155,7 +155,7 @@ class Edge(pulumi.ComponentResource):
             # One keepalived.conf (and nftables table) per node; secret when it carries the auth_pass.
             secret = config_secret(
                 f"{name}-keepalived-config", KEEPALIVED_CONFIG, args, meta_labels, child,
-                lambda p: render_all(s, p), args.auth_pass, None,
+                lambda p: render_all(s, p), args.auth_pass,
             )  # fmt: skip
             minted.append(
                 minted_secret(
@@ -183,7 +183,7 @@ class Edge(pulumi.ComponentResource):
             # One frr.conf (and nftables table) per node; the peers' passwords stay a Pulumi secret.
             secret = config_secret(
                 f"{name}-frr-config", FRR_CONFIG, args, meta_labels, child,
-                lambda p: frr.render_all(s, p), args.bgp_passwords, {},
+                lambda p: frr.render_all(s, p or {}), args.bgp_passwords,
             )  # fmt: skip
             containers.append(frr.frr_container(s, args.frr_image))
             if s.vrrp.check.watch:  # haproxy-watch lives in the keepalived image
@@ -221,12 +221,11 @@ def config_secret(
     child: pulumi.ResourceOptions,
     render: Callable[[Any], dict[str, str]],
     key: pulumi.Input[Any] | None,
-    no_key: Any,
 ) -> k8s.core.v1.Secret:
-    """The daemon's per-node configs; rendered inside `key`'s apply when there is a key, so
-    the output stays a Pulumi secret and the key never leaves it in plain."""
+    """The daemon's per-node configs (`render(None)` without a key); rendered inside `key`'s
+    apply when there is one, so the output stays a Pulumi secret and the key never leaves it in plain."""
     configs: pulumi.Input[dict[str, str]] = (
-        render(no_key) if key is None else pulumi.Output.secret(key).apply(render)
+        render(None) if key is None else pulumi.Output.secret(key).apply(render)
     )
     return k8s.core.v1.Secret(
         resource,

@@ -35,7 +35,17 @@ from components.edge_pod import DRAIN_FILE
 from components.settings import RawConfig
 from halb.bench import failover
 from halb.bench.chart import Bar, grouped_bars
-from halb.bench.engine import Progress, Steps, Window, bench_lab, machine, markdown_table, new_prefix, stats
+from halb.bench.engine import (
+    Progress,
+    Steps,
+    Window,
+    bench_lab,
+    machine,
+    markdown_table,
+    new_prefix,
+    stats,
+    steadily,
+)
 from halb.lab import router
 from halb.lab.base import LabError, in_ns, run, wait_until
 from halb.lab.faults import inject
@@ -166,15 +176,7 @@ def set_draining(lab: Lab, node: str, on: bool) -> None:
 
 def settle_bgp(lab: Lab, hosts: list[str]) -> None:
     """The router sends the VIP to exactly `hosts`, steadily for a second."""
-    since: list[float] = []
-
-    def steady() -> bool:
-        if router.hop_nodes(lab.plan) != hosts:
-            since.clear()
-            return False
-        since.append(since[0] if since else time.monotonic())
-        return time.monotonic() - since[0] >= 1.0
-
+    steady = steadily(lambda: router.hop_nodes(lab.plan) == hosts, 1.0)
     if not wait_until(steady, SETTLE_S, poll=0.1):
         raise LabError(f"the router did not settle on {hosts} in {SETTLE_S:g} s: {lab.status()}")
 
