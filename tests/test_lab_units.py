@@ -195,6 +195,50 @@ def test_the_rt_parent_is_journalled_before_it_is_made_and_removed_with_its_chil
     assert (root / "memory" / "halb-other").exists()
 
 
+def test_an_rt_budget_the_kernel_refuses_is_one_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Other labs' budgets leave too little (the kernel's EINVAL): a LabError naming why, no traceback."""
+    from halb.lab import rtsched
+    from halb.lab.base import LabError
+    from halb.lab.journal import Journal
+
+    cpu = tmp_path / "cpu"
+    (cpu / "halb-tabc" / "cpu.rt_runtime_us").mkdir(parents=True)  # a write there fails, as EINVAL would
+    (cpu / "cpu.rt_runtime_us").write_text("950000")
+    monkeypatch.setattr(rtsched, "CPU_V1", cpu)
+    with pytest.raises(
+        LabError, match=r"cannot give it 400000 us of RT time a second .*take one of them down"
+    ):
+        rtsched.make_parent("tabc", 2, Journal(tmp_path / "journal.jsonl"))
+
+
+def test_lab_down_kills_what_is_left_in_its_own_cgroup_and_removes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task still in the recorded parent (a conmon a moment after its container) is killed, then
+    the parent removed; the old code left the parent behind."""
+    from halb.lab import rtsched
+    from halb.lab.journal import Journal
+
+    root = tmp_path / "cgroup"
+    parent = root / "cpu" / "halb-tabc"
+    (parent / "conmon").mkdir(parents=True)
+    (parent / "conmon" / "cgroup.procs").write_text("424242\n")
+    monkeypatch.setattr(rtsched, "CGROUP_ROOT", root)
+    killed: list[int] = []
+
+    def kill(pid: int, sig: int) -> None:
+        killed.append(pid)
+        (parent / "conmon" / "cgroup.procs").unlink()  # the task gone: cgroupfs empties it
+
+    monkeypatch.setattr(rtsched.os, "kill", kill)
+    journal = Journal(tmp_path / "journal.jsonl")
+    journal.record("cgroup", name="halb-tabc")
+    assert rtsched.remove(journal, wait_s=1.0) == []
+    assert killed == [424242] and not parent.exists()
+
+
 def test_dependent_variables_in_command_are_expanded_as_the_kubelet_does() -> None:
     from halb.lab.podspec import expand
 
