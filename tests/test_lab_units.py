@@ -232,7 +232,7 @@ def test_lab_down_kills_what_is_left_in_its_own_cgroup_and_removes_it(
         killed.append(pid)
         (parent / "conmon" / "cgroup.procs").unlink()  # the task gone: cgroupfs empties it
 
-    monkeypatch.setattr(rtsched.os, "kill", kill)
+    monkeypatch.setattr(os, "kill", kill)
     journal = Journal(tmp_path / "journal.jsonl")
     journal.record("cgroup", name="halb-tabc")
     assert rtsched.remove(journal, wait_s=1.0) == []
