@@ -40,6 +40,7 @@ from halb.lab.faults import lab_images, lb_host
 from halb.lab.journal import same_process
 from halb.lab.lab import Lab
 from halb.lab.limits import nofile_for
+from halb.lab.minted import mint_all
 from halb.lab.pods import sync_delay_s
 from halb.lab.topology import app_command, plan_lab
 
@@ -162,7 +163,9 @@ def apply(
             path.write_text(text)
     new = Lab.load(lab.plan.prefix)
     issued = new.ca.issue_all(new.plan.settings)  # cert-manager's stand-in, for new TLS services
+    minted = mint_all(new.dir, new.pods.manifests())  # pulumi_random's stand-in, for new minted Secrets
     said = _sync_apps(lab, new) + ([f"issued {', '.join(issued)}"] if issued else [])
+    said += [f"minted {', '.join(minted)}"] if minted else []
     specs = new.pods.specs()
     images = new._images(out, {c.image for _, s in specs for c in s.containers}) if specs else lab_images(lab)
     live = [n.name for n in new.plan.lb_nodes if n.name not in new.state.crashed + new.state.drained]

@@ -35,6 +35,7 @@ from halb.lab.images import ensure_image
 from halb.lab.journal import Journal, same_process
 from halb.lab.limits import nofile_for
 from halb.lab.metrics import VrrpView, exporter_view
+from halb.lab.minted import mint_all
 from halb.lab.network import Network
 from halb.lab.podman import PodmanError, available
 from halb.lab.pods import Pods, image_dirs
@@ -110,6 +111,9 @@ class Lab:
             issued = self.ca.issue_all(self.plan.settings)
             if issued:
                 out(f"lab CA {self.ca.root}: issued {', '.join(issued)} (cert-manager's stand-in)")
+            minted = mint_all(self.dir, self.pods.manifests())
+            if minted:
+                out(f"minted {', '.join(minted)} (pulumi_random's stand-in)")
             specs = self.pods.specs()  # refuse what the lab cannot run before making anything
             prometheus = self.prometheus.prepare(self.pods.manifests())
             images = self._images(out, {c.image for _, s in specs for c in s.containers})
