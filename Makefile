@@ -10,7 +10,7 @@ APT_PACKAGES := keepalived haproxy curl iproute2 procps nftables python3 python3
 	libyang2 libc-ares2 libjson-c5 libreadline8 libcap2
 OUT ?= out
 
-.PHONY: all demo test lint unit render bench bench-changes bench-bgp bench-tls mutate mutate-sample system-deps deps clean
+.PHONY: all demo test lint unit render bench bench-changes bench-bgp bench-stall bench-tls mutate mutate-sample system-deps deps clean
 
 all: test
 
@@ -87,6 +87,11 @@ bench-changes: deps
 bench-bgp: deps
 	@if [ "$$(id -u)" != 0 ]; then echo "make bench-bgp needs root (network namespaces)"; exit 1; fi
 	$(VENV)/bin/halb bench bgp --runs $(RUNS) --json docs/bgp.json --markdown docs/bgp-table.md --chart docs/bgp.png
+
+# Stall tolerance (~20 min): 150 ms stalls and link jitter, BFD timers swept, VRRP beside it.
+bench-stall: deps
+	@if [ "$$(id -u)" != 0 ]; then echo "make bench-stall needs root (network namespaces)"; exit 1; fi
+	$(VENV)/bin/halb bench stall --runs $(RUNS) --json docs/stall.json --markdown docs/stall-table.md --chart docs/stall.png
 
 bench-tls: deps
 	@if [ "$$(id -u)" != 0 ]; then echo "make bench-tls needs root (network namespaces)"; exit 1; fi

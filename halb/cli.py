@@ -14,6 +14,8 @@
     halb bench failover [--runs N] [--json FILE] [--markdown FILE] [--chart FILE]
         [--faults F,...] [--profiles P,...] [--https] [--load-seconds S]
     halb bench tls [--seconds S] [--renewals N] [--sessions N] [--json FILE] [--markdown FILE] [--chart FILE]
+    halb bench stall [--runs N] [--timers 100x3,..] [--modes bgp,vrrp]
+        [--json FILE] [--markdown FILE] [--chart FILE]
     halb bench bgp [--runs N] [--seconds S] [--parts P,..] [--json FILE] [--markdown FILE] [--chart FILE]
     halb bench changes [--runs N] [--changes C,...] [--modes M,...] [--json FILE]
         [--markdown FILE] [--chart FILE]
@@ -41,6 +43,7 @@ from halb.bench.changes import CHANGES as BENCH_CHANGES
 from halb.bench.changes import MODES as BENCH_MODES
 from halb.bench.failover import FAULTS as BENCH_FAULTS
 from halb.bench.failover import PROFILES as BENCH_PROFILES
+from halb.bench.stall import BFD_SWEEP as STALL_SWEEP
 from halb.interrupts import held
 from halb.lab.faults import FAULTS as LAB_FAULTS
 from halb.lab.hostile import HOSTILE
@@ -123,6 +126,14 @@ def _parser() -> argparse.ArgumentParser:
                     help="seconds of load per scale-out step (1..120, default 10)")  # fmt: skip
     bg.add_argument("--parts", type=_choices(BGP_PARTS), default=list(BGP_PARTS),
                     help=f"comma-separated, from: {','.join(BGP_PARTS)} (default: all)")  # fmt: skip
+    st = bsub.add_parser("stall", help="150 ms stalls and link jitter: BFD, BGP and VRRP flaps per timers")
+    _report_flags(st, "disturbance and timers", "flaps")
+    sweep = ",".join(f"{i}x{m}" for i, m in STALL_SWEEP)
+    st.add_argument("--timers", type=_bfd_timers, default=sweep.split(","),
+                    help="BFD timers as interval-ms x multiplier, comma-separated (interval 10..60000, "
+                         f"multiplier 2..255, as bgp.bfd; default: {sweep})")  # fmt: skip
+    st.add_argument("--modes", type=_choices(("bgp", "vrrp")), default=["bgp", "vrrp"],
+                    help="comma-separated, from: bgp,vrrp (default: both)")  # fmt: skip
     ch = bsub.add_parser("changes", help="failed requests and VIP moves while the lab is changed")
     _report_flags(ch, "change and mode", "failed requests")
     ch.add_argument("--changes", type=_choices(BENCH_CHANGES), default=list(BENCH_CHANGES),
@@ -156,6 +167,21 @@ def _report_flags(parser: argparse.ArgumentParser, per: str, charted: str, runs:
     parser.add_argument("--json", type=Path, help="write every run and the summary as JSON")
     parser.add_argument("--markdown", type=Path, help="write the table as markdown")
     parser.add_argument("--chart", type=Path, help=f"write a PNG chart of {charted} per {per}")
+
+
+def _bfd_timers(text: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    for item in items:
+        interval, x, multiplier = item.partition("x")
+        if not (x and interval.isdigit() and multiplier.isdigit()
+                and 10 <= int(interval) <= 60000 and 2 <= int(multiplier) <= 255):  # fmt: skip
+            raise argparse.ArgumentTypeError(
+                f"{item!r}: not BFD timers; write interval-ms x multiplier, like 100x3 "
+                "(interval 10..60000, multiplier 2..255)"
+            )
+    if not items:
+        raise argparse.ArgumentTypeError("no timers given; write them like 100x3,50x3")
+    return items
 
 
 def _choices(allowed: Sequence[str]) -> Callable[[str], list[str]]:
@@ -434,6 +460,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
             b_report = bgp.run_bgp(args.runs, args.seconds, _progress, tuple(args.parts))
             results.append((bgp.table(b_report), b_report.to_json(), lambda p: bgp.chart(b_report, p)))
+        elif args.bench_command == "stall":
+            from halb.bench import stall
+
+            timers = tuple(stall.parse_timers(t) for t in args.timers)
+            s_report = stall.run_stall(args.runs, _progress, timers, tuple(args.modes))
+            results.append((stall.table(s_report), s_report.to_json(), lambda p: stall.chart(s_report, p)))
         elif args.bench_command == "changes":
             from halb.bench import changes
 

@@ -396,3 +396,66 @@ def test_bgp_smoke_run_scales_and_fails_over(tmp_path: Path) -> None:
     assert [d["event"] for d in events] == ["host-crash", "rejoin", "planned-removal"]
     assert all(d["held"] == 60 and 0 <= d["cut"] <= 60 for d in events)
     assert 0 < events[0]["on_host"] < 60  # the router spread the websockets; one host held some
+
+
+def _stall(mode: str, timers: str, kind: str, downs: int = 0, moves: int = 0, routes: int = 0) -> Any:
+    from halb.bench.stall import StallRun
+
+    detection = {"100x3": 300, "20x3": 60, "advert 50 ms": 150}[timers]
+    jitter = {"from_host": 9, "to_host": 9, "send_errors": 0, "delay_ms": {"p50": 20, "p99": 41, "max": 47}}
+    drawn = jitter if kind == "jitter" else None
+    return StallRun(mode, timers, detection, kind, 1, bfd_downs=downs, bgp_drops=downs,
+                    route_changes=routes, vip_moves=moves, failed=0, total=150, jitter=drawn)  # fmt: skip
+
+
+def test_the_stall_table_names_the_smallest_steady_timers(tmp_path: Path) -> None:
+    from halb.bench import stall
+
+    report = stall.StallReport(machine={})
+    report.runs = [
+        _stall("bgp", "100x3", "frr-stall"),
+        _stall("bgp", "100x3", "jitter"),
+        _stall("bgp", "20x3", "frr-stall", downs=1, routes=2),
+        _stall("bgp", "20x3", "jitter"),
+        _stall("vrrp", "advert 50 ms", "keepalived-stall", moves=1),
+    ]
+    text = stall.table(report)
+    assert "| bgp | 100x3 | 300 ms | frr-stall | 1 | 0 | 0 | 0 | - | 0/150 |  |" in text
+    assert "| bgp | 20x3 | 60 ms | frr-stall | 1 | 1 | 1 | 2 | - | 0/150 |  |" in text
+    assert "| bgp | 100x3 | 300 ms | jitter | 1 | 0 | 0 | 0 | - | 0/150 | p99 41 ms, max 47 ms |" in text
+    assert "| vrrp | advert 50 ms | 150 ms | keepalived-stall | 1 | - | - | - | 1 | 0/150 |  |" in text
+    assert text.endswith("in every disturbance: 100x3")
+    assert stall.smallest_steady(report.runs) == "100x3"
+    # A route change alone (no session lost) also disqualifies the timers.
+    report.runs[1] = _stall("bgp", "100x3", "jitter", routes=1)
+    assert stall.smallest_steady(report.runs) is None
+    assert text.startswith("Stall tolerance")
+    data = json.loads(json.dumps(report.to_json()))
+    assert data["smallest_steady"] is None and len(data["runs"]) == 5 and data["stall_s"] == 0.15
+    stall.chart(report, tmp_path / "stall.png")
+    assert (tmp_path / "stall.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("timers", ["5x3", "100x1", "100", "x3", "100x3,abc", ","])
+def test_stall_bad_timers_exit_2(timers: str) -> None:
+    result = run_halb("bench", "stall", "--timers", timers)
+    assert result.returncode == 2 and "--timers" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.netns
+def test_stall_smoke_run_a_stall_longer_than_detection_flaps_and_one_shorter_does_not(tmp_path: Path) -> None:
+    """At BFD 100 ms x 3 a 150 ms stall of FRR is ridden out; at 20 ms x 3 it is not:
+    the bench sees a flap where there is one."""
+    require_root_tools(*LAB_TOOLS)
+    out = tmp_path / "stall.json"
+    result = run_halb("bench", "stall", "--runs", "1", "--timers", "100x3,20x3", "--modes", "bgp",
+                      "--json", str(out), timeout=1200)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out.read_text())
+    runs = {(r["timers"], r["kind"]): r for r in data["runs"]}
+    assert set(runs) == {(t, k) for t in ("100x3", "20x3") for k in ("haproxy-stall", "frr-stall", "jitter")}
+    assert runs[("100x3", "frr-stall")]["bfd_downs"] == 0
+    assert runs[("20x3", "frr-stall")]["bfd_downs"] >= 1
+    assert runs[("100x3", "haproxy-stall")]["route_changes"] == 0  # one slow poll is not a death
+    drawn = runs[("100x3", "jitter")]["jitter"]
+    assert drawn["from_host"] > 0 and drawn["to_host"] > 0 and 15 < drawn["delay_ms"]["p50"] < 25

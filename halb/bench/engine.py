@@ -206,9 +206,16 @@ class Window:
     that; leaving stops them all."""
 
     def __init__(
-        self, lab: Lab, window_s: float, alert_poll_s: float | None = None, tls_host: str | None = None
+        self,
+        lab: Lab,
+        window_s: float,
+        alert_poll_s: float | None = None,
+        tls_host: str | None = None,
+        probe_timeout_s: float = PROBE_TIMEOUT_S,
     ) -> None:
         self.lab, self.window_s, self.alert_poll_s, self.tls_host = lab, window_s, alert_poll_s, tls_host
+        # Longer where the run slows answers on purpose (jitter): then a failure is no answer, not a late one.
+        self.probe_timeout_s = probe_timeout_s
         self.marks: dict[str, float] = {}
         self.monitor = VipMonitor(lab)
         self.probe: ProbeRun | None = None
@@ -220,10 +227,10 @@ class Window:
         self.monitor.start()
         try:
             span = LEAD_S + self.window_s
-            self.probe = self.lab.start_probe(PROBE_COUNT, PROBE_INTERVAL_S, PROBE_TIMEOUT_S, span)
+            self.probe = self.lab.start_probe(PROBE_COUNT, PROBE_INTERVAL_S, self.probe_timeout_s, span)
             if self.tls_host is not None:
                 self.tls_probe = self.lab.start_probe(
-                    PROBE_COUNT, PROBE_INTERVAL_S, PROBE_TIMEOUT_S, span, host=self.tls_host, tls=True
+                    PROBE_COUNT, PROBE_INTERVAL_S, self.probe_timeout_s, span, host=self.tls_host, tls=True
                 )
             if self.alert_poll_s is not None and self.lab.prometheus.enabled:
                 self.watch = self.lab.prometheus.start_watch(span, self.alert_poll_s)

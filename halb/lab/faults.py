@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -77,6 +78,48 @@ def _signal(lab: Lab, node: str, container: str, sig: signal.Signals) -> int:
         raise LabError(f"{container} is not running on {node} (its container may be restarting)")
     os.kill(pid, sig)
     return pid
+
+
+def _descendants(pid: int) -> list[int]:
+    """`pid` and every process under it: a container's processes, from its first one."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found: list[int] = []
+    todo = [pid]
+    while todo and len(found) < 10_000:
+        p = todo.pop()
+        found.append(p)
+        todo += children.get(p, [])
+    return found
+
+
+def stall(lab: Lab, node: str, container: str, seconds: float) -> int:
+    """Every process of the container stopped for `seconds`, then continued (a GC
+    pause, a hypervisor steal, a throttled cgroup); how many were stopped."""
+    # SIGCONT to a running process changes nothing: _signal's checks, and the PID.
+    pids = _descendants(_signal(lab, node, container, signal.SIGCONT))
+    stopped = []
+    try:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGSTOP)
+                stopped.append(pid)
+            except ProcessLookupError:
+                pass
+        time.sleep(seconds)
+    finally:
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    return len(stopped)
 
 
 def _partition(lab: Lab, cut: bool) -> str:
