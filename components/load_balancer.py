@@ -12,6 +12,7 @@ import pulumi_kubernetes as k8s
 
 from components.edge_pod import (
     ADMIN_SOCKET,
+    BGP_STATE_FILE,
     COOKIE_KEY_ENV,
     COOKIE_SECRET,
     COOKIE_SECRET_KEY,
@@ -124,6 +125,9 @@ def haproxy_container(s: Settings, image: pulumi.Input[str]) -> k8s.core.v1.Cont
         "--started-file", HANDOFF_STARTED_FILE, "--done-file", HANDOFF_DONE_FILE,
         "--timeout", str(drain_timeout_s(s)),
     ]  # fmt: skip
+    if s.bgp is not None:
+        # The VIP stays on `lo` in BGP mode: the host has left when halb-bgp has withdrawn it.
+        drain += ["--withdrawn-file", BGP_STATE_FILE]
     return {
         "name": HAPROXY,
         "image": image,

@@ -12,7 +12,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import ROOT, cached, lab_value, load_script, run_halb, stack_raw, with_overrides
+from conftest import ROOT, cached, lab_value, load_script, rendered, run_halb, stack_raw, with_overrides
 
 from components.edge_firewall import render_edge_nft
 from components.settings import RawConfig, parse_settings
@@ -208,3 +208,14 @@ def test_monitoring_with_bgp_is_refused_in_one_line(tmp_path: Path) -> None:
     assert problem.startswith(
         "rancher-ha-lb:monitoring.enabled: the BGP mode's metrics and alerts are not built yet"
     )
+
+
+def test_haproxys_own_prestop_waits_for_the_withdrawal_in_bgp_mode_only() -> None:
+    """The VIP never leaves `lo` in BGP mode: HAProxy's drain follows halb-bgp's state
+    file (the one frr's container writes), where with VRRP it follows the VIP."""
+    frr = by_name(edge(bgp_run())["containers"])["frr"]
+    state = hb.parser().parse_args(frr["lifecycle"]["preStop"]["exec"]["command"][1:]).state_file
+    stop = by_name(edge(bgp_run())["containers"])["haproxy"]["lifecycle"]["preStop"]["exec"]["command"]
+    assert stop[stop.index("--withdrawn-file") + 1] == state
+    vrrp = by_name(edge(rendered("lab"))["containers"])["haproxy"]["lifecycle"]["preStop"]["exec"]["command"]
+    assert "--withdrawn-file" not in vrrp
