@@ -96,6 +96,7 @@ STEER_ENV = {
 HTTP_PORT_NAME = "http"
 STATS_PORT_NAME = "stats"
 EXPORTER_PORT_NAME = "vrrp-metrics"
+BGP_METRICS_PORT_NAME = "bgp-metrics"  # halb-bgp's /metrics, at vrrp.metricsPort in the exporter's place
 
 # HTTPS. Each certificate's Secret is a volume under TLS_SECRETS_DIR
 # (`<secret>/tls.crt`, `tls.key`), mounted in haproxy-tls only: it checks

@@ -19,6 +19,7 @@ import pulumi_kubernetes as k8s
 
 from components.edge_firewall import render_edge_nft
 from components.edge_pod import (
+    BGP_METRICS_PORT_NAME,
     BGP_STATE_FILE,
     DRAIN_FILE,
     FRR,
@@ -90,6 +91,9 @@ def run_args(s: Settings) -> list[str]:
         "--interval", f"{chk.interval:g}", "--timeout", f"{chk.timeout:g}",
         "--fall", str(chk.fall), "--rise", str(chk.rise),
         "--drain-file", DRAIN_FILE, "--state-file", BGP_STATE_FILE,
+        # /metrics on the host's address and loopback, never the VIP (on lo: 0.0.0.0 would answer there).
+        "--metrics-listen", f"$({HOST_IP})", "--metrics-listen", "127.0.0.1",
+        "--metrics-port", str(s.vrrp.metrics_port),
     ]  # fmt: skip
     if chk.watch:
         args += ["--down-file", HAPROXY_DOWN_FILE]
@@ -97,11 +101,16 @@ def run_args(s: Settings) -> list[str]:
 
 
 def frr_container(s: Settings, image: pulumi.Input[str]) -> k8s.core.v1.ContainerArgsDict:
+    port = s.vrrp.metrics_port
+    metrics_port: k8s.core.v1.ContainerPortArgsDict = {
+        "name": BGP_METRICS_PORT_NAME, "container_port": port, "host_port": port, "protocol": "TCP",
+    }  # fmt: skip
     return {
         "name": FRR,
         "image": image,
         "args": run_args(s),
         "env": [field_env(NODE_NAME, "spec.nodeName"), host_ip_env(HOST_IP)],
+        "ports": [metrics_port],
         "lifecycle": {"pre_stop": {"exec_": {"command": withdraw_command(s)}}},
         "resources": resources(s.frr.resources),
         "security_context": root_with(CAPABILITIES),

@@ -24,6 +24,7 @@ import pulumi_kubernetes as k8s
 import yaml
 
 from components.edge_pod import (
+    BGP_METRICS_PORT_NAME,
     EXPORTER,
     EXPORTER_BIN,
     EXPORTER_PORT_NAME,
@@ -39,6 +40,7 @@ from components.edge_pod import (
 from components.edge_pod import NAME as EDGE
 from components.k8s import host_ip_env, labels, resources, selector, unprivileged
 from components.keepalived_conf import instance_name
+from components.monitoring_bgp import BGP_MONITOR, bgp_panels, bgp_rules
 from components.settings import Settings
 from components.values import duration_seconds
 
@@ -107,12 +109,20 @@ def job(s: Settings, monitor: str) -> str:
     return f"{s.edge_namespace}/{monitor}"
 
 
+def edge_monitors(s: Settings) -> list[tuple[str, str, int]]:
+    """(PodMonitor, the pod's port name, its number): HAProxy's, and the VIP's exporter
+    (the vrrp-exporter, or in BGP mode halb-bgp itself, at the same metricsPort)."""
+    vip = (BGP_MONITOR, BGP_METRICS_PORT_NAME) if s.bgp is not None else (VRRP_MONITOR, EXPORTER_PORT_NAME)
+    return [(HAPROXY_MONITOR, STATS_PORT_NAME, s.load_balancer.stats_port), (*vip, s.vrrp.metrics_port)]
+
+
+def vip_monitor(s: Settings) -> str:
+    return BGP_MONITOR if s.bgp is not None else VRRP_MONITOR
+
+
 def scrape_jobs(s: Settings) -> dict[str, int]:
     """job -> port of the edge pod's /metrics endpoints; targets carry a `node` label."""
-    return {
-        job(s, HAPROXY_MONITOR): s.load_balancer.stats_port,
-        job(s, VRRP_MONITOR): s.vrrp.metrics_port,
-    }
+    return {job(s, monitor): port for monitor, _, port in edge_monitors(s)}
 
 
 def prometheus_config(s: Settings, addresses: dict[str, str], rule_files: list[str]) -> dict[str, Any]:
@@ -188,7 +198,7 @@ def alert_rules(s: Settings) -> list[dict[str, Any]]:
     must not alert), a degraded host on 5."""
     si = duration_seconds(s.monitoring.scrape_interval)
     vip_for, host_for = 2 * si, 4 * si
-    v = f'job="{job(s, VRRP_MONITOR)}"'
+    v = f'job="{job(s, vip_monitor(s))}"'  # the VIP's exporter: vrrp-exporter, or halb-bgp
     h = f'job="{job(s, HAPROXY_MONITOR)}"'
     vip = f'vip="{s.vip.ip}"'
     n = len(s.lb_nodes)
@@ -307,11 +317,14 @@ def alert_rules(s: Settings) -> list[dict[str, Any]]:
             "cannot reach the pod network.",
         ),
     ]
+    vip_group = "rancher-ha-lb.vip"
+    if s.bgp is not None:
+        vip_rules, vip_group = bgp_rules(s, _alert, v, vip_for, host_for), "rancher-ha-lb.bgp"
     for rule in vip_rules + haproxy_rules:
         # Aggregations drop `namespace`; routing (and Rancher's alert views) want it.
         rule["labels"]["namespace"] = s.edge_namespace
     return [
-        {"name": "rancher-ha-lb.vip", "rules": vip_rules},
+        {"name": vip_group, "rules": vip_rules},
         {"name": "rancher-ha-lb.haproxy", "rules": haproxy_rules},
     ]
 
@@ -367,8 +380,8 @@ def _states(mapping: dict[int, tuple[str, str]]) -> dict[str, Any]:
 
 
 def dashboard(s: Settings) -> dict[str, Any]:
-    """Grafana dashboard: who holds the VIP over time, transitions, HAProxy per backend."""
-    v = f'job="{job(s, VRRP_MONITOR)}"'
+    """Grafana dashboard: who holds (or announces) the VIP over time, transitions, HAProxy per backend."""
+    v = f'job="{job(s, vip_monitor(s))}"'
     h = f'job="{job(s, HAPROXY_MONITOR)}"'
     be = f"{h},{APP_BACKENDS}"
     rate = "$__rate_interval"
@@ -414,10 +427,12 @@ def dashboard(s: Settings) -> dict[str, Any]:
         _panel(11, "Healthy servers per backend (lowest host)", "timeseries", (0, 35, 24, 7),
                [(f"min by (proxy) (haproxy_backend_active_servers{{{be}}})", "{{proxy}}")]),
     ]  # fmt: skip
+    if s.bgp is not None:  # the VIP's rows from halb-bgp's series; HAProxy's stay
+        panels = bgp_panels(s, _panel, _states, v) + panels[6:]
     return {
         "uid": "halb-" + hashlib.sha256(s.edge_namespace.encode()).hexdigest()[:12],
         "title": f"rancher-ha-lb: VIP and HAProxy ({s.edge_namespace})",
-        "tags": ["rancher-ha-lb", "keepalived", "haproxy"],
+        "tags": ["rancher-ha-lb", "frr" if s.bgp is not None else "keepalived", "haproxy"],
         "timezone": "browser",
         "schemaVersion": 39,
         "refresh": "30s",
@@ -475,8 +490,8 @@ class Monitoring(pulumi.ComponentResource):
                 opts=child,
             )
 
-        for monitor, port in ((HAPROXY_MONITOR, STATS_PORT_NAME), (VRRP_MONITOR, EXPORTER_PORT_NAME)):
-            operator_object("PodMonitor", monitor, pod_monitor_spec(s, port))
+        for monitor, port_name, _ in edge_monitors(s):
+            operator_object("PodMonitor", monitor, pod_monitor_spec(s, port_name))
         self.rule_name = RULE_NAME
         operator_object("PrometheusRule", RULE_NAME, {"groups": alert_rules(s)})
         self.dashboard_name = f"rancher-ha-lb-{s.edge_namespace}"

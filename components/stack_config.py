@@ -8,7 +8,7 @@ import pulumi
 from pulumi.runtime import config as runtime_config
 from pydantic import SecretStr
 
-from components.settings import RANCHER, RawConfig, Settings, SettingsError, parse_settings, unbuilt
+from components.settings import RANCHER, RawConfig, Settings, SettingsError, parse_settings
 
 # The rancher2 provider's fallback for `rancher2:tokenKey`; the program needs
 # the same token for the cluster's kubeconfig.
@@ -33,9 +33,6 @@ def load_settings() -> Settings:
     """Settings for this stack; bad config stops the run before any resource."""
     try:
         settings = parse_settings(raw_from_engine())
-        not_yet = unbuilt(settings)
-        if not_yet:
-            raise SettingsError(not_yet)
         if settings.rancher.token_key is None:
             raise SettingsError(
                 [

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from conftest import frr_check, run_halb, stack_raw, with_overrides
 
 from components.frr_conf import IN_MAP, OUT_MAP, render_frr_conf
@@ -252,14 +253,16 @@ def test_frr_check_can_fail(tmp_path: Path) -> None:
     assert result.returncode != 0 and "detect-multiplier 300" in result.stdout + result.stderr
 
 
-def test_halb_refuses_a_bgp_stack_with_monitoring_in_one_line(tmp_path: Path) -> None:
-    """The lab stack monitors; BGP mode's metrics are not built yet: `halb render` says so
-    (exit 2) and writes nothing."""
+def test_halb_renders_a_bgp_stack_with_monitoring(tmp_path: Path) -> None:
+    """The lab stack monitors: with bgp its PodMonitor scrapes halb-bgp (at vrrp.metricsPort,
+    the exporter's place) and its rules are the BGP group."""
     stack = _stack(tmp_path, "    asn: 65001\n    peers:\n      - {address: 192.0.2.1, asn: 65000}\n")
     out = tmp_path / "out"
     r = run_halb("render", "--stack", "bgp", "--config-file", str(stack), "--out", str(out))
-    assert r.returncode == 2, r.stdout + r.stderr
-    assert (
-        r.stderr.count("\n") == 1 and "rancher-ha-lb:monitoring.enabled: the BGP mode's metrics" in r.stderr
-    )
-    assert not out.exists() and "Traceback" not in r.stderr
+    assert r.returncode == 0, r.stdout + r.stderr
+    docs = [d for d in yaml.safe_load_all((out / "manifests.yaml").read_text()) if d]
+    monitors = {d["metadata"]["name"]: d for d in docs if d.get("kind") == "PodMonitor"}
+    assert sorted(monitors) == ["halb-bgp", "halb-haproxy"]
+    assert monitors["halb-bgp"]["spec"]["podMetricsEndpoints"][0]["port"] == "bgp-metrics"
+    (rule,) = [d for d in docs if d.get("kind") == "PrometheusRule"]
+    assert [g["name"] for g in rule["spec"]["groups"]] == ["rancher-ha-lb.bgp", "rancher-ha-lb.haproxy"]

@@ -6,6 +6,8 @@ here the manifest and halb-bgp's pure parts."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 from pathlib import Path
 from types import ModuleType
@@ -201,15 +203,6 @@ def test_a_bgp_stack_renders(tmp_path: Path) -> None:
     assert "name: frr-config" in (out / "manifests.yaml").read_text()
 
 
-def test_monitoring_with_bgp_is_refused_in_one_line(tmp_path: Path) -> None:
-    from components.settings import unbuilt
-
-    (problem,) = unbuilt(parse_settings(bgp_raw(monitoring={"enabled": True})))
-    assert problem.startswith(
-        "rancher-ha-lb:monitoring.enabled: the BGP mode's metrics and alerts are not built yet"
-    )
-
-
 def test_haproxys_own_prestop_waits_for_the_withdrawal_in_bgp_mode_only() -> None:
     """The VIP never leaves `lo` in BGP mode: HAProxy's drain follows halb-bgp's state
     file (the one frr's container writes), where with VRRP it follows the VIP."""
@@ -219,3 +212,46 @@ def test_haproxys_own_prestop_waits_for_the_withdrawal_in_bgp_mode_only() -> Non
     assert stop[stop.index("--withdrawn-file") + 1] == state
     vrrp = by_name(edge(rendered("lab"))["containers"])["haproxy"]["lifecycle"]["preStop"]["exec"]["command"]
     assert "--withdrawn-file" not in vrrp
+
+
+# Shapes as FRR 8.4's vtysh prints them (trimmed; captured from the lab's router).
+BGP_SUMMARY = json.dumps({"ipv4Unicast": {"routerId": "192.0.2.11", "as": 64513, "peers": {
+    "192.0.2.1": {"hostname": "router", "remoteAs": 64512, "state": "Established", "pfxSnt": 1},
+    "192.0.2.2": {"hostname": "router-b", "remoteAs": 64512, "state": "Active", "pfxSnt": 0},
+}}})  # fmt: skip
+BFD_PEERS = json.dumps([
+    {"multihop": False, "peer": "192.0.2.1", "local": "192.0.2.11", "status": "up", "detect-multiplier": 3},
+    {"multihop": False, "peer": "192.0.2.2", "local": "192.0.2.11", "status": "down", "detect-multiplier": 3},
+])  # fmt: skip
+
+
+def test_the_metrics_read_bgpds_and_bfdds_own_session_states() -> None:
+    assert hb.bgp_sessions(BGP_SUMMARY) == {"192.0.2.1": True, "192.0.2.2": False}
+    assert hb.bfd_sessions(BFD_PEERS) == {"192.0.2.1": True, "192.0.2.2": False}
+    # bgpd without a session yet, or an answer that is no JSON: no sessions, never a crash.
+    assert hb.bgp_sessions("{}") == {} and hb.bgp_sessions("% Unknown command") == {}
+    assert hb.bfd_sessions("[]") == {} and hb.bfd_sessions("") == {}
+
+
+def test_the_metrics_are_prometheus_text_promtool_accepts(tmp_path: Path) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("needs promtool (make deps installs Debian's prometheus)")
+    text = hb.metrics_text("203.0.113.10", True, 3, True, False, True,
+                           hb.bgp_sessions(BGP_SUMMARY), hb.bfd_sessions(BFD_PEERS))  # fmt: skip
+    done = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True,
+                          check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert 'halb_bgp_announced{vip="203.0.113.10"} 1' in text.splitlines()
+    assert 'halb_bgp_session_up{peer="192.0.2.2"} 0' in text.splitlines()
+    assert 'halb_bfd_session_up{peer="192.0.2.1"} 1' in text.splitlines()
+    assert 'halb_bgp_announcement_changes_total{vip="203.0.113.10"} 3' in text.splitlines()
+
+
+def test_frr_serves_metrics_on_the_host_address_and_loopback_at_the_metrics_port() -> None:
+    s = parse_settings(bgp_raw())
+    frr = by_name(edge(bgp_run())["containers"])["frr"]
+    args = hb.parser().parse_args(["run", *frr["args"]])
+    assert args.metrics_listen == ["$(HOST_IP)", "127.0.0.1"] and args.metrics_port == s.vrrp.metrics_port
+    assert frr["ports"] == [{"name": "bgp-metrics", "containerPort": s.vrrp.metrics_port,
+                             "hostPort": s.vrrp.metrics_port, "protocol": "TCP"}]  # fmt: skip

@@ -133,3 +133,33 @@ def test_frr_needs_sys_admin_and_refuses_to_start_without_it(lab: Lab) -> None:
         lab.pods.delete(node)
         lab.pods.start(node, lab_images(lab), lambda _: None)
     assert wait_until(lambda: hops(lab) == EVERY, 60, poll=0.2), lab.status()
+
+
+def scrape(lab: Lab, node: str) -> dict[str, float]:
+    """halb-bgp's /metrics on the host's own address, as Prometheus scrapes it: series -> value."""
+    n = lab.plan.node(node)
+    url = f"http://{n.address}:{lab.plan.settings.vrrp.metrics_port}/metrics"
+    out = run(in_ns(n.netns, "curl", "-fsS", "--max-time", "5", url), 15).stdout
+    samples = [line.rsplit(" ", 1) for line in out.splitlines() if line[:1] != "#"]
+    return {series: float(value) for series, value in samples}
+
+
+def test_metrics_say_what_each_host_announces_and_how_its_sessions_stand(whole: Lab) -> None:
+    lab = whole
+    vip, peer = lab.plan.vip, lab.plan.router_address
+    for n in EVERY:
+        m = scrape(lab, n)
+        assert m[f'halb_bgp_announced{{vip="{vip}"}}'] == 1, m
+        assert m[f'halb_bgp_session_up{{peer="{peer}"}}'] == 1
+        assert m[f'halb_bfd_session_up{{peer="{peer}"}}'] == 1
+        assert m["halb_haproxy_up"] == 1 and m["halb_frr_up"] == 1 and m["halb_bgp_draining"] == 0
+    changed = f'halb_bgp_announcement_changes_total{{vip="{vip}"}}'
+    changes = scrape(lab, "lb-2")[changed]
+    drain(lab, "lb-2")
+    assert wait_until(lambda: scrape(lab, "lb-2")[f'halb_bgp_announced{{vip="{vip}"}}'] == 0, 30, poll=0.5)
+    m = scrape(lab, "lb-2")
+    assert m["halb_bgp_draining"] == 1 and m[changed] == changes + 1
+    # Not on the VIP: it sits on every host's lo, and a scrape there would reach any of them.
+    other = lab.plan.node("lb-1")
+    on_vip = f"http://{vip}:{lab.plan.settings.vrrp.metrics_port}/metrics"
+    assert run(in_ns(other.netns, "curl", "-s", "--max-time", "2", on_vip), 10, check=False).returncode != 0

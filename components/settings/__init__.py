@@ -18,7 +18,6 @@ from components.settings.engine import (
     RawConfig,
     SettingsError,
     parse_settings,
-    unbuilt,
 )
 from components.settings.messages import PROJECT, RANCHER
 from components.settings.models import (
@@ -63,5 +62,4 @@ __all__ = [
     "Vip",
     "Vrrp",
     "parse_settings",
-    "unbuilt",
 ]

@@ -211,14 +211,3 @@ def plain_passwords(s: Settings, raw: RawConfig) -> list[str]:
         for i, p in enumerate(s.bgp.peers)
         if p.password is not None
     ]
-
-
-def unbuilt(s: Settings) -> list[str]:
-    """Settings accepted and checked whose deployment is not built yet: refused where
-    the program would deploy, so nothing half-made reaches a cluster."""
-    if s.bgp is not None and s.monitoring.enabled:
-        return [
-            f"{PROJECT}:monitoring.enabled: the BGP mode's metrics and alerts are not built yet "
-            f"(issue 23); set it to false with {PROJECT}:bgp, or remove {PROJECT}:bgp (VRRP)"
-        ]
-    return []

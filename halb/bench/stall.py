@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ from halb.lab.base import LabError
 from halb.lab.faults import stall
 from halb.lab.jitter import JitterLink
 from halb.lab.lab import Lab
+from halb.lab.probe import Attempt
 
 STALL_S = 0.150
 JITTER = {"delay_ms": 20.0, "jitter_ms": 10.0}
@@ -78,6 +80,7 @@ class StallRun:
     failed: int
     total: int
     jitter: dict[str, Any] | None = None  # what the delay line drew
+    errors: dict[str, int] = field(default_factory=dict)  # the failed probes' errors, counted
 
 
 def _router_counts(lab: Lab, node: str) -> tuple[int, int]:
@@ -137,7 +140,13 @@ def bgp_point(interval: int, multiplier: int, runs: int, rows: list[StallRun], s
                     bfd_downs=after[0] - downs, bgp_drops=after[1] - drops,
                     route_changes=len(monitor.events), vip_moves=0,
                     failed=sum(not a.ok for a in attempts), total=len(attempts), jitter=drew,
+                    errors=_errors(attempts),
                 ))  # fmt: skip
+
+
+def _errors(attempts: list[Attempt]) -> dict[str, int]:
+    """What the failed probes met (a timeout, a reset, a refusal), counted."""
+    return dict(Counter(a.error or "no answer" for a in attempts if not a.ok))
 
 
 def _with_bfd(raw: RawConfig, interval: int, multiplier: int) -> RawConfig:
@@ -166,7 +175,7 @@ def vrrp_profile(profile: str, runs: int, rows: list[StallRun], steps: Steps) ->
                 rows.append(StallRun(
                     "vrrp", f"advert {advert_ms} ms", master_down, kind, r, 0, 0, 0,
                     vip_moves=w.monitor.moves(), failed=sum(not a.ok for a in attempts),
-                    total=len(attempts), jitter=drew,
+                    total=len(attempts), jitter=drew, errors=_errors(attempts),
                 ))  # fmt: skip
 
 
