@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 from conftest import load_script, stack_raw, with_overrides
-from test_monitoring import expand, metric_names, promtool
+from test_monitoring import case, expand, metric_names, promtool  # case: the same 15 s scrapes
 
 from components.monitoring import alert_rules, dashboard, dashboard_exprs, job, rules_file, scrape_jobs
 from components.monitoring_bgp import BGP_METRICS
@@ -47,13 +47,6 @@ def bgp(metric: str, values: str, node: str, **labels: str) -> dict[str, str]:
 
 def announced(node: str, values: str) -> dict[str, str]:
     return bgp("halb_bgp_announced", values, node, vip=VIP)
-
-
-def case(name: str, inputs: list[dict[str, str]], checks: list[tuple[str, str, list[Any]]]) -> dict[str, Any]:
-    return {
-        "name": name, "interval": S.monitoring.scrape_interval, "input_series": inputs,
-        "alert_rule_test": [{"eval_time": t, "alertname": a, "exp_alerts": e} for t, a, e in checks],
-    }  # fmt: skip
 
 
 # Scrapes every 15 s: the VIP alert needs 30 s, host alerts 1 m.
