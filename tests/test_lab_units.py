@@ -505,3 +505,15 @@ def test_secret_key_refs_resolve_from_rendered_secrets_or_fail_as_the_kubelet_do
     assert secret_env(c, {"s": {"key": "v"}}) == {"K": "v"}
     assert secret_env(c, {}) == 'secret "s" not found'
     assert secret_env(c, {"s": {"other": "v"}}) == "couldn't find key key in Secret s"
+
+
+def test_a_delay_line_that_cannot_be_set_up_is_one_lab_error_and_leaves_nothing() -> None:
+    """A namespace that is not there (or a tool that refuses): LabError naming the command,
+    not a CalledProcessError traceback out of the bench; no relay process left running."""
+    from halb.lab.base import LabError
+    from halb.lab.jitter import JitterLink
+
+    line = JitterLink("halb-no-such-namespace-x", "p1", delay_ms=20, jitter_ms=10, seconds=1)
+    with pytest.raises(LabError, match="halb-no-such-namespace-x"):
+        line.__enter__()
+    assert line.proc is None

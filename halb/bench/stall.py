@@ -13,7 +13,7 @@ Counted at the lab's router: BFD sessions that went down (bfdd's own
 `session-down` counter), BGP sessions dropped, and the VIP's route changing
 (`ip monitor route`); and the probe's failed requests. Each BFD timer of
 BFD_SWEEP gets a lab of its own (the hosts and the router at those timers),
-from the shipped 100 ms x 3 down: the smallest with 0 flaps is the answer.
+from the lab stack's 100 ms x 3 down: the smallest with 0 flaps is the answer.
 The VRRP mode beside it, on the same stalls of its MASTER (keepalived in
 place of FRR) at the shipped 50 ms adverts and the calm profile's 200 ms:
 VIP moves counted.
@@ -57,7 +57,7 @@ JITTER_S = 5.0
 JITTER_PROBE_TIMEOUT_S = 1.0
 BGP_STALLS = ("haproxy-stall", "frr-stall", "jitter")
 VRRP_STALLS = ("haproxy-stall", "keepalived-stall", "jitter")
-# (interval ms, multiplier), both ends; the first is the shipped default.
+# (interval ms, multiplier), both ends; the first is the lab stack's (the issue's chosen timers).
 BFD_SWEEP = ((100, 3), (75, 3), (60, 3), (50, 3), (20, 3))
 VRRP_PROFILES = ("project", "calm")
 MODES = ("bgp", "vrrp")
@@ -101,7 +101,7 @@ def _router_counts(lab: Lab, node: str) -> tuple[int, int]:
 
 def _window(lab: Lab, kind: str) -> Window:
     """The probe's window; under jitter longer, and a request fails only unanswered in
-    JITTER_PROBE_TIMEOUT_S (a request through the jittered host crosses its link eight times)."""
+    JITTER_PROBE_TIMEOUT_S (a request through the jittered host crosses its link about ten times)."""
     if kind == "jitter":
         return Window(lab, WINDOW_S + JITTER_S, probe_timeout_s=JITTER_PROBE_TIMEOUT_S)
     return Window(lab, WINDOW_S)

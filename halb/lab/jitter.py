@@ -35,6 +35,8 @@ import time
 from types import FrameType
 from typing import Any
 
+from halb.lab.base import LabError
+
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 SOL_PACKET = 263
@@ -131,11 +133,20 @@ class JitterLink:
         self.result: dict[str, Any] = {}
 
     def _ip(self, *args: str, check: bool = True) -> None:
-        subprocess.run(["ip", "-n", self.ns, *args], check=check, capture_output=True, timeout=10)
+        self._run(["ip", "-n", self.ns, *args], None, check)
 
     def _nft(self, script: str, check: bool = True) -> None:
-        subprocess.run(["ip", "netns", "exec", self.ns, "nft", "-f", "-"], input=script, check=check,
-                       capture_output=True, text=True, timeout=10)  # fmt: skip
+        self._run(["ip", "netns", "exec", self.ns, "nft", "-f", "-"], script, check)
+
+    @staticmethod
+    def _run(cmd: list[str], stdin: str | None, check: bool) -> None:
+        """`cmd`, a failure a LabError naming it (the bench reports it in one line)."""
+        try:
+            done = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=10, check=False)
+        except subprocess.TimeoutExpired:
+            raise LabError(f"timed out: {' '.join(cmd)}") from None
+        if check and done.returncode != 0:
+            raise LabError(f"`{' '.join(cmd)}` failed: {done.stderr.strip() or done.stdout.strip()}")
 
     def __enter__(self) -> JitterLink:
         try:
