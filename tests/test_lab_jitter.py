@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 from conftest import require_root_tools
 
+from halb.lab.base import ip
 from halb.lab.jitter import JitterLink
 
 pytestmark = pytest.mark.netns
@@ -43,10 +44,6 @@ ECHO = textwrap.dedent("""
 """)
 
 
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
-
-
 @pytest.fixture
 def segment() -> Iterator[tuple[str, str]]:
     require_root_tools("ip", "nft")
@@ -56,15 +53,15 @@ def segment() -> Iterator[tuple[str, str]]:
     server = None
     try:
         for ns in (sw, a, b):
-            _ip("netns", "add", ns)
+            ip("netns", "add", ns)
             made.append(ns)
-        _ip("-n", sw, "link", "add", "br0", "type", "bridge")
-        _ip("-n", sw, "link", "set", "br0", "up")
+        ip("-n", sw, "link", "add", "br0", "type", "bridge")
+        ip("-n", sw, "link", "set", "br0", "up")
         for ns, port, addr in ((a, "pa", "198.51.100.1"), (b, "pb", "198.51.100.2")):
-            _ip("-n", sw, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
-            _ip("-n", sw, "link", "set", port, "master", "br0", "up")
-            _ip("-n", ns, "addr", "add", f"{addr}/24", "dev", "eth0")
-            _ip("-n", ns, "link", "set", "eth0", "up")
+            ip("-n", sw, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
+            ip("-n", sw, "link", "set", port, "master", "br0", "up")
+            ip("-n", ns, "addr", "add", f"{addr}/24", "dev", "eth0")
+            ip("-n", ns, "link", "set", "eth0", "up")
         server = subprocess.Popen(["ip", "netns", "exec", b, sys.executable, "-c", ECHO, "serve"])
         yield sw, a
     finally:

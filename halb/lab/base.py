@@ -33,9 +33,13 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def run(cmd: list[str], timeout: float = 10.0, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run(
+    cmd: list[str], timeout: float = 10.0, check: bool = True, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     try:
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        result = subprocess.run(
+            cmd, input=stdin, capture_output=True, text=True, timeout=timeout, check=False
+        )
     except subprocess.TimeoutExpired:
         raise LabError(f"timed out after {timeout:g} s: {' '.join(cmd)}") from None
     if check and result.returncode != 0:

@@ -35,7 +35,7 @@ import time
 from types import FrameType
 from typing import Any
 
-from halb.lab.base import LabError
+from halb.lab.base import in_ns, ip, run
 
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
@@ -132,21 +132,12 @@ class JitterLink:
         self.proc: subprocess.Popen[str] | None = None
         self.result: dict[str, Any] = {}
 
+    # The lab's own runners: a failure is a LabError naming the command (one line in the bench).
     def _ip(self, *args: str, check: bool = True) -> None:
-        self._run(["ip", "-n", self.ns, *args], None, check)
+        ip("-n", self.ns, *args, check=check)
 
     def _nft(self, script: str, check: bool = True) -> None:
-        self._run(["ip", "netns", "exec", self.ns, "nft", "-f", "-"], script, check)
-
-    @staticmethod
-    def _run(cmd: list[str], stdin: str | None, check: bool) -> None:
-        """`cmd`, a failure a LabError naming it (the bench reports it in one line)."""
-        try:
-            done = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=10, check=False)
-        except subprocess.TimeoutExpired:
-            raise LabError(f"timed out: {' '.join(cmd)}") from None
-        if check and done.returncode != 0:
-            raise LabError(f"`{' '.join(cmd)}` failed: {done.stderr.strip() or done.stdout.strip()}")
+        run(in_ns(self.ns, "nft", "-f", "-"), check=check, stdin=script)
 
     def __enter__(self) -> JitterLink:
         try:
