@@ -517,3 +517,22 @@ def test_a_delay_line_that_cannot_be_set_up_is_one_lab_error_and_leaves_nothing(
     with pytest.raises(LabError, match="halb-no-such-namespace-x"):
         line.__enter__()
     assert line.proc is None
+
+
+def test_a_stall_reaches_every_process_under_the_containers_first() -> None:
+    """_descendants: the first process and its children's children (HAProxy's workers, FRR's daemons)."""
+    import signal
+    import subprocess
+
+    from halb.lab.base import wait_until
+    from halb.lab.faults import _descendants
+
+    parent = subprocess.Popen(["sh", "-c", "sleep 30 & sleep 30 & wait"])
+    try:
+        assert wait_until(lambda: len(_descendants(parent.pid)) == 3, 5, poll=0.05)
+        found = _descendants(parent.pid)
+        assert found[0] == parent.pid and os.getpid() not in found
+    finally:
+        for pid in reversed(_descendants(parent.pid)):
+            os.kill(pid, signal.SIGKILL)
+        parent.wait(timeout=5)

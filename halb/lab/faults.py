@@ -27,6 +27,7 @@ import time
 from components.edge_pod import HAPROXY, KEEPALIVED
 from halb.lab.base import LabError, LabInputError
 from halb.lab.hostile import HOSTILE, drill
+from halb.lab.journal import stat_fields
 from halb.lab.lab import Lab
 
 FAULTS = (
@@ -84,14 +85,9 @@ def _descendants(pid: int) -> list[int]:
     """`pid` and every process under it: a container's processes, from its first one."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
+        fields = stat_fields(entry) if entry.isdigit() else None
+        if fields is not None:
+            children.setdefault(int(fields[1]), []).append(int(entry))
     found: list[int] = []
     todo = [pid]
     while todo and len(found) < 10_000:

@@ -18,24 +18,28 @@ from pathlib import Path
 from typing import Any
 
 
-def proc_start(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (None: gone)."""
+def stat_fields(pid: int | str) -> list[str] | None:
+    """/proc/PID/stat after the command name (which may hold spaces and parentheses):
+    [0] the state, [1] the parent's PID, [19] the start time; None: gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    return stat.rsplit(")", 1)[1].split()
+
+
+def proc_start(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (None: gone)."""
+    fields = stat_fields(pid)
+    return int(fields[19]) if fields is not None else None
 
 
 def alive(pid: int | None) -> bool:
     """Running, not a zombie (a dead child stays one until its parent reaps it)."""
     if not pid:
         return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] not in ("Z", "X")
 
 
 def same_process(pid: int, start: int | None) -> bool:
