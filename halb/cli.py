@@ -129,7 +129,7 @@ def _parser() -> argparse.ArgumentParser:
     st = bsub.add_parser("stall", help="150 ms stalls and link jitter: BFD, BGP and VRRP flaps per timers")
     _report_flags(st, "disturbance and timers", "flaps")
     sweep = ",".join(f"{i}x{m}" for i, m in STALL_SWEEP)
-    st.add_argument("--timers", type=_bfd_timers, default=sweep.split(","),
+    st.add_argument("--timers", type=_bfd_timers, default=list(STALL_SWEEP),
                     help="BFD timers as interval-ms x multiplier, comma-separated (interval 10..60000, "
                          f"multiplier 2..255, as bgp.bfd; default: {sweep})")  # fmt: skip
     st.add_argument("--modes", type=_choices(("bgp", "vrrp")), default=["bgp", "vrrp"],
@@ -169,8 +169,10 @@ def _report_flags(parser: argparse.ArgumentParser, per: str, charted: str, runs:
     parser.add_argument("--chart", type=Path, help=f"write a PNG chart of {charted} per {per}")
 
 
-def _bfd_timers(text: str) -> list[str]:
+def _bfd_timers(text: str) -> list[tuple[int, int]]:
+    """Timers like 100x3,50x3 as (interval ms, multiplier) pairs, in bgp.bfd's bounds."""
     items = [t.strip() for t in text.split(",") if t.strip()]
+    timers = []
     for item in items:
         interval, x, multiplier = item.partition("x")
         if not (x and interval.isdigit() and multiplier.isdigit()
@@ -179,9 +181,10 @@ def _bfd_timers(text: str) -> list[str]:
                 f"{item!r}: not BFD timers; write interval-ms x multiplier, like 100x3 "
                 "(interval 10..60000, multiplier 2..255)"
             )
-    if not items:
+        timers.append((int(interval), int(multiplier)))
+    if not timers:
         raise argparse.ArgumentTypeError("no timers given; write them like 100x3,50x3")
-    return items
+    return timers
 
 
 def _choices(allowed: Sequence[str]) -> Callable[[str], list[str]]:
@@ -461,8 +464,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         elif args.bench_command == "stall":
             from halb.bench import stall
 
-            timers = tuple(stall.parse_timers(t) for t in args.timers)
-            s_report = stall.run_stall(args.runs, _progress, timers, tuple(args.modes))
+            s_report = stall.run_stall(args.runs, _progress, tuple(args.timers), tuple(args.modes))
             results.append((stall.table(s_report), s_report.to_json(), lambda p: stall.chart(s_report, p)))
         elif args.bench_command == "changes":
             from halb.bench import changes

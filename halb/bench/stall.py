@@ -274,12 +274,6 @@ def chart(report: StallReport, path: Path) -> None:
                  title=f"{STALL_S * 1000:.0f} ms stalls and link jitter: what flapped")  # fmt: skip
 
 
-def parse_timers(text: str) -> tuple[int, int]:
-    """ "100x3" -> (100, 3)."""
-    interval, _, multiplier = text.partition("x")
-    return int(interval), int(multiplier)
-
-
 def run_stall(
     runs: int,
     progress: Progress,
