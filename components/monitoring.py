@@ -117,7 +117,8 @@ def edge_monitors(s: Settings) -> list[tuple[str, str, int]]:
 
 
 def vip_monitor(s: Settings) -> str:
-    return BGP_MONITOR if s.bgp is not None else VRRP_MONITOR
+    """The PodMonitor of the VIP's exporter (edge_monitors' second)."""
+    return edge_monitors(s)[1][0]
 
 
 def scrape_jobs(s: Settings) -> dict[str, int]:

@@ -111,11 +111,12 @@ class Lab:
             issued = self.ca.issue_all(self.plan.settings)
             if issued:
                 out(f"lab CA {self.ca.root}: issued {', '.join(issued)} (cert-manager's stand-in)")
-            minted = mint_all(self.dir, self.pods.manifests())
+            manifests = self.pods.manifests()
+            minted = mint_all(self.dir, manifests)
             if minted:
                 out(f"minted {', '.join(minted)} (pulumi_random's stand-in)")
             specs = self.pods.specs()  # refuse what the lab cannot run before making anything
-            prometheus = self.prometheus.prepare(self.pods.manifests())
+            prometheus = self.prometheus.prepare(manifests)
             images = self._images(out, {c.image for _, s in specs for c in s.containers})
             ids = f"{self.plan.prefix}-{self.plan.lab_id}"
             out(f"creating {len(self.plan.namespaces)} network namespaces ({ids}-*)")
