@@ -6,6 +6,7 @@ In namespaces of the test's own: a switch with a bridge and two hosts on 198.51.
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 import textwrap
@@ -23,6 +24,7 @@ ECHO = textwrap.dedent("""
     import socket, sys, time
     if sys.argv[1] == "serve":
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 9999)); s.settimeout(30)
+        print("ready", flush=True)
         try:
             while True:
                 d, a = s.recvfrom(2048); s.sendto(d, a)
@@ -62,7 +64,9 @@ def segment() -> Iterator[tuple[str, str]]:
             ip("-n", sw, "link", "set", port, "master", "br0", "up")
             ip("-n", ns, "addr", "add", f"{addr}/24", "dev", "eth0")
             ip("-n", ns, "link", "set", "eth0", "up")
-        server = subprocess.Popen(["ip", "netns", "exec", b, sys.executable, "-c", ECHO, "serve"])
+        server = subprocess.Popen(["ip", "netns", "exec", b, sys.executable, "-c", ECHO, "serve"],
+                                  stdout=subprocess.PIPE, text=True)  # fmt: skip
+        _wait_ready(server)
         yield sw, a
     finally:
         if server is not None:
@@ -70,6 +74,14 @@ def segment() -> Iterator[tuple[str, str]]:
             server.wait(timeout=10)
         for ns in made:
             subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True, timeout=10)
+
+
+def _wait_ready(server: subprocess.Popen[str]) -> None:
+    """The echo server bound before the first probe: a probe sent earlier is lost (a CI flake)."""
+    assert server.stdout is not None
+    ready, _, _ = select.select([server.stdout], [], [], 30)
+    if not ready or server.stdout.readline().strip() != "ready":
+        raise RuntimeError("the echo server did not start in 30 s")
 
 
 def _rtts(ns: str, count: int) -> tuple[list[float], int]:
