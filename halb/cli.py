@@ -47,6 +47,7 @@ from halb.bench.stall import BFD_SWEEP as STALL_SWEEP
 from halb.interrupts import held
 from halb.lab.faults import FAULTS as LAB_FAULTS
 from halb.lab.hostile import HOSTILE
+from halb.lab.state import ROUTER_HASHES
 from halb.stackfile import known_stacks, load_stack_file, stack_path
 
 BAD_INPUT = 2
@@ -76,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     up = lsub.add_parser("up", help="create the lab and wait until the VIP serves")
     up.add_argument("--stack", default="lab", help="stack name (default: lab)")
     up.add_argument("--config-file", help="read this stack file instead of Pulumi.<stack>.yaml")
+    up.add_argument("--router-hash", choices=ROUTER_HASHES, default=ROUTER_HASHES[0],
+                    help="bgp: the lab router's ECMP (default hash-threshold)")  # fmt: skip
     st = lsub.add_parser("status", help="who holds the VIP, VRRP states, daemon PIDs")
     st.add_argument("--json", action="store_true")
     rq = lsub.add_parser("request", help="requests through the VIP from the client namespace")
@@ -303,7 +306,8 @@ def print_status(status: dict[str, Any]) -> None:
                 serving = "the old one serves on" if st.get("serving") else "not served"
                 print(f"  {'':<10} certificate {cert} refused ({st.get('error')}); {serving}")
     if status.get("router_next_hops") is not None:
-        print(f"  router: the VIP routed to {', '.join(status['router_next_hops']) or 'no host'} (ECMP)")
+        hops = ", ".join(status["router_next_hops"]) or "no host"
+        print(f"  router: the VIP routed to {hops} (ECMP, {status.get('router_hash')})")
     print(f"  client netns {status['client_netns']}")
     if status.get("tls_ca"):
         print(f"  lab CA {status['tls_ca']} (curl --cacert it; `lab renew SERVICE` issues again)")
@@ -350,7 +354,7 @@ def _lab(args: argparse.Namespace) -> int:
         raw = _load_raw(args.stack, args.config_file)
         if isinstance(raw, int):
             return raw
-        lab = Lab.create(raw, args.stack, prefix)
+        lab = Lab.create(raw, args.stack, prefix, router_hash=args.router_hash)
         with locked(prefix, _say, "up"):
             lab.up(_say)
         print_status(lab.status())

@@ -58,9 +58,12 @@ def new_prefix(tag: str) -> str:
 
 
 @contextmanager
-def bench_lab(raw: RawConfig, prefix: str, app: str = "python") -> Iterator[Lab]:
-    """A lab up for `raw` under `prefix` (`app`: the app stand-in), taken down afterwards, even on failure."""
-    lab = Lab.create(raw, "lab", prefix, app=app)
+def bench_lab(
+    raw: RawConfig, prefix: str, app: str = "python", router_hash: str = "hash-threshold"
+) -> Iterator[Lab]:
+    """A lab up for `raw` under `prefix` (`app`: the app stand-in; `router_hash`: the bgp
+    router's), taken down afterwards, even on failure."""
+    lab = Lab.create(raw, "lab", prefix, app=app, router_hash=router_hash)
     try:
         with locked(prefix, quiet, "bench"):
             lab.up(quiet)

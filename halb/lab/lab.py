@@ -64,10 +64,14 @@ class Lab:
         self.ca = LabCA(self.dir)
 
     @classmethod
-    def create(cls, raw: RawConfig, stack: str, prefix: str, app: str = "python") -> Lab:
+    def create(
+        cls, raw: RawConfig, stack: str, prefix: str, app: str = "python", router_hash: str = "hash-threshold"
+    ) -> Lab:
         lab_id = secrets.token_hex(3)
         plan = plan_lab(parse_settings(raw), prefix, lab_id)
-        state = LabState(prefix, lab_id, stack, dict(raw.values), sorted(raw.secret_keys), app=app)
+        state = LabState(
+            prefix, lab_id, stack, dict(raw.values), sorted(raw.secret_keys), app=app, router_hash=router_hash
+        )
         return cls(plan, state)
 
     @classmethod
@@ -158,8 +162,8 @@ class Lab:
     def _up_bgp(self, out: Out, images: dict[str, str], started: float) -> None:
         """bgp: the router first, then every host's pod at once (no election to order):
         ready when the router routes the VIP to every host and the VIP answers."""
-        out("starting the lab's upstream router (FRR: ECMP with an L4 hash, BFD)")
-        router.start(self.plan, ensure_image("frr", out), self.dir, self.journal)
+        out(f"starting the lab's upstream router (FRR: ECMP with an L4 hash, {self.state.router_hash}; BFD)")
+        router.start(self.plan, ensure_image("frr", out), self.dir, self.journal, self.state.router_hash)
         for n in self.plan.lb_nodes:
             self.pods.start(n.name, images, out)
         every = sorted(n.name for n in self.plan.lb_nodes)
@@ -389,6 +393,7 @@ class Lab:
             "prometheus": self.prometheus.status(),
             "nodes": nodes,
             "router_next_hops": router.hop_nodes(self.plan) if self.plan.bgp else None,
+            "router_hash": self.state.router_hash if self.plan.bgp else None,
         }
 
     def bgp_state(self, node: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ router's side is what docs/bgp.md documents for a real FRR upstream.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from components.frr import CAPABILITIES as FRR_CAPABILITIES  # FRR's own demand,
 from halb.lab.base import LabError, ip, wait_until
 from halb.lab.journal import Journal
 from halb.lab.podman import podman
+from halb.lab.state import ROUTER_HASHES
 from halb.lab.topology import LabPlan
 
 BFD_PROFILE = "lab"
@@ -27,6 +29,12 @@ BFD_PROFILE = "lab"
 MAX_PATHS = 16
 START_S = 30.0
 DAEMONS = ("zebra", "bgpd", "bfdd")
+# The resilient group: the table its rule sends the VIP to, its buckets (enough
+# that three hosts' shares differ by under 1%), and how long a bucket must be idle
+# before a joining host may take it (longer than any gap in a live flow's packets).
+RESILIENT_TABLE = "100"
+RESILIENT_BUCKETS = 128
+RESILIENT_IDLE_S = 60
 
 
 def render_router_conf(plan: LabPlan) -> str:
@@ -69,8 +77,12 @@ def container_name(plan: LabPlan) -> str:
     return f"{plan.prefix}-{plan.lab_id}-router"
 
 
-def start(plan: LabPlan, image: str, directory: Path, journal: Journal) -> None:
-    """The router's FRR, up with its config; journalled before it is made."""
+def start(
+    plan: LabPlan, image: str, directory: Path, journal: Journal, hashing: str = ROUTER_HASHES[0]
+) -> None:
+    """The router's FRR, up with its config; journalled before it is made. With `resilient`
+    hashing its main process is the mirror into a resilient group (its death stops the
+    container), else a sleep."""
     assert plan.router_netns is not None
     conf_dir = directory / "router"
     conf_dir.mkdir(parents=True, exist_ok=True)
@@ -81,9 +93,15 @@ def start(plan: LabPlan, image: str, directory: Path, journal: Journal) -> None:
         f"/usr/lib/frr/{d} -d -u root -g root -P 0 -f /dev/null --log stdout -i /run/frr/{d}.pid"
         for d in DAEMONS
     )
+    main = "sleep infinity"
+    if hashing == "resilient":
+        shutil.copy(Path(__file__).with_name("resilient.py"), conf_dir / "resilient.py")
+        hops = " ".join(str(n.address) for n in plan.lb_nodes)
+        main = (f"python3 -u /lab/resilient.py {plan.vip} {RESILIENT_TABLE} {RESILIENT_BUCKETS} "
+                f"{RESILIENT_IDLE_S} {hops}")  # fmt: skip
     script = (
         "cp /lab/frr.conf /etc/frr/frr.conf && echo 'service integrated-vtysh-config' > /etc/frr/vtysh.conf"
-        f" && {starts} && vtysh -b && exec sleep infinity"
+        f" && {starts} && vtysh -b && exec {main}"
     )
     name = container_name(plan)
     journal.record("container", name=name)
@@ -110,9 +128,15 @@ def logs(plan: LabPlan) -> str:
 
 
 def next_hops(plan: LabPlan) -> list[str]:
-    """The VIP's next hops in the router's FIB (the kernel's, as the client's packets meet it)."""
+    """The VIP's next hops in the router's FIB, as the client's packets meet it: the
+    resilient group's table while it holds the route (its rule comes first), else main."""
     assert plan.router_netns is not None
-    out = ip("-n", plan.router_netns, "route", "show", f"{plan.vip}/32", check=False).stdout
+    out = ""
+    for table in (RESILIENT_TABLE, "main"):
+        out = ip("-n", plan.router_netns, "route", "show", "table", table, f"{plan.vip}/32",
+                 check=False).stdout  # fmt: skip
+        if out.strip():
+            break
     return sorted(set(re.findall(r"via (\d+\.\d+\.\d+\.\d+)", out)))
 
 

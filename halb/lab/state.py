@@ -117,6 +117,9 @@ def locked(prefix: str, out: Out, what: str) -> Iterator[None]:
 
 
 APPS = ("python", "nginx")
+# bgp: how the lab's router spreads the VIP's flows over the hosts: Linux's plain ECMP
+# (hash-threshold, what zebra installs), or a resilient next-hop group (halb/lab/resilient.py).
+ROUTER_HASHES = ("hash-threshold", "resilient")
 
 
 @dataclass
@@ -134,6 +137,8 @@ class LabState:
     # The app stand-in: `python` (halb/lab/app.py) or `nginx` (Debian's, faster
     # than the edge: what a data-path benchmark needs behind it).
     app: str = "python"
+    # bgp: how the lab's router spreads flows over the hosts (ROUTER_HASHES).
+    router_hash: str = "hash-threshold"
 
     def raw(self) -> RawConfig:
         return RawConfig(self.config, frozenset(self.secret_keys))
@@ -160,6 +165,7 @@ class LabState:
                 and isinstance(state.crashed, list)
                 and isinstance(state.drained, list)
                 and state.app in APPS
+                and state.router_hash in ROUTER_HASHES
                 and all(isinstance(x, str) for x in [state.prefix, state.lab_id, state.stack, *state.crashed])
             )
         except TypeError:
