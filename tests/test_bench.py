@@ -354,10 +354,34 @@ def test_the_bgp_summary_table_and_chart(tmp_path: Path) -> None:
         ("vrrp", "host-crash", 1, 8),
     ]
     assert rows[0]["detection_s"]["median"] == 0.3 and rows[1]["detection_s"] is None
-    report.disruption = [{"event": "host-crash", "held": 60, "on_host": 20, "cut": 25},
-                         {"event": "rejoin", "held": 60, "on_host": 0, "cut": 0}]  # fmt: skip
+    report.disruption = [
+        {
+            "router_hash": "hash-threshold",
+            "event": "host-crash",
+            "run": 1,
+            "held": 60,
+            "on_host": 20,
+            "cut": 25,
+        },
+        {
+            "router_hash": "hash-threshold",
+            "event": "host-crash",
+            "run": 2,
+            "held": 60,
+            "on_host": 18,
+            "cut": 18,
+        },
+        {"router_hash": "hash-threshold", "event": "rejoin", "run": 1, "held": 60, "on_host": 0, "cut": 30},
+        {"router_hash": "resilient", "event": "host-crash", "run": 1, "held": 60, "on_host": 20, "cut": 20},
+        {"router_hash": "resilient", "event": "rejoin", "run": 1, "held": 60, "on_host": 0, "cut": 0},
+    ]
     text = bgp.table(report)
-    assert "| host-crash | 60 | 20 | 25 | 5 |" in text and "| rejoin | 60 | 0 | 0 | 0 |" in text
+    assert "| hash-threshold | host-crash | 2 | 120 | 38 | 43 | 5 |" in text
+    assert "| hash-threshold | rejoin | 1 | 60 | 0 | 30 | 30 |" in text
+    assert (
+        "| resilient | host-crash | 1 | 60 | 20 | 20 | 0 |" in text
+        and "| resilient | rejoin | 1 | 60 | 0 | 0 | 0 |" in text
+    )
     assert "| 3 | 2800 (2600-3000) | 2.80x | 1 |" in text and "| 1 | 1000 (900-1100) | 1.00x | 0 |" in text
     assert "lb-1 32.5%, lb-2 34.2%, lb-3 33.3%" in text
     assert "| bgp | host-crash | 2 | 300 ms (290 ms-310 ms) | 340 ms (330 ms-350 ms) | 7/400 |" in text
@@ -393,9 +417,15 @@ def test_bgp_smoke_run_scales_and_fails_over(tmp_path: Path) -> None:
     planned = next(r for r in data["runs"] if r["fault"] == "planned-removal")
     assert planned["failed"] == 0
     events = data["disruption"]
-    assert [d["event"] for d in events] == ["host-crash", "rejoin", "planned-removal"]
+    assert [(d["router_hash"], d["event"]) for d in events] == [
+        (h, e) for h in ("hash-threshold", "resilient") for e in ("host-crash", "rejoin", "planned-removal")
+    ]
     assert all(d["held"] == 60 and 0 <= d["cut"] <= 60 for d in events)
-    assert 0 < events[0]["on_host"] < 60  # the router spread the websockets; one host held some
+    assert all(0 < d["on_host"] < 60 for d in events if d["event"] == "host-crash")  # spread over the hosts
+    # The resilient router moves only the dead host's buckets, and gives a rejoining
+    # host only idle ones: the websockets elsewhere are kept (the plain router's are not).
+    kept = {d["event"]: d for d in events if d["router_hash"] == "resilient"}
+    assert kept["host-crash"]["cut"] <= kept["host-crash"]["on_host"] and kept["rejoin"]["cut"] == 0
 
 
 def _stall(mode: str, timers: str, kind: str, downs: int = 0, moves: int = 0, routes: int = 0) -> Any:

@@ -70,8 +70,11 @@ WINDOW_S = 4.0
 SETTLE_S = 120.0
 VICTIM = "lb-2"
 # Disruption: websockets held through each event; a cut is seen within the
-# client's reply timeout (3 s) after the event.
+# client's reply timeout (3 s) after the event. Once with the router's plain
+# ECMP (the baseline: what FRR installs) and once with a resilient next-hop
+# group (halb/lab/resilient.py), each in a lab of its own.
 DISRUPTIONS = ("host-crash", "rejoin", "planned-removal")
+ROUTER_HASHES = ("hash-threshold", "resilient")
 HELD = 60
 CUT_WAIT_S = 6.0
 
@@ -106,6 +109,7 @@ class BgpReport:
             "runs": [asdict(r) for r in self.runs],
             "summary": summary(self.runs),
             "disruption": self.disruption,
+            "disruption_summary": disruption_summary(self.disruption),
         }
 
 
@@ -298,36 +302,68 @@ def bgp_failover(report: BgpReport, runs: int, steps: Steps) -> None:
             for r in range(1, runs + 1):
                 steps.step(f"bgp {fault} run {r}/{runs}")
                 report.runs.append(one_bgp_run(lab, fault, r))
-        disruption(lab, report, steps)
+        disruption(lab, report, runs, steps)
+    with bench_lab(bgp_raw(), new_prefix("hg"), router_hash="resilient") as lab:
+        disruption(lab, report, runs, steps)
 
 
 def sessions(lab: Lab) -> dict[str, int]:
     return frontend_metric(lab, "haproxy_frontend_current_sessions")
 
 
-def disruption(lab: Lab, report: BgpReport, steps: Steps) -> None:
-    """Websockets held through one host's death, its rejoin, and a planned removal: how many
-    were cut, against how many that host held (the ECMP goal: only those; on a rejoin none)."""
+def disruption(lab: Lab, report: BgpReport, runs: int, steps: Steps) -> None:
+    """Websockets held through one host's death, its rejoin, and a planned removal, `runs`
+    times: how many were cut, against how many that host held (the goal: only those; on a
+    rejoin none)."""
     hosts = every(lab)
-    for event in DISRUPTIONS:
-        steps.step(f"disruption: {event}, {HELD} websockets")
-        if event != "rejoin":
-            settle_bgp(lab, hosts)
-        with held(lab, "ws", HELD, host=HOST) as h:
-            time.sleep(1.0)
-            on_victim = sessions(lab).get(VICTIM, 0) if event != "rejoin" else 0
-            if event == "host-crash":
-                inject(lab, "crash", VICTIM)  # left crashed: the rejoin follows
-            elif event == "rejoin":
-                inject(lab, "restore", VICTIM)
+    hashing = lab.state.router_hash
+    for r in range(1, runs + 1):
+        for event in DISRUPTIONS:
+            steps.step(f"disruption ({hashing}): {event}, {HELD} websockets, run {r}/{runs}")
+            if event != "rejoin":
                 settle_bgp(lab, hosts)
-            else:
-                set_draining(lab, VICTIM, True)
-            time.sleep(CUT_WAIT_S)
-            cut = int(h.stop()["cut"])
-        if event == "planned-removal":
-            set_draining(lab, VICTIM, False)
-        report.disruption.append({"event": event, "held": HELD, "on_host": on_victim, "cut": cut})
+            with held(lab, "ws", HELD, host=HOST) as h:
+                time.sleep(1.0)
+                on_victim = sessions(lab).get(VICTIM, 0) if event != "rejoin" else 0
+                if event == "host-crash":
+                    inject(lab, "crash", VICTIM)  # left crashed: the rejoin follows
+                elif event == "rejoin":
+                    inject(lab, "restore", VICTIM)
+                    settle_bgp(lab, hosts)
+                else:
+                    set_draining(lab, VICTIM, True)
+                time.sleep(CUT_WAIT_S)
+                cut = int(h.stop()["cut"])
+            if event == "planned-removal":
+                set_draining(lab, VICTIM, False)
+            report.disruption.append(
+                {
+                    "router_hash": hashing,
+                    "event": event,
+                    "run": r,
+                    "held": HELD,
+                    "on_host": on_victim,
+                    "cut": cut,
+                }
+            )
+
+
+def disruption_summary(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per router hash and event, over the runs: held, on the host, cut, and cut beyond its share."""
+    rows = []
+    for hashing in ROUTER_HASHES:
+        for event in DISRUPTIONS:
+            ds = [
+                d for d in events if d.get("router_hash", ROUTER_HASHES[0]) == hashing and d["event"] == event
+            ]
+            if ds:
+                rows.append({
+                    "router_hash": hashing, "event": event, "runs": len(ds),
+                    "held": sum(d["held"] for d in ds), "on_host": sum(d["on_host"] for d in ds),
+                    "cut": sum(d["cut"] for d in ds),
+                    "beyond_share": sum(max(0, d["cut"] - d["on_host"]) for d in ds),
+                })  # fmt: skip
+    return rows
 
 
 def vrrp_failover(report: BgpReport, runs: int, steps: Steps) -> None:
@@ -390,18 +426,18 @@ def table(report: BgpReport) -> str:
         ])  # fmt: skip
     lines += markdown_table(["mode", "fault", "runs", "detection", "outage", "failed/probes"], frows)
     if report.disruption:
-        lines += ["", f"Disruption ({VICTIM} of three; websockets held from the client)", ""]
-        drows = [
-            [
-                d["event"],
-                str(d["held"]),
-                str(d["on_host"]),
-                str(d["cut"]),
-                str(max(0, d["cut"] - d["on_host"])),
-            ]
-            for d in report.disruption
+        lines += [
+            "",
+            f"Disruption ({VICTIM} of three; websockets held from the client; sums over the runs)",
+            "",
         ]
-        lines += markdown_table(["event", "held", "on that host", "cut", "cut beyond its share"], drows)
+        drows = [
+            [d["router_hash"], d["event"], str(d["runs"]), str(d["held"]), str(d["on_host"]), str(d["cut"]),
+             str(d["beyond_share"])]
+            for d in disruption_summary(report.disruption)
+        ]  # fmt: skip
+        heads = ["router", "event", "runs", "held", "on that host", "cut", "cut beyond its share"]
+        lines += markdown_table(heads, drows)
     return "\n".join(lines)
 
 
@@ -421,7 +457,7 @@ def run_bgp(runs: int, seconds: int, progress: Progress, parts: tuple[str, ...] 
     report = BgpReport(machine=machine(), settings={"scale_cpu": SCALE_CPU, "share_flows": SHARE_FLOWS})
     sizes = {
         "scale-out": 3 * runs + 1,
-        "failover": len(FAULTS) * runs + len(DISRUPTIONS),
+        "failover": len(FAULTS) * runs + len(ROUTER_HASHES) * len(DISRUPTIONS) * runs,
         "vrrp": len(VRRP_FAULTS) * runs,
     }
     steps = Steps(sum(sizes[p] for p in parts), progress)
