@@ -9,6 +9,7 @@ host out. Guards here, not measurements: the benchmark measures.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -17,7 +18,7 @@ from conftest import running_lab, stack_raw
 from halb.bench.bgp import accepted, new_connections, set_draining
 from halb.lab import router
 from halb.lab.base import in_ns, run, wait_until
-from halb.lab.faults import inject, lab_images
+from halb.lab.faults import inject, lab_images, stall
 from halb.lab.lab import Lab
 
 pytestmark = pytest.mark.netns
@@ -163,3 +164,40 @@ def test_metrics_say_what_each_host_announces_and_how_its_sessions_stand(whole: 
     other = lab.plan.node("lb-1")
     on_vip = f"http://{vip}:{lab.plan.settings.vrrp.metrics_port}/metrics"
     assert run(in_ns(other.netns, "curl", "-s", "--max-time", "2", on_vip), 10, check=False).returncode != 0
+
+
+def alert_states(lab: Lab, name: str, **labels: str) -> list[str]:
+    want = {"alertname": name, **labels}.items()
+    return [a["state"] for a in lab.prometheus.alerts() if want <= a["labels"].items()]
+
+
+def test_the_bgp_alerts_fire_on_the_labs_prometheus(whole: Lab) -> None:
+    """A hung HAProxy withdraws its host: HalbBgpHostWithdrawn fires for it and clears once it
+    answers again; a drained host is withdrawn on purpose: only the info alert says so."""
+    lab = whole
+    assert lab.prometheus.enabled
+    assert wait_until(lambda: not alert_states(lab, "HalbBgpHostWithdrawn"), 30, poll=0.2), (
+        lab.prometheus.alerts()
+    )
+    hang = threading.Thread(target=stall, args=(lab, "lb-2", "haproxy", 10.0))
+    hang.start()
+    try:
+        # fall x interval unanswered (~2 s), the withdrawal, then the rule's `for` (4 scrapes).
+        fired = wait_until(
+            lambda: alert_states(lab, "HalbBgpHostWithdrawn", node="lb-2") == ["firing"], 9, 0.1
+        )
+        assert fired, lab.prometheus.alerts()
+        assert alert_states(lab, "HalbVipNotAnnounced") == []  # the others announce
+    finally:
+        hang.join()
+    assert wait_until(lambda: not alert_states(lab, "HalbBgpHostWithdrawn"), 30, poll=0.2), (
+        lab.prometheus.alerts()
+    )
+
+    drain(lab, "lb-3")
+    assert wait_until(lambda: "lb-3" not in hops(lab), 10, poll=0.1), lab.status()
+    changed = wait_until(
+        lambda: alert_states(lab, "HalbBgpAnnouncementChanged", node="lb-3") == ["firing"], 10, 0.2
+    )
+    assert changed, lab.prometheus.alerts()
+    assert alert_states(lab, "HalbBgpHostWithdrawn", node="lb-3") == []

@@ -56,7 +56,7 @@ from halb.stackfile import load_stack_file, stack_path
 
 # Each host's HAProxy CPU limit for the scale-out: low enough that three of them,
 # nginx, h2load and the router's forwarding fit in the lab's two CPUs.
-SCALE_CPU = "150m"
+SCALE_CPU = "100m"
 # The benchmark's parts: scale-out, the BGP faults and disruption, the VRRP faults (the baseline).
 PARTS = ("scale-out", "failover", "vrrp")
 SHARE_FLOWS = 1200

@@ -174,6 +174,7 @@ class Lab:
             lambda: f"the router's next hops for the VIP {router.hop_nodes(self.plan)}",
             lambda: "\n--- router\n" + router.logs(self.plan)[-1500:],
         )
+        self.prometheus.wait_ready(out)
 
     def by_priority(self) -> list[Any]:
         return sorted(self.plan.lb_nodes, key=lambda n: -self.plan.settings.priority(n.name))
