@@ -341,7 +341,8 @@ def test_the_bgp_summary_table_and_chart(tmp_path: Path) -> None:
                     {"hosts": 1, "run": 2, "req_s": 900.0, "failed": 0},
                     {"hosts": 3, "run": 2, "req_s": 2600.0, "failed": 1},
                     {"hosts": 1, "run": 3, "req_s": 1100.0, "failed": 0},
-                    {"hosts": 3, "run": 3, "req_s": 3000.0, "failed": 0}]  # fmt: skip
+                    {"hosts": 3, "run": 3, "req_s": 3000.0, "failed": 0},
+                    {"mode": "vrrp", "hosts": 1, "run": 1, "req_s": 950.0, "failed": 0}]  # fmt: skip
     report.shares = {"answered": 1200, "lb-1": 390, "lb-2": 410, "lb-3": 400}
     report.runs = [
         bgp.FailoverRun("bgp", "host-crash", 1, 0.31, 0.35, 4, 200),
@@ -382,7 +383,9 @@ def test_the_bgp_summary_table_and_chart(tmp_path: Path) -> None:
         "| resilient | host-crash | 1 | 60 | 20 | 20 | 0 |" in text
         and "| resilient | rejoin | 1 | 60 | 0 | 0 | 0 |" in text
     )
-    assert "| 3 | 2800 (2600-3000) | 2.80x | 1 |" in text and "| 1 | 1000 (900-1100) | 1.00x | 0 |" in text
+    assert "| bgp | 3 | 2800 (2600-3000) | 2.80x | 1 |" in text
+    assert "| bgp | 1 | 1000 (900-1100) | 1.00x | 0 |" in text
+    assert "| vrrp | 1 (the MASTER) | 950 (950-950) | 0.95x | 0 |" in text
     assert "lb-1 32.5%, lb-2 34.2%, lb-3 33.3%" in text
     assert "| bgp | host-crash | 2 | 300 ms (290 ms-310 ms) | 340 ms (330 ms-350 ms) | 7/400 |" in text
     assert "| vrrp | host-crash | 1 | - | 160 ms" in text
@@ -404,8 +407,13 @@ def test_bgp_smoke_run_scales_and_fails_over(tmp_path: Path) -> None:
     result = run_halb("bench", "bgp", "--runs", "1", "--seconds", "2", "--json", str(out), timeout=1200)
     assert result.returncode == 0, result.stderr
     data = json.loads(out.read_text())
-    assert [r["hosts"] for r in data["scale_out"]] == [1, 2, 3]
-    assert [r["hosts"] for r in data["scale_out_summary"]] == [1, 2, 3]
+    assert [(r["mode"], r["hosts"]) for r in data["scale_out"]] == [
+        ("bgp", 1),
+        ("bgp", 2),
+        ("bgp", 3),
+        ("vrrp", 1),
+    ]
+    assert [r["hosts"] for r in data["scale_out_summary"]] == [1, 2, 3, 1]
     assert all(r["req_s"] > 0 and r["failed"] == 0 for r in data["scale_out"])
     assert data["shares"]["answered"] == 1200
     modes = {(r["mode"], r["fault"]) for r in data["runs"]}

@@ -43,6 +43,7 @@ from halb.bench.engine import (
     machine,
     markdown_table,
     new_prefix,
+    settle,
     stats,
     steadily,
 )
@@ -113,8 +114,9 @@ class BgpReport:
         }
 
 
-def bgp_raw(cpu_limit: str | None = None) -> RawConfig:
-    base = load_stack_file(stack_path("lab-bgp"))
+def bgp_raw(cpu_limit: str | None = None, stack: str = "lab-bgp") -> RawConfig:
+    """The lab-bgp stack (or `stack`), each host's HAProxy limited to `cpu_limit`."""
+    base = load_stack_file(stack_path(stack))
     values = dict(base.values)
     if cpu_limit is not None:
         lb = json.loads(values["rancher-ha-lb:loadBalancer"])
@@ -242,7 +244,7 @@ def scale_out(report: BgpReport, seconds: int, runs: int, steps: Steps) -> None:
                 for i, n in enumerate(hosts):
                     set_draining(lab, n, i >= k)
                 settle_bgp(lab, hosts[:k])
-                report.scale.append({"hosts": k, "run": r, **h2load_rps(lab, seconds)})
+                report.scale.append({"mode": "bgp", "hosts": k, "run": r, **h2load_rps(lab, seconds)})
         for n in hosts:
             set_draining(lab, n, False)
         settle_bgp(lab, hosts)
@@ -251,16 +253,25 @@ def scale_out(report: BgpReport, seconds: int, runs: int, steps: Steps) -> None:
         answered = new_connections(lab, SHARE_FLOWS)
         after = accepted(lab)
         report.shares = {"answered": answered, **{n: after[n] - before[n] for n in hosts}}
+    # The baseline: the VRRP lab at the same limit, its MASTER serving alone (the client on
+    # the hosts' segment, no router between).
+    with bench_lab(bgp_raw(SCALE_CPU, stack="lab"), new_prefix("hg"), app="nginx") as lab:
+        for r in range(1, runs + 1):
+            steps.step(f"scale-out: VRRP, the MASTER serving, round {r}/{runs}")
+            settle(lab, SETTLE_S)
+            report.scale.append({"mode": "vrrp", "hosts": 1, "run": r, **h2load_rps(lab, seconds)})
 
 
 def scale_summary(scale: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per number of hosts: requests per second (median, min, max) and the median's ratio to one host's."""
+    """Per mode and number of hosts: requests per second (median, min, max) and the median's
+    ratio to one BGP host's."""
     rows = []
-    for k in sorted({r["hosts"] for r in scale}):
-        rs = [r for r in scale if r["hosts"] == k]
-        rows.append(
-            {"hosts": k, "req_s": stats(r["req_s"] for r in rs), "failed": sum(r["failed"] for r in rs)}
-        )
+    for mode in ("bgp", "vrrp"):
+        ms = [r for r in scale if r.get("mode", "bgp") == mode]
+        for k in sorted({r["hosts"] for r in ms}):
+            rs = [r for r in ms if r["hosts"] == k]
+            rows.append({"mode": mode, "hosts": k, "req_s": stats(r["req_s"] for r in rs),
+                         "failed": sum(r["failed"] for r in rs)})  # fmt: skip
     base = rows[0]["req_s"]["median"] if rows else 0
     for row in rows:
         row["vs_one"] = round(row["req_s"]["median"] / base, 2) if base else None
@@ -401,11 +412,13 @@ def table(report: BgpReport) -> str:
         "",
     ]
     rows = [
-        [str(r["hosts"]), f"{r['req_s']['median']:.0f} ({r['req_s']['min']:.0f}-{r['req_s']['max']:.0f})",
+        [r["mode"], str(r["hosts"]) if r["mode"] == "bgp" else "1 (the MASTER)",
+         f"{r['req_s']['median']:.0f} ({r['req_s']['min']:.0f}-{r['req_s']['max']:.0f})",
          f"{r['vs_one']:.2f}x" if r["vs_one"] is not None else "-", str(r["failed"])]
         for r in scale_summary(report.scale)
     ]  # fmt: skip
-    lines += markdown_table(["hosts announcing", "req/s (median, min-max)", "vs 1 host", "failed"], rows)
+    heads = ["mode", "hosts serving", "req/s (median, min-max)", "vs 1 BGP host", "failed"]
+    lines += markdown_table(heads, rows)
     if report.shares:
         hosts = [k for k in report.shares if k != "answered"]
         total = sum(report.shares[h] for h in hosts) or 1
@@ -448,15 +461,21 @@ def bar(req_s: dict[str, float]) -> Bar:
 
 def chart(report: BgpReport, path: Path) -> None:
     rows = scale_summary(report.scale)
-    groups = [str(r["hosts"]) for r in rows]
+    groups = [f"{r['hosts']}" if r["mode"] == "bgp" else "VRRP" for r in rows]
     bars = {"req/s": [bar(r["req_s"]) for r in rows]}
-    grouped_bars(path, groups, bars, ylabel="requests per second", title="BGP scale-out: hosts announcing")
+    grouped_bars(
+        path,
+        groups,
+        bars,
+        ylabel="requests per second",
+        title="BGP scale-out: hosts announcing (VRRP: its MASTER)",
+    )
 
 
 def run_bgp(runs: int, seconds: int, progress: Progress, parts: tuple[str, ...] = PARTS) -> BgpReport:
     report = BgpReport(machine=machine(), settings={"scale_cpu": SCALE_CPU, "share_flows": SHARE_FLOWS})
     sizes = {
-        "scale-out": 3 * runs + 1,
+        "scale-out": 4 * runs + 1,
         "failover": len(FAULTS) * runs + len(ROUTER_HASHES) * len(DISRUPTIONS) * runs,
         "vrrp": len(VRRP_FAULTS) * runs,
     }
