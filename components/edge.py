@@ -41,7 +41,7 @@ from components.edge_pod import (
     TICKET_SECRET_VOLUME,
 )
 from components.k8s import edge_pod_spec, labels, one_node_at_a_time
-from components.keepalived import keepalived_container, render_all, watch_container
+from components.keepalived import keepalived_container, render_all, steer_container, watch_container
 from components.load_balancer import (
     drain_timeout_s,
     haproxy_config,
@@ -151,22 +151,23 @@ class Edge(pulumi.ComponentResource):
             reload_container(s, args.haproxy_image),
             *([tls_container(s, args.haproxy_image)] if s.tls_services else []),
         ]
+        # Handoffs (VRRP) and withdrawals (BGP) are signed with it alike.
+        minted.append(
+            minted_secret(
+                f"{name}-handoff-key",
+                HANDOFF_SECRET,
+                HANDOFF_SECRET_KEY,
+                HANDOFF_SECRET_CHARS,
+                args.namespace,
+                child,
+            )
+        )
         if s.bgp is None:
             # One keepalived.conf (and nftables table) per node; secret when it carries the auth_pass.
             secret = config_secret(
                 f"{name}-keepalived-config", KEEPALIVED_CONFIG, args, meta_labels, child,
                 lambda p: render_all(s, p), args.auth_pass,
             )  # fmt: skip
-            minted.append(
-                minted_secret(
-                    f"{name}-handoff-key",
-                    HANDOFF_SECRET,
-                    HANDOFF_SECRET_KEY,
-                    HANDOFF_SECRET_CHARS,
-                    args.namespace,
-                    child,
-                )
-            )
             containers.append(keepalived_container(s, args.keepalived_image))
             if s.vrrp.check.watch:
                 containers.append(watch_container(s, args.keepalived_image))
@@ -186,7 +187,9 @@ class Edge(pulumi.ComponentResource):
                 lambda p: frr.render_all(s, p or {}), args.bgp_passwords,
             )  # fmt: skip
             containers.append(frr.frr_container(s, args.frr_image))
-            if s.vrrp.check.watch:  # haproxy-watch lives in the keepalived image
+            # steer and haproxy-watch live in the keepalived image.
+            containers.append(steer_container(s, args.keepalived_image))
+            if s.vrrp.check.watch:
                 containers.append(watch_container(s, args.keepalived_image))
             config_volumes = frr.frr_volumes(secret.metadata.name)
         run_size = "16Mi" if s.tls_services else "1Mi"

@@ -19,10 +19,12 @@ What it does, and why a rule rather than trust:
 - With loadBalancer.bindVipOnly: connections to the traffic ports addressed
   to anything but the VIP are dropped, so the hosts' own addresses serve no
   traffic (HAProxy binds 0.0.0.0 so a takeover needs no rebind).
-With `bgp` (the FRR container loads the table instead, halb-bgp): no VRRP
-and no handoff port; BGP (TCP 179) and BFD (UDP 3784, single-hop, RFC 5881:
-TTL 255 only) only from the configured peers, so no one else can open a
-session or fake a BFD Down; bindVipOnly as above.
+With `bgp` (the FRR container loads the table instead, halb-bgp): no VRRP;
+BGP (TCP 179) and BFD (UDP 3784, single-hop, RFC 5881: TTL 255 only) only
+from the configured peers (the routers), so no one else can open a session
+or fake a BFD Down; the handoff port only from the other load-balancer hosts
+(the `hosts` set: a withdrawing host asks them to steer its flows back);
+bindVipOnly as above.
 Refusals are counted (named counters), for `lab fault` and the docs.
 """
 
@@ -33,7 +35,7 @@ from components.settings.capacity import traffic_listeners
 
 TABLE = "halb_edge"
 COUNTERS = ("vrrp_refused", "handoff_refused", "off_vip_refused")
-BGP_COUNTERS = ("bgp_refused", "bfd_refused", "off_vip_refused")
+BGP_COUNTERS = ("bgp_refused", "bfd_refused", "handoff_refused", "off_vip_refused")
 BGP_PORT = 179
 # RFC 5881: single-hop BFD control packets; 3785 is echo, which FRR's profile here does not use.
 BFD_PORT = 3784
@@ -55,21 +57,25 @@ def render_edge_nft(s: Settings, node: str) -> str:
         raise ValueError(f"{node!r} is not a load-balancer host (have: {', '.join(s.lb_nodes)})")
     iface = s.vip.interface
     ports = ", ".join(str(p) for p in traffic_ports(s))
+    hosts = ", ".join(str(s.address(n)) for n in s.lb_nodes if n != node)
+    sets = []
     if s.bgp is None:
-        peers = ", ".join(str(s.address(n)) for n in s.lb_nodes if n != node)
-        counters = COUNTERS
+        peers = hosts
+        counters: tuple[str, ...] = COUNTERS
         rules = [
             f'    iifname "{iface}" ip protocol {VRRP_PROTO} ip saddr @peers ip ttl {VRRP_TTL} accept',
             f'    ip protocol {VRRP_PROTO} counter name "vrrp_refused" drop',
             f'    udp dport {s.vrrp.handoff.port} ip saddr != @peers counter name "handoff_refused" drop',
         ]
-    else:  # the peers are the routers
+    else:  # the peers are the routers; the other load-balancer hosts send handoffs
         peers = ", ".join(str(p.address) for p in s.bgp.peers)
         counters = BGP_COUNTERS
+        sets = ["  set hosts {", "    type ipv4_addr", f"    elements = {{ {hosts} }}", "  }"]
         rules = [
             f'    tcp dport {BGP_PORT} ip saddr != @peers counter name "bgp_refused" drop',
             f"    udp dport {BFD_PORT} ip saddr @peers ip ttl {BFD_TTL} accept",
             f'    udp dport {BFD_PORT} counter name "bfd_refused" drop',
+            f'    udp dport {s.vrrp.handoff.port} ip saddr != @hosts counter name "handoff_refused" drop',
         ]
     if s.load_balancer.bind_vip_only:
         rules.append(
@@ -86,6 +92,7 @@ def render_edge_nft(s: Settings, node: str) -> str:
         "    type ipv4_addr",
         f"    elements = {{ {peers} }}",
         "  }",
+        *sets,
         "  chain input {",
         "    type filter hook input priority filter; policy accept;",
         *rules,

@@ -15,6 +15,9 @@ HAPROXY = "haproxy"
 RELOAD = "haproxy-reload"
 KEEPALIVED = "keepalived"
 WATCH = "haproxy-watch"
+# With bgp: halb-keepalived's steer listener alone (the keepalived image), so a
+# host that withdraws keeps its long-lived connections for the drain, as in VRRP mode.
+STEER = "steer"
 EXPORTER = "vrrp-exporter"
 TLS = "haproxy-tls"  # with HTTPS
 FRR = "frr"  # with bgp, in place of keepalived and the vrrp-exporter
@@ -74,6 +77,9 @@ HANDOFF_STARTED_FILE = f"{SHARED_DIR}/handoff-started"
 HANDOFF_DONE_FILE = f"{SHARED_DIR}/handoff-done"
 # With bgp: what halb-bgp announces and why (its preStop and the lab read it).
 BGP_STATE_FILE = f"{SHARED_DIR}/bgp.json"
+# With bgp: steer writes 1 here once the peers were told to steer this host's
+# flows back; halb-bgp withdraws a draining host only then.
+TOLD_FILE = f"{SHARED_DIR}/handoff-told"
 
 # Environment.
 HOST_IP = "HOST_IP"  # downward API status.hostIP: the node's own address

@@ -37,6 +37,8 @@ from components.edge_pod import (
     NODE_NAME,
     SHARED_DIR,
     SHARED_VOLUME,
+    STEER_STATE_FILE,
+    TOLD_FILE,
 )
 from components.frr_conf import render_frr_conf
 from components.k8s import field_env, host_ip_env, resources, root_with
@@ -94,6 +96,9 @@ def run_args(s: Settings) -> list[str]:
         # /metrics on the host's address and loopback, never the VIP (on lo: 0.0.0.0 would answer there).
         "--metrics-listen", f"$({HOST_IP})", "--metrics-listen", "127.0.0.1",
         "--metrics-port", str(s.vrrp.metrics_port),
+        # A drain withdraws once the steer container told the peers to steer back here;
+        # its counts are served on /metrics.
+        "--told-file", TOLD_FILE, "--steer-state-file", STEER_STATE_FILE,
     ]  # fmt: skip
     if chk.watch:
         args += ["--down-file", HAPROXY_DOWN_FILE]

@@ -33,8 +33,10 @@ from components.edge_pod import (
     NODE_NAME,
     SHARED_DIR,
     SHARED_VOLUME,
+    STEER,
     STEER_ENV,
     STEER_STATE_FILE,
+    TOLD_FILE,
     WATCH,
     WATCH_BIN,
 )
@@ -61,6 +63,10 @@ from components.settings import Settings
 # answered /healthz is busy, never down. The poll's default fall matches it.
 WATCH_HUNG_S = 2.0
 CAPABILITIES = ("NET_ADMIN", "NET_RAW", "SETGID", "SYS_NICE")
+# The steer container (BGP mode): NET_ADMIN for its nftables table (the `dup to`
+# rules), nothing else; its UDP port is above 1024 and it reads the edge table's
+# counters with the same capability.
+STEER_CAPABILITIES = ("NET_ADMIN",)
 
 
 def render_all(s: Settings, auth_pass: str | None) -> dict[str, str]:
@@ -97,6 +103,36 @@ def steer_env(s: Settings) -> list[k8s.core.v1.EnvVarArgsDict]:
     return [{"name": STEER_ENV[field], "value": value} for field, value in values.items()]
 
 
+def handoff_key_env() -> k8s.core.v1.EnvVarArgsDict:
+    """The handoff messages' HMAC key, from the Secret the Edge mints (never a literal)."""
+    return {
+        "name": HANDOFF_KEY_ENV,
+        "value_from": {"secret_key_ref": {"name": HANDOFF_SECRET, "key": HANDOFF_SECRET_KEY}},
+    }
+
+
+def steer_container(s: Settings, image: pulumi.Input[str]) -> k8s.core.v1.ContainerArgsDict:
+    """BGP mode's steer listener, on its own: when a peer withdraws, it steers that peer's
+    mid-stream flows back to it for the drain; when this host drains, it tells the peers
+    first (halb-bgp waits for TOLD_FILE before withdrawing)."""
+    command = [
+        HALB_KEEPALIVED, "steer", "--listen", f"$({HOST_IP})", "--port", str(s.vrrp.handoff.port),
+        "--peers", ",".join(str(s.address(n)) for n in s.lb_nodes), "--vip", str(s.vip.ip),
+        "--ports", ",".join(str(p) for p in traffic_ports(s)), "--interface", s.vip.interface,
+        "--state-file", STEER_STATE_FILE, "--drain-file", DRAIN_FILE, "--told-file", TOLD_FILE,
+        "--drain-seconds", f"{s.vrrp.handoff.drain_seconds:g}",
+    ]  # fmt: skip
+    return {
+        "name": STEER,
+        "image": image,
+        "command": command,
+        "env": [host_ip_env(HOST_IP), handoff_key_env()],
+        "resources": resources(s.keepalived.resources),
+        "security_context": root_with(STEER_CAPABILITIES),
+        "volume_mounts": [{"name": SHARED_VOLUME, "mount_path": SHARED_DIR}],
+    }
+
+
 def keepalived_container(s: Settings, image: pulumi.Input[str]) -> k8s.core.v1.ContainerArgsDict:
     return {
         "name": KEEPALIVED,
@@ -109,11 +145,7 @@ def keepalived_container(s: Settings, image: pulumi.Input[str]) -> k8s.core.v1.C
             host_ip_env(HOST_IP),
             # The steering listener: this node, its port, every LB host, the VIP, the traffic ports.
             *steer_env(s),
-            # The handoff messages' HMAC key, from the Secret the Edge mints (never a literal).
-            {
-                "name": HANDOFF_KEY_ENV,
-                "value_from": {"secret_key_ref": {"name": HANDOFF_SECRET, "key": HANDOFF_SECRET_KEY}},
-            },
+            handoff_key_env(),
         ],
         "lifecycle": {"pre_stop": {"exec_": {"command": handoff_command(s)}}},
         "resources": resources(s.keepalived.resources),

@@ -434,6 +434,8 @@ def test_bgp_smoke_run_scales_and_fails_over(tmp_path: Path) -> None:
     # host only idle ones: the websockets elsewhere are kept (the plain router's are not).
     kept = {d["event"]: d for d in events if d["router_hash"] == "resilient"}
     assert kept["host-crash"]["cut"] <= kept["host-crash"]["on_host"] and kept["rejoin"]["cut"] == 0
+    # A planned removal: the peers steer the leaving host's flows back to it for the drain.
+    assert kept["planned-removal"]["cut"] == 0
 
 
 def _stall(mode: str, timers: str, kind: str, downs: int = 0, moves: int = 0, routes: int = 0) -> Any:

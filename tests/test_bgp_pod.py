@@ -61,16 +61,18 @@ def test_frr_takes_keepalived_and_the_exporters_place() -> None:
         "haproxy",
         "haproxy-reload",
         "frr",
+        "steer",
         "haproxy-watch",
     ]
     assert [c["name"] for c in edge(bgp_run(watch=False))["containers"]] == [
         "haproxy",
         "haproxy-reload",
         "frr",
+        "steer",
     ]
     kinds = {(d["kind"], d["metadata"]["name"]) for d in manifests(bgp_run())}
     assert ("Secret", "frr-config") in kinds and ("Secret", "keepalived-config") not in kinds
-    assert ("Secret", "edge-handoff-key") not in kinds  # no VRRP handoff to sign
+    assert ("Secret", "edge-handoff-key") in kinds  # a withdrawal's steering message is signed
     assert ("Secret", "edge-cookie-key") in kinds  # sticky cookies still hold across hosts
 
 
@@ -131,7 +133,10 @@ def test_the_bgp_firewall_lets_only_the_routers_speak_bgp_and_bfd() -> None:
     assert 'tcp dport 179 ip saddr != @peers counter name "bgp_refused" drop' in table
     assert "udp dport 3784 ip saddr @peers ip ttl 255 accept" in table
     assert 'udp dport 3784 counter name "bfd_refused" drop' in table
-    assert "ip protocol 112" not in table and "handoff_refused" not in table
+    assert "ip protocol 112" not in table
+    # Handoffs only from the other load-balancer hosts, not from the routers.
+    assert "set hosts {\n    type ipv4_addr\n    elements = { 192.0.2.12 }" in table
+    assert 'udp dport 9166 ip saddr != @hosts counter name "handoff_refused" drop' in table
     assert 'tcp dport { 80 } ip daddr != 203.0.113.10 counter name "off_vip_refused" drop' in table
 
 
@@ -255,3 +260,94 @@ def test_frr_serves_metrics_on_the_host_address_and_loopback_at_the_metrics_port
     assert args.metrics_listen == ["$(HOST_IP)", "127.0.0.1"] and args.metrics_port == s.vrrp.metrics_port
     assert frr["ports"] == [{"name": "bgp-metrics", "containerPort": s.vrrp.metrics_port,
                              "hostPort": s.vrrp.metrics_port, "protocol": "TCP"}]  # fmt: skip
+
+
+def _announcer(tmp_path: Path, told: bool = True) -> Any:
+    flags = ["run", "--vip", "203.0.113.10", "--asn", "65001", "--config", "c",
+             "--health-url", "http://127.0.0.1:8404/healthz", "--interval", "1", "--timeout", "1",
+             "--fall", "2", "--rise", "2", "--drain-file", str(tmp_path / "draining"),
+             "--state-file", str(tmp_path / "bgp.json")]  # fmt: skip
+    if told:
+        flags += ["--told-file", str(tmp_path / "told")]
+    a = hb.Announcer(hb.parser().parse_args(flags))
+    a.healthy, a.announced = True, True
+    return a
+
+
+def test_a_drain_withdraws_only_once_the_peers_steer_back_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The router moves a withdrawn host's flows to its peers at once: they must steer them
+    back before that, or its long-lived connections break there."""
+    clock = [100.0]
+    monkeypatch.setattr(hb.time, "monotonic", lambda: clock[0])
+    a = _announcer(tmp_path)
+    (tmp_path / "draining").write_text("1\n")
+    assert a.wanted() == (True, "draining: the peers are told to steer first")
+    (tmp_path / "told").write_text("1\n")  # steer told them
+    clock[0] += hb.STEER_SETTLE_S / 2
+    assert a.wanted()[0] is True  # their rules are still loading
+    clock[0] += hb.STEER_SETTLE_S
+    assert a.wanted() == (False, "draining")
+    # Back from the drain, the next one waits again.
+    (tmp_path / "draining").write_text("0\n")
+    (tmp_path / "told").write_text("0\n")
+    assert a.wanted() == (True, "healthy")
+    (tmp_path / "draining").write_text("1\n")
+    assert a.wanted()[0] is True
+
+
+def test_a_drain_withdraws_anyway_when_steer_never_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(hb.time, "monotonic", lambda: clock[0])
+    a = _announcer(tmp_path)
+    (tmp_path / "draining").write_text("1\n")
+    assert a.wanted()[0] is True
+    clock[0] += hb.TELL_WAIT_S
+    assert a.wanted() == (False, "draining")
+    # Without --told-file (no steer container): a drain withdraws at once, as before.
+    plain = _announcer(tmp_path, told=False)
+    assert plain.wanted() == (False, "draining")
+
+
+def test_the_rendered_frr_and_steer_agree_on_the_told_file() -> None:
+    containers = by_name(edge(bgp_run())["containers"])
+    args = hb.parser().parse_args(["run", *containers["frr"]["args"]])
+    steer = containers["steer"]["command"]
+    told = steer[steer.index("--told-file") + 1]
+    assert args.told_file == told and steer[steer.index("--drain-file") + 1] == args.drain_file
+    assert args.steer_state_file == steer[steer.index("--state-file") + 1]
+    assert containers["steer"]["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["NET_ADMIN"]}
+    key = [e for e in containers["steer"]["env"] if e["name"] == "HALB_HANDOFF_KEY"]
+    assert key == [
+        {
+            "name": "HALB_HANDOFF_KEY",
+            "valueFrom": {"secretKeyRef": {"name": "edge-handoff-key", "key": "key"}},
+        }
+    ]
+
+
+def test_the_metrics_count_handoff_messages_and_refused_packets_from_steers_state(tmp_path: Path) -> None:
+    steer = {"handoff_messages": {"accepted": 2, "stale": 1}, "firewall_refused": {"handoff_refused": 4}}
+    text = hb.metrics_text("203.0.113.10", True, 0, True, False, True, {}, {}, steer).splitlines()
+    assert 'halb_handoff_messages_total{result="accepted"} 2' in text
+    assert 'halb_handoff_messages_total{result="replayed"} 0' in text
+    assert 'halb_firewall_refused_packets_total{rule="handoff"} 4' in text
+    assert not any(
+        "halb_handoff" in line
+        for line in hb.metrics_text("v", True, 0, True, False, True, {}, {}).splitlines()
+    )
+    path = tmp_path / "steer.json"
+    assert hb.steer_state(str(path)) is None
+    path.write_text("{not json")
+    assert hb.steer_state(str(path)) is None
+    path.write_text(json.dumps(steer))
+    assert hb.steer_state(str(path)) == steer
+    promtool = shutil.which("promtool")
+    if promtool is not None:
+        body = "\n".join(text) + "\n"
+        done = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, text=True,
+                              check=False)  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr

@@ -5,7 +5,10 @@ test's own."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -13,6 +16,7 @@ import pytest
 from conftest import ROOT, load_script
 
 from components.edge_pod import STEER_TABLE
+from halb.lab.base import wait_until
 
 SCRIPT = ROOT / "images" / "keepalived" / "halb-keepalived"
 KEY = b"k" * 43
@@ -100,3 +104,94 @@ def test_the_steering_rules_cover_every_traffic_port_and_load(netns: str, tmp_pa
     listed = subprocess.run(["ip", "netns", "exec", netns, "nft", "list", "table", "ip", "halb_steer"],
                             capture_output=True, text=True, timeout=30, check=True).stdout  # fmt: skip
     assert "tcp dport { 80, 443, 7000 }" in listed and 'dup to 192.0.2.11 device "eth0" drop' in listed
+
+
+def _steer(netns: str, me: str, tmp: Path, *prefix: str) -> subprocess.Popen[str]:
+    """A steer listener on `me` (BGP mode's flags), its files under `tmp`."""
+    tmp.mkdir()
+    cmd = [*prefix, sys.executable, str(SCRIPT), "steer", "--listen", me, "--port", "9166",
+           "--peers", ",".join(LISTENERS), "--vip", "203.0.113.10", "--ports", "80,443",
+           "--interface", "eth0", "--state-file", str(tmp / "steer.json"), "--drain-file",
+           str(tmp / "draining"), "--told-file", str(tmp / "told"), "--drain-seconds", "20"]  # fmt: skip
+    env = {**os.environ, hk.KEY_ENV: KEY.decode()}
+    return subprocess.Popen(["ip", "netns", "exec", netns, *cmd], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)  # fmt: skip
+
+
+LISTENERS = ("192.0.2.11", "192.0.2.12", "192.0.2.13")
+SEND = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 0))
+s.sendto(sys.stdin.buffer.read(), (sys.argv[2], 9166))
+"""
+
+
+def _table(netns: str) -> str:
+    return subprocess.run(["ip", "netns", "exec", netns, "nft", "list", "table", "ip", STEER_TABLE],
+                          capture_output=True, text=True, timeout=30, check=False).stdout  # fmt: skip
+
+
+def _read(path: Path) -> str:
+    return path.read_text().strip() if path.exists() else ""
+
+
+def _steers_to(netns: str, old: str) -> bool:
+    return f'dup to {old} device "eth0" drop' in _table(netns)
+
+
+def _stop(procs: list[subprocess.Popen[str]]) -> None:
+    for p in procs:
+        p.terminate()
+        p.wait(timeout=10)
+
+
+@pytest.mark.netns
+def test_a_draining_bgp_host_tells_its_peers_before_it_withdraws(netns: str, tmp_path: Path) -> None:
+    """BGP mode: the drain flag (the preStop's, or a cordon's) makes steer tell the peers, which
+    steer this host's flows back; --told-file then lets halb-bgp withdraw. A second host leaving
+    during that drain takes the steering over. The listener needs NET_ADMIN for its rules:
+    without it the message is accepted and nothing steers."""
+    for addr in LISTENERS:
+        subprocess.run(["ip", "-n", netns, "addr", "add", f"{addr}/24", "dev", "eth0"], check=True)
+    subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
+    a, b = tmp_path / "a", tmp_path / "b"
+    procs = [_steer(netns, "192.0.2.11", a), _steer(netns, "192.0.2.12", b)]
+    try:
+        assert wait_until(lambda: _read(a / "told") == "0" and _read(b / "told") == "0", 10, 0.05)
+        assert _table(netns) == ""  # nobody drains: no steering
+        (a / "draining").write_text("1\n")
+        assert wait_until(lambda: _read(a / "told") == "1", 10, 0.02)
+        assert wait_until(lambda: _steers_to(netns, "192.0.2.11"), 10, 0.05), _table(netns)
+        assert wait_until(lambda: '"accepted": 3' in _read(b / "steer.json"), 10, 0.1), _read(
+            b / "steer.json"
+        )
+        assert "ip ttl != 1" in _table(netns) and "ip ttl set 1" in _table(
+            netns
+        )  # no steering back and forth
+        (a / "draining").write_text("0\n")
+        assert wait_until(lambda: _read(a / "told") == "0", 10, 0.02)
+        # .13 leaves while .11's drain runs: its message replaces the rules, not adds to them.
+        message = hk.sign(KEY, "192.0.2.13", 20.0, time.time(), "1313131313131313")
+        cmd = ["ip", "netns", "exec", netns, sys.executable, "-c", SEND, "192.0.2.13", "192.0.2.12"]
+        subprocess.run(cmd, input=message, check=True, timeout=30)
+        assert wait_until(lambda: _steers_to(netns, "192.0.2.13"), 10, 0.05), _table(netns)
+        assert not _steers_to(netns, "192.0.2.11") and _table(netns).count("dup to") == 1
+    finally:
+        _stop(procs)
+    subprocess.run(["ip", "netns", "exec", netns, "nft", "delete", "table", "ip", STEER_TABLE], check=False)
+    # Without NET_ADMIN (the steer container's one capability): accepted, but no rule loads.
+    c, d = tmp_path / "c", tmp_path / "d"
+    no_admin = ["setpriv", "--bounding-set", "-net_admin", "--inh-caps", "-net_admin"]
+    procs = [_steer(netns, "192.0.2.11", c), _steer(netns, "192.0.2.12", d, *no_admin)]
+    try:
+        assert wait_until(lambda: _read(c / "told") == "0" and _read(d / "told") == "0", 10, 0.05)
+        (c / "draining").write_text("1\n")
+        assert wait_until(lambda: '"accepted": 3' in _read(d / "steer.json"), 10, 0.1), _read(
+            d / "steer.json"
+        )
+        assert _table(netns) == ""
+    finally:
+        _stop(procs)
+    out = procs[1].stdout.read() if procs[1].stdout else ""
+    assert "Operation not permitted" in out, out

@@ -15,10 +15,13 @@ from collections.abc import Iterator
 import pytest
 from conftest import running_lab, stack_raw
 
+from components.edge_pod import STEER_TABLE, TOLD_FILE
 from halb.bench.bgp import accepted, new_connections, set_draining
 from halb.lab import router
 from halb.lab.base import in_ns, run, wait_until
 from halb.lab.faults import inject, lab_images, stall
+from halb.lab.handoff import steered_packets
+from halb.lab.held import held
 from halb.lab.lab import Lab
 
 pytestmark = pytest.mark.netns
@@ -201,3 +204,34 @@ def test_the_bgp_alerts_fire_on_the_labs_prometheus(whole: Lab) -> None:
     )
     assert changed, lab.prometheus.alerts()
     assert alert_states(lab, "HalbBgpHostWithdrawn", node="lb-3") == []
+
+
+def steer_table(lab: Lab, node: str) -> str:
+    return run(
+        in_ns(lab.plan.node(node).netns, "nft", "list", "table", "ip", STEER_TABLE), check=False
+    ).stdout
+
+
+def test_a_drained_host_has_its_peers_steer_its_flows_back_to_it(whole: Lab) -> None:
+    """The drain flag makes lb-2's steer container tell its peers first; halb-bgp withdraws only
+    then. The router moves lb-2's flows to them, and they send those packets back to lb-2 for the
+    drain (vrrp.handoff.drainSeconds), as a VRRP handoff's new MASTER does."""
+    lab = whole
+    lb2 = str(lab.plan.node("lb-2").address)
+    peers = ("lb-1", "lb-3")
+    with held(lab, "ws", 30, host="shop.lab.invalid") as h:
+        drain(lab, "lb-2")
+        assert wait_until(lambda: "lb-2" not in hops(lab), 10, poll=0.05), lab.status()
+        tables = {n: steer_table(lab, n) for n in peers}
+        assert all(f"dup to {lb2} " in t for t in tables.values()), "\n".join(
+            f"{k}: {v}" for k, v in tables.items()
+        )
+        # The websockets speak every second: those lb-2 held now arrive at its peers.
+        assert wait_until(lambda: sum(steered_packets(lab, n) for n in peers) > 0, 5, 0.2)
+        h.stop()
+    for n in peers:
+        assert scrape(lab, n)['halb_handoff_messages_total{result="accepted"}'] >= 1
+    assert lab.pods.shared_path("lb-2", TOLD_FILE).read_text().strip() == "1"
+    # After the drain (and its second), the peers' steering is gone.
+    drain_s = lab.plan.settings.vrrp.handoff.drain_seconds
+    assert wait_until(lambda: all("dup to" not in steer_table(lab, n) for n in peers), drain_s + 10, 0.5)
