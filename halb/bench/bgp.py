@@ -118,10 +118,13 @@ class BgpReport:
 
 
 def bgp_raw(cpu_limit: str | None = None, stack: str = "lab-bgp", drain_s: float | None = None) -> RawConfig:
-    """The lab-bgp stack (or `stack`), each host's HAProxy limited to `cpu_limit`, its drain
-    (and so a withdrawn host's steering) `drain_s` long."""
+    """The lab-bgp stack (or `stack`), each host's HAProxy limited to `cpu_limit` (and then no
+    Prometheus: its scrapes, two vtysh runs per host every 500 ms in BGP mode, would share the
+    CPUs being measured), its drain (and so a withdrawn host's steering) `drain_s` long."""
     base = load_stack_file(stack_path(stack))
     values = dict(base.values)
+    if cpu_limit is not None:
+        values["rancher-ha-lb:monitoring"] = json.dumps({"enabled": False})
     if drain_s is not None:
         vrrp = json.loads(values.get("rancher-ha-lb:vrrp", "{}"))
         vrrp["handoff"] = {**vrrp.get("handoff", {}), "drainSeconds": drain_s}
