@@ -25,7 +25,9 @@ from the configured peers (the routers), so no one else can open a session
 or fake a BFD Down; the handoff port only from the other load-balancer hosts
 (the `hosts` set: a withdrawing host asks them to steer its flows back);
 bindVipOnly as above.
-Refusals are counted (named counters), for `lab fault` and the docs.
+Refusals are counted (named counters), for `lab fault` and the docs. A
+`ct state` rule keeps conntrack on from the pod's start: a steering table
+(halb-keepalived steer) must know which flows this host saw begin.
 """
 
 from __future__ import annotations
@@ -95,6 +97,11 @@ def render_edge_nft(s: Settings, node: str) -> str:
         *sets,
         "  chain input {",
         "    type filter hook input priority filter; policy accept;",
+        # A rule that reads conntrack makes the kernel track this host's connections from
+        # their first packet (a namespace tracks none until one needs it). A steering table,
+        # loaded later, tells a flow this host never saw begin by `ct state new`: a flow it
+        # did not track would look new too, and be sent away (tests/test_bench.py's smoke run).
+        "    ct state invalid counter",
         *rules,
         "  }",
         "}",
