@@ -42,6 +42,7 @@ from components.edge_pod import (
 )
 from components.k8s import field_env, host_ip_env, resources, root_with, unprivileged
 from components.keepalived_conf import render_keepalived_conf
+from components.load_balancer import drain_timeout_s
 from components.settings import Settings
 
 # What VRRP needs and nothing more (tests/test_lab_pods.py takes each one away
@@ -122,11 +123,22 @@ def steer_container(s: Settings, image: pulumi.Input[str]) -> k8s.core.v1.Contai
         "--state-file", STEER_STATE_FILE, "--drain-file", DRAIN_FILE, "--told-file", TOLD_FILE,
         "--drain-seconds", f"{s.vrrp.handoff.drain_seconds:g}",
     ]  # fmt: skip
+    hold = [
+        HALB_KEEPALIVED,
+        "wait-done",
+        "--done-file",
+        HANDOFF_DONE_FILE,
+        "--timeout",
+        str(drain_timeout_s(s)),
+    ]
     return {
         "name": STEER,
         "image": image,
         "command": command,
         "env": [host_ip_env(HOST_IP), handoff_key_env()],
+        # The kubelet stops every container at once: steer stays until the frr container's
+        # preStop has drained, or it would be gone before it told the peers.
+        "lifecycle": {"pre_stop": {"exec_": {"command": hold}}},
         "resources": resources(s.keepalived.resources),
         "security_context": root_with(STEER_CAPABILITIES),
         "volume_mounts": [{"name": SHARED_VOLUME, "mount_path": SHARED_DIR}],

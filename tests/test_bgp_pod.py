@@ -7,6 +7,7 @@ here the manifest and halb-bgp's pure parts."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -284,7 +285,7 @@ def test_a_drain_withdraws_only_once_the_peers_steer_back_here(
     a = _announcer(tmp_path)
     (tmp_path / "draining").write_text("1\n")
     assert a.wanted() == (True, "draining: the peers are told to steer first")
-    (tmp_path / "told").write_text("1\n")  # steer told them
+    (tmp_path / "told").write_text(f"1 {(tmp_path / 'draining').stat().st_mtime_ns}\n")  # steer told them
     clock[0] += hb.STEER_SETTLE_S / 2
     assert a.wanted()[0] is True  # their rules are still loading
     clock[0] += hb.STEER_SETTLE_S
@@ -294,6 +295,11 @@ def test_a_drain_withdraws_only_once_the_peers_steer_back_here(
     (tmp_path / "told").write_text("0\n")
     assert a.wanted() == (True, "healthy")
     (tmp_path / "draining").write_text("1\n")
+    assert a.wanted()[0] is True
+    # A `1` steer wrote for an earlier drain (it died since) is no answer to this one.
+    os.utime(tmp_path / "draining", ns=(1, 1))
+    (tmp_path / "told").write_text("1 2\n")
+    clock[0] += hb.STEER_SETTLE_S * 2
     assert a.wanted()[0] is True
 
 

@@ -270,7 +270,7 @@ def test_every_helper_command_in_the_pod_is_one_the_helper_takes(stack: str) -> 
                 seen.append((c["name"], argv[1]))
     # keepalived's watch-config and steer are started by entrypoint.sh, not the spec; in
     # BGP mode steer is a container of its own (the keepalived image, its own command).
-    bgp = [("frr", "run"), ("frr", "withdraw"), ("steer", "steer")]
+    bgp = [("frr", "run"), ("frr", "withdraw"), ("steer", "steer"), ("steer", "wait-done")]
     daemon = bgp if stack == "lab-bgp" else [("keepalived", "handoff")]
     assert sorted(seen) == sorted([("haproxy", "drain"), ("haproxy-reload", "watch-config"), *daemon])
 

@@ -18,6 +18,8 @@ from conftest import running_lab, stack_raw
 from components.edge_pod import STEER_TABLE, TOLD_FILE
 from halb.bench.bgp import accepted, new_connections, set_draining
 from halb.lab import router
+from halb.lab.apply import drain as lab_drain
+from halb.lab.apply import uncordon
 from halb.lab.base import in_ns, run, wait_until
 from halb.lab.faults import inject, lab_images, stall
 from halb.lab.handoff import steered_packets
@@ -231,7 +233,31 @@ def test_a_drained_host_has_its_peers_steer_its_flows_back_to_it(whole: Lab) -> 
         h.stop()
     for n in peers:
         assert scrape(lab, n)['halb_handoff_messages_total{result="accepted"}'] >= 1
-    assert lab.pods.shared_path("lb-2", TOLD_FILE).read_text().strip() == "1"
+    assert lab.pods.shared_path("lb-2", TOLD_FILE).read_text().startswith("1 ")
     # After the drain (and its second), the peers' steering is gone.
     drain_s = lab.plan.settings.vrrp.handoff.drain_seconds
     assert wait_until(lambda: all("dup to" not in steer_table(lab, n) for n in peers), drain_s + 10, 0.5)
+
+
+def test_deleting_a_hosts_pod_has_its_peers_steer_first_then_it_withdraws(whole: Lab) -> None:
+    """A real planned removal: the pod evicted, its preStops run. The kubelet stops every
+    container at once; the steer container's own preStop keeps it up until the frr
+    container's has drained, so the peers are told and steer before the router moves lb-2's
+    flows to them (without it steer is gone before the drain flag is written)."""
+    lab = whole
+    lb2 = str(lab.plan.node("lb-2").address)
+    peers = ("lb-1", "lb-3")
+    evict = threading.Thread(target=lab_drain, args=(lab, "lb-2", lambda _: None))
+    try:
+        with held(lab, "ws", 20, host="shop.lab.invalid") as h:
+            evict.start()
+            assert wait_until(lambda: "lb-2" not in hops(lab), 20, poll=0.02), lab.status()
+            tables = {n: steer_table(lab, n) for n in peers}  # already there when the route went
+            assert all(f"dup to {lb2} " in t for t in tables.values()), tables
+            assert wait_until(lambda: sum(steered_packets(lab, n) for n in peers) > 0, 5, 0.2)
+            h.stop()
+        evict.join(timeout=120)
+        assert not evict.is_alive()
+    finally:
+        evict.join(timeout=120)
+        uncordon(lab, "lb-2", lambda _: None)

@@ -68,12 +68,12 @@ def _refuse_topology_change(old: Lab, new_plan: Any) -> None:
 
 
 def pod_ready(lab: Lab, node: str) -> bool:
+    """Every container running and ready, and the host in the tier again: MASTER or BACKUP,
+    or (bgp) announcing the VIP."""
     cs = lab.pods.status(node).get("containers", {})
-    return (
-        bool(cs)
-        and all(c.get("state") == "running" and c.get("ready") for c in cs.values())
-        and (lab.vrrp_state(node) in ("MASTER", "BACKUP"))
-    )
+    in_tier = lab.bgp_state(node).get("announced") is True if lab.plan.bgp else (
+        lab.vrrp_state(node) in ("MASTER", "BACKUP"))  # fmt: skip
+    return bool(cs) and all(c.get("state") == "running" and c.get("ready") for c in cs.values()) and in_tier
 
 
 def _max_unavailable(doc: dict[str, Any]) -> int:
@@ -222,7 +222,7 @@ def uncordon(lab: Lab, node: str, out: Out) -> str:
     lab.save()
     if not wait_until(lambda: pod_ready(lab, n), READY_S, poll=0.2):
         raise LabError(f"{n}: its pod was not ready after {READY_S:g} s\n" + lab.log_tails())
-    return f"uncordoned {n}: its edge pod runs again (BACKUP: nopreempt)"
+    return f"uncordoned {n}: its edge pod runs again" + ("" if lab.plan.bgp else " (BACKUP: nopreempt)")
 
 
 def _lb_node(lab: Lab, node: str) -> str:

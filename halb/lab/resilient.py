@@ -68,6 +68,8 @@ class Mirror:
 
     def sync(self) -> None:
         want = sorted(self.members[h] for h in main_hops(self.vip) if h in self.members)
+        if self.have and not ip("nexthop", "show", "id", str(GROUP_ID), check=False).strip():
+            self.have = None  # the kernel flushed the group (its members' link went): again
         if want == self.have:
             return
         if want:
