@@ -53,6 +53,7 @@ from halb.lab.faults import inject
 from halb.lab.held import held
 from halb.lab.lab import Lab
 from halb.lab.measure import outage
+from halb.lab.state import ROUTER_HASHES
 from halb.stackfile import load_stack_file, stack_path
 
 # Each host's HAProxy CPU limit for the scale-out: low enough that three of them,
@@ -75,7 +76,6 @@ VICTIM = "lb-2"
 # ECMP (the baseline: what FRR installs) and once with a resilient next-hop
 # group (halb/lab/resilient.py), each in a lab of its own.
 DISRUPTIONS = ("host-crash", "rejoin", "planned-removal")
-ROUTER_HASHES = ("hash-threshold", "resilient")
 HELD = 60
 CUT_WAIT_S = 6.0
 # The drain of those labs: a planned removal's steering outlasts the wait for cuts (as the

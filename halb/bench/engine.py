@@ -33,7 +33,7 @@ from halb.lab.images import ensure_image
 from halb.lab.lab import Lab
 from halb.lab.podman import podman
 from halb.lab.probe import Attempt, ProbeRun
-from halb.lab.state import locked
+from halb.lab.state import ROUTER_HASHES, locked
 from halb.lab.teardown import teardown
 
 # How long the lab must stay settled before a run: longer than a restored host's BACKUP-then-FAULT blip.
@@ -59,7 +59,7 @@ def new_prefix(tag: str) -> str:
 
 @contextmanager
 def bench_lab(
-    raw: RawConfig, prefix: str, app: str = "python", router_hash: str = "hash-threshold"
+    raw: RawConfig, prefix: str, app: str = "python", router_hash: str = ROUTER_HASHES[0]
 ) -> Iterator[Lab]:
     """A lab up for `raw` under `prefix` (`app`: the app stand-in; `router_hash`: the bgp
     router's), taken down afterwards, even on failure."""

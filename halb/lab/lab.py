@@ -42,7 +42,7 @@ from halb.lab.pods import Pods, image_dirs
 from halb.lab.probe import Attempt, ProbeError, ProbeRun
 from halb.lab.prometheus import LabPrometheus
 from halb.lab.rtsched import make_parent, parent_name
-from halb.lab.state import LabState, lab_dir
+from halb.lab.state import ROUTER_HASHES, LabState, lab_dir
 from halb.lab.topology import LabPlan, Replica, app_command, plan_lab
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,7 +65,7 @@ class Lab:
 
     @classmethod
     def create(
-        cls, raw: RawConfig, stack: str, prefix: str, app: str = "python", router_hash: str = "hash-threshold"
+        cls, raw: RawConfig, stack: str, prefix: str, app: str = "python", router_hash: str = ROUTER_HASHES[0]
     ) -> Lab:
         lab_id = secrets.token_hex(3)
         plan = plan_lab(parse_settings(raw), prefix, lab_id)

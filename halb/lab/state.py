@@ -138,7 +138,7 @@ class LabState:
     # than the edge: what a data-path benchmark needs behind it).
     app: str = "python"
     # bgp: how the lab's router spreads flows over the hosts (ROUTER_HASHES).
-    router_hash: str = "hash-threshold"
+    router_hash: str = ROUTER_HASHES[0]
 
     def raw(self) -> RawConfig:
         return RawConfig(self.config, frozenset(self.secret_keys))
